@@ -1,0 +1,260 @@
+"""The state the rules work on: a worker with their cases and claims (one aggregate per worker).
+
+Plain dataclasses, no I/O. ``to_doc``/``from_doc`` give the JSON form the database keeps.
+Datetimes are timezone-aware UTC everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+SEVERITIES = ("low", "medium", "high", "critical")  # ascending
+CASE_KINDS = ("protection", "non_procedural_departure", "coverage_gap", "claim_dispute")
+CASE_STATUSES = ("open", "acknowledged", "resolved", "reopened")
+OPEN_STATUSES = ("open", "acknowledged", "reopened")
+WORKER_STATES = (
+    "departed",
+    "placed",
+    "returned",
+    "failed_departure",
+    "deceased",
+    "unregistered_abroad",
+)
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity)
+
+
+def max_severity(a: str, b: str) -> str:
+    return a if severity_rank(a) >= severity_rank(b) else b
+
+
+def stable_id(*parts: str, prefix: str = "", length: int = 16) -> str:
+    """A deterministic id from its cause, so that a replay derives the same id."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
+    return f"{prefix}{digest}"
+
+
+def iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_dt(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _from_json(cls: type, doc: dict[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in doc:
+            continue
+        value = doc[f.name]
+        if "datetime" in str(f.type) and isinstance(value, str):
+            value = parse_dt(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+@dataclass
+class Case:
+    case_id: str
+    worker_id: str
+    kind: str
+    category: str | None
+    severity: str
+    post_id: str
+    opened_at: datetime
+    status: str = "open"
+    escalation_level: int = 0
+    ack_due: datetime | None = None
+    resolve_due: datetime | None = None
+    reports: int = 1
+    country: str | None = None
+    region: str | None = None
+    routing_note: str | None = None  # e.g. "no labour post in XX; routed to headquarters"
+    incident_ids: list[str] = field(default_factory=list)
+    last_report_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+    updated_at: datetime | None = None
+    cause: str | None = None  # what opened it (incident id, departure event id, claim id)
+    detail: dict[str, Any] = field(default_factory=dict)  # kind-specific facts (reasons, claim)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def to_doc(self) -> dict[str, Any]:
+        return _to_json(dataclasses.asdict(self))
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Case:
+        return _from_json(cls, doc)
+
+    def public(self) -> dict[str, Any]:
+        """The JSON keys of design §6 (without ``timeline``), plus routing facts."""
+        return {
+            "case_id": self.case_id,
+            "worker_id": self.worker_id,
+            "kind": self.kind,
+            "category": self.category,
+            "severity": self.severity,
+            "status": self.status,
+            "post_id": self.post_id,
+            "escalation_level": self.escalation_level,
+            "ack_due": iso(self.ack_due),
+            "resolve_due": iso(self.resolve_due),
+            "opened_at": iso(self.opened_at),
+            "reports": self.reports,
+            "country": self.country,
+            "region": self.region,
+            "routing_note": self.routing_note,
+            "detail": _to_json(self.detail),
+        }
+
+
+@dataclass
+class Claim:
+    claim_id: str
+    worker_id: str
+    program: str
+    status: str = "filed"
+    event_date: str | None = None
+    filed_at: datetime | None = None
+    last_change_at: datetime | None = None
+    incident_id: str | None = None
+    case_id: str | None = None
+    amount_idr: int | None = None
+    amount_paid_idr: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    out_of_order: bool = False
+
+    def to_doc(self) -> dict[str, Any]:
+        return _to_json(dataclasses.asdict(self))
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Claim:
+        return _from_json(cls, doc)
+
+
+@dataclass
+class Worker:
+    worker_id: str
+    state: str | None = None
+    country: str | None = None
+    region: str | None = None
+    non_procedural: bool = False
+    non_procedural_reasons: list[str] = field(default_factory=list)
+    insured_until: datetime | None = None
+    insured_from: datetime | None = None
+    departed_at: datetime | None = None
+    arrived_at: datetime | None = None
+    returned_at: datetime | None = None
+    return_reason: str | None = None
+    contract_start: datetime | None = None
+    contract_end: datetime | None = None
+    scheme: str | None = None
+    employer_type: str | None = None
+    sector: str | None = None
+    has_social_security: bool = False
+    first_seen_via: str | None = None  # event type that created the record
+    updated_at: datetime | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return _to_json(dataclasses.asdict(self))
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Worker:
+        return _from_json(cls, doc)
+
+
+@dataclass
+class Aggregate:
+    """Everything the rules need about one worker."""
+
+    worker: Worker
+    cases: dict[str, Case] = field(default_factory=dict)
+    claims: dict[str, Claim] = field(default_factory=dict)
+    exists: bool = False  # a worker row was stored before this batch
+
+    def open_cases(self) -> list[Case]:
+        return sorted((c for c in self.cases.values() if c.is_open), key=lambda c: c.opened_at)
+
+    def in_crisis(self) -> bool:
+        return any(c.severity in ("critical", "high") for c in self.open_cases())
+
+    def worker_public(self) -> dict[str, Any]:
+        """The worker JSON keys of design §6."""
+        w = self.worker
+        return {
+            "worker_id": w.worker_id,
+            "state": w.state,
+            "in_crisis": self.in_crisis(),
+            "non_procedural": w.non_procedural,
+            "non_procedural_reasons": list(w.non_procedural_reasons),
+            "insured_until": iso(w.insured_until),
+            "open_cases": [c.case_id for c in self.open_cases()],
+            "country": w.country,
+            "region": w.region,
+        }
+
+
+@dataclass
+class TimelineEntry:
+    """One append-only line of a case's audit trail."""
+
+    entry_id: str  # deterministic: derived from the input event and the position in its effects
+    case_id: str
+    at: datetime
+    type: str  # e.g. garda.case.opened, garda.case.report-attached, pmi.case.note-added
+    actor: str | None = None  # officer id, "garda" for automatic steps, reporter for reports
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OutputEvent:
+    """An event Garda publishes (structured CloudEvent) via the outbox."""
+
+    topic: str  # logical topic, e.g. schemas.topics.CASES
+    type: str
+    key: str  # worker_id
+    data: dict[str, Any]
+    id: str  # deterministic
+    subject: str | None = None
+
+
+@dataclass
+class Effects:
+    events: list[OutputEvent] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> None:
+        self.events.extend(other.events)
+        self.timeline.extend(other.timeline)
+
+
+@dataclass
+class Result:
+    aggregate: Aggregate
+    effects: Effects
+    outcome: str  # short word for the log line: opened, attached, updated, escalated, ignored, ...

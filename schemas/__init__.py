@@ -1,0 +1,1 @@
+"""What events are: the CloudEvents envelope, the event types, validation, JSON Schemas."""

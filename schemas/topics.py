@@ -1,0 +1,41 @@
+"""Logical topic names (design §2). Full names add ``Settings.topic_prefix``."""
+
+from __future__ import annotations
+
+DEPARTURES = "pmi.departures.v1"
+INCIDENTS = "pmi.incidents.v1"
+CLAIMS = "pmi.claims.v1"
+CASE_ACTIONS = "pmi.case-actions.v1"
+CASES = "pmi.cases.v1"
+WORKER_STATE = "pmi.worker-state.v1"
+ALERTS = "pmi.alerts.v1"
+DEADLETTER = "pmi.deadletter.v1"
+# Internal: commands Garda sends itself (deadline timers), keyed by worker_id so that they
+# reach the processor that owns the worker, in order with the worker's other events.
+COMMANDS = "garda.commands.v1"
+
+INPUTS = (DEPARTURES, INCIDENTS, CLAIMS, CASE_ACTIONS, COMMANDS)
+OUTPUTS = (CASES, WORKER_STATE, ALERTS, DEADLETTER)
+ALL = INPUTS + OUTPUTS
+COMPACTED = (WORKER_STATE,)
+
+# Which event types each input topic may carry.
+TYPES_BY_TOPIC: dict[str, tuple[str, ...]] = {
+    DEPARTURES: (
+        "pmi.departure.recorded",
+        "pmi.departure.failed",
+        "pmi.arrival.reported",
+        "pmi.contract.extended",
+        "pmi.return.recorded",
+    ),
+    INCIDENTS: ("pmi.incident.reported", "pmi.incident.updated"),
+    CLAIMS: ("pmi.claim.filed", "pmi.claim.status-changed"),
+    CASE_ACTIONS: (
+        "pmi.case.acknowledged",
+        "pmi.case.note-added",
+        "pmi.case.referred",
+        "pmi.case.resolved",
+        "pmi.case.reopened",
+    ),
+    COMMANDS: ("garda.deadline.due",),
+}

@@ -1,0 +1,1 @@
+"""How events flow: the Faust app, agents, batching, timers."""
