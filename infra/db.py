@@ -1,0 +1,105 @@
+"""PostgreSQL: the pool lifecycle and the migrations (applied on start, idempotently)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from types import TracebackType
+
+import asyncpg
+
+from infra.errors import TransientError
+from infra.logging import get_logger
+
+log = get_logger("garda.db")
+
+MIGRATION_LOCK = 0x6172_6461  # advisory lock id: one migrator at a time
+
+# Errors worth retrying: the server went away, is starting, or a transaction lost a race.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    TransientError,
+)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("jsonb", "json"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Database:
+    """An asyncpg pool with an explicit ``start()/stop()`` lifecycle."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.url = url
+        self._min = min_size
+        self._max = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return "Database(url=***)"
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("Database is not started")
+        return self._pool
+
+    async def start(self) -> Database:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=self._min, max_size=self._max, init=_init_connection
+            )
+        return self
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def __aenter__(self) -> Database:
+        return await self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, sql) of every migration shipped in infra/migrations, in order."""
+    folder = resources.files("infra") / "migrations"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(n.removesuffix(".sql"), (folder / n).read_text()) for n in names]
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply the migrations not applied yet; returns the versions applied now.
+
+    Safe to run from several workers at once (advisory lock) and any number of times.
+    """
+    applied_now: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, sql in migration_files():
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied_now.append(version)
+    if applied_now:
+        log.info("migrations applied", versions=applied_now)
+    return applied_now

@@ -1,0 +1,222 @@
+"""Repositories: load worker aggregates and write one batch's effects in one transaction.
+
+Everything a batch changes (workers, cases, claims, timeline rows, the processed ids, the
+outbox of output events and the dead-letter records) is written by ``write_batch`` inside
+the caller's transaction, so a crash either keeps all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from handlers.model import Aggregate, Case, Claim, TimelineEntry, Worker
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass
+class OutboxRow:
+    event_id: str
+    topic: str  # full topic name (prefix included)
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass
+class DeadLetter:
+    topic: str  # full source topic name
+    partition: int
+    offset: int
+    error: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    source: str | None = None
+    event_id: str | None = None
+
+
+@dataclass
+class ProcessedId:
+    source: str
+    id: str
+    type: str
+    worker_id: str
+    topic: str
+    partition: int
+    offset: int
+    outcome: str = "ok"
+
+
+@dataclass
+class BatchWrite:
+    aggregates: list[tuple[Aggregate, int | None]] = field(default_factory=list)
+    timeline: list[tuple[TimelineEntry, str, str]] = field(default_factory=list)  # entry, source, id
+    processed: list[ProcessedId] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    deadletters: list[DeadLetter] = field(default_factory=list)
+    deadletter_topic: str = "pmi.deadletter.v1"  # full name (prefix included)
+
+
+def encode_headers(headers: Iterable[tuple[str, bytes]]) -> list[list[str]]:
+    return [[k, base64.b64encode(v or b"").decode()] for k, v in headers]
+
+
+def decode_headers(raw: Sequence[Sequence[str]]) -> Headers:
+    return [(k, base64.b64decode(v)) for k, v in raw]
+
+
+async def lock_partitions(conn: asyncpg.Connection, partitions: Iterable[int]) -> None:
+    """Serialise two processors that briefly hold the same partition during a rebalance."""
+    for p in sorted(set(partitions)):
+        await conn.execute("SELECT pg_advisory_xact_lock(7301, $1)", p)
+
+
+async def claim_new(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Of these (source, id) keys, the ones never processed before (not yet recorded)."""
+    if not keys:
+        return set()
+    rows = await conn.fetch(
+        "SELECT source, id FROM processed_events"
+        " WHERE (source, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    seen = {(r["source"], r["id"]) for r in rows}
+    return {k for k in keys if k not in seen}
+
+
+async def load_aggregates(conn: asyncpg.Connection, worker_ids: Iterable[str]) -> dict[str, Aggregate]:
+    ids = sorted(set(worker_ids))
+    aggs = {w: Aggregate(worker=Worker(worker_id=w)) for w in ids}
+    if not ids:
+        return aggs
+    for r in await conn.fetch("SELECT worker_id, doc FROM workers WHERE worker_id = ANY($1)", ids):
+        aggs[r["worker_id"]].worker = Worker.from_doc(r["doc"])
+        aggs[r["worker_id"]].exists = True
+    for r in await conn.fetch("SELECT worker_id, doc FROM cases WHERE worker_id = ANY($1)", ids):
+        case = Case.from_doc(r["doc"])
+        aggs[r["worker_id"]].cases[case.case_id] = case
+    for r in await conn.fetch("SELECT worker_id, doc FROM claims WHERE worker_id = ANY($1)", ids):
+        claim = Claim.from_doc(r["doc"])
+        aggs[r["worker_id"]].claims[claim.claim_id] = claim
+    return aggs
+
+
+NextDue = Callable[[Case], datetime | None]
+
+
+async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, next_due: NextDue) -> list[int]:
+    """Write one batch (inside the caller's transaction); returns the new outbox seqs."""
+    workers, cases, claims = [], [], []
+    for agg, partition in batch.aggregates:
+        w = agg.worker
+        workers.append(
+            (w.worker_id, w.state, w.country, w.region, agg.in_crisis(), w.non_procedural,
+             w.insured_until, partition, w.to_doc())
+        )
+        for c in agg.cases.values():
+            cases.append(
+                (c.case_id, c.worker_id, c.kind, c.category, c.severity, c.status, c.post_id,
+                 c.escalation_level, c.ack_due, c.resolve_due, c.opened_at, c.reports,
+                 next_due(c), partition, c.to_doc())
+            )
+        for cl in agg.claims.values():
+            claims.append(
+                (cl.claim_id, cl.worker_id, cl.status, cl.last_change_at, partition, cl.to_doc())
+            )
+    if workers:
+        await conn.executemany(
+            """INSERT INTO workers (worker_id, state, country, region, in_crisis, non_procedural,
+                   insured_until, partition, doc, updated_at)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9, now())
+               ON CONFLICT (worker_id) DO UPDATE SET state=$2, country=$3, region=$4,
+                   in_crisis=$5, non_procedural=$6, insured_until=$7, partition=$8, doc=$9,
+                   updated_at=now()""",
+            workers,
+        )
+    if cases:
+        await conn.executemany(
+            """INSERT INTO cases (case_id, worker_id, kind, category, severity, status, post_id,
+                   escalation_level, ack_due, resolve_due, opened_at, reports, next_due,
+                   partition, doc, updated_at)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15, now())
+               ON CONFLICT (case_id) DO UPDATE SET kind=$3, category=$4, severity=$5,
+                   status=$6, post_id=$7, escalation_level=$8, ack_due=$9, resolve_due=$10,
+                   reports=$12, next_due=$13, partition=$14, doc=$15, updated_at=now()
+               WHERE cases.doc IS DISTINCT FROM $15 OR cases.next_due IS DISTINCT FROM $13""",
+            cases,
+        )
+    if claims:
+        await conn.executemany(
+            """INSERT INTO claims (claim_id, worker_id, status, last_change_at, partition, doc,
+                   updated_at)
+               VALUES ($1,$2,$3,$4,$5,$6, now())
+               ON CONFLICT (claim_id) DO UPDATE SET status=$3, last_change_at=$4, partition=$5,
+                   doc=$6, updated_at=now() WHERE claims.doc IS DISTINCT FROM $6""",
+            claims,
+        )
+    if batch.timeline:
+        await conn.executemany(
+            """INSERT INTO case_timeline (entry_id, case_id, at, type, actor, detail, source,
+                   event_id)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (entry_id) DO NOTHING""",
+            [(e.entry_id, e.case_id, e.at, e.type, e.actor, e.detail, src, eid)
+             for e, src, eid in batch.timeline],
+        )
+    if batch.processed:
+        await conn.executemany(
+            """INSERT INTO processed_events (source, id, type, worker_id, topic, partition,
+                   "offset", outcome)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING""",
+            [(p.source, p.id, p.type, p.worker_id, p.topic, p.partition, p.offset, p.outcome)
+             for p in batch.processed],
+        )
+    fresh_dl: list[tuple[int, DeadLetter]] = []
+    for d in batch.deadletters:
+        inserted = await conn.fetchval(
+            """INSERT INTO deadletters (topic, partition, "offset", error, source, event_id)
+               VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING RETURNING seq""",
+            d.topic, d.partition, d.offset, d.error, d.source, d.event_id,
+        )
+        if inserted is not None:
+            fresh_dl.append((inserted, d))
+    rows = list(batch.outbox)
+    for _, d in fresh_dl:
+        rows.append(dead_letter_row(d, batch.deadletter_topic))
+    if not rows:
+        return []
+    inserted = await conn.fetch(
+        """INSERT INTO outbox (event_id, topic, key, value, headers)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])
+           ON CONFLICT (event_id) DO NOTHING RETURNING seq""",
+        [r.event_id for r in rows],
+        [r.topic for r in rows],
+        [r.key for r in rows],
+        [r.value for r in rows],
+        [encode_headers(r.headers) for r in rows],
+    )
+    return sorted(r["seq"] for r in inserted)
+
+
+def dead_letter_row(d: DeadLetter, deadletter_topic: str) -> OutboxRow:
+    """The unchanged input bytes with the reason and its origin as headers."""
+    headers = [h for h in d.headers if not h[0].startswith("garda-")]
+    headers += [
+        ("garda-error", d.error.encode()[:4000]),
+        ("garda-source-topic", d.topic.encode()),
+        ("garda-source-partition", str(d.partition).encode()),
+        ("garda-source-offset", str(d.offset).encode()),
+    ]
+    return OutboxRow(
+        event_id=f"deadletter:{d.topic}:{d.partition}:{d.offset}",
+        topic=deadletter_topic,
+        key=d.key,
+        value=d.value,
+        headers=headers,
+    )
