@@ -1,0 +1,298 @@
+"""Field kinds of event ``data``: each one validates a value and describes itself as JSON Schema.
+
+Every kind has two faces that must agree: ``check`` (the validator used by the processor and
+the API) and ``schema`` (the published JSON Schema, draft 2020-12). Regular expressions are
+written so that they mean the same in Python and in ECMA-262 (ASCII classes only, no ``\\d``).
+
+Decisions:
+- Date-times are RFC 3339 ``date-time`` with a mandatory offset (``Z`` or ``+hh:mm``), seconds
+  required, fraction optional (any number of digits, truncated to microseconds when parsed),
+  ``T``/``Z`` in either case, no leap second ``:60``. The string stays in ``data`` as sent;
+  ``parse_datetime`` gives the aware ``datetime``.
+- Dates (``contract_start``, ``contract_end``, ``event_date``) are strictly ``YYYY-MM-DD``
+  (RFC 3339 ``full-date``). A full date-time is rejected: which calendar day it means
+  depends on a time zone the sender did not state.
+- Integers reject ``true``/``false``; an integral float such as ``5.0`` is accepted and
+  normalized to ``5`` (JSON Schema counts it as an integer too).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+from infra.errors import InvalidEvent
+
+_DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+_OFFSET = r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+DATE_PATTERN = f"^{_DATE}$"
+DATETIME_PATTERN = f"^{_DATE}[Tt]{_TIME}{_OFFSET}$"
+COUNTRY_PATTERN = "^[A-Z]{2}$"
+REGION_PATTERN = "^[A-Z]{2}-[A-Z0-9]{1,3}$"
+NON_BLANK_PATTERN = r"[^\s]"
+
+_DATETIME_RE = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
+)
+_EXAMPLE_DATETIME = "2026-11-29T02:31:29Z"
+
+
+def show(value: Any) -> str:
+    """A short, readable rendering of a JSON value for error messages."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{json_kind(value)} {text}" if isinstance(value, dict | list) else text
+
+
+def json_kind(value: Any) -> str:
+    """The JSON type name of a decoded value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def parse_datetime(text: str, field: str | None = None) -> datetime:
+    """Parse an RFC 3339 date-time with offset into an aware ``datetime``.
+
+    Raises ``InvalidEvent(field=field)`` when ``text`` is not one.
+    """
+    reason = (
+        f"must be an RFC 3339 date-time with a timezone like {_EXAMPLE_DATETIME!r}, "
+        f"got {show(text)}"
+    )
+    if not isinstance(text, str):
+        raise InvalidEvent(reason, field)
+    m = _DATETIME_RE.fullmatch(text)
+    if m is None or re.fullmatch(DATETIME_PATTERN[1:-1], text) is None:
+        raise InvalidEvent(reason, field)
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    micro = int((m.group(7) or "0")[:6].ljust(6, "0"))
+    if m.group(8):
+        tz = UTC
+    else:
+        delta = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
+        tz = timezone(-delta if m.group(9) == "-" else delta)
+    try:
+        return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
+    except ValueError as exc:
+        raise InvalidEvent(f"{reason} ({exc})", field) from None
+
+
+def parse_date(text: str, field: str | None = None) -> date:
+    """Parse a ``YYYY-MM-DD`` calendar date. Raises ``InvalidEvent(field=field)``."""
+    reason = f"must be a date like '2026-12-31' (YYYY-MM-DD), got {show(text)}"
+    if not isinstance(text, str) or re.fullmatch(DATE_PATTERN[1:-1], text) is None:
+        raise InvalidEvent(reason, field)
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidEvent(f"{reason} ({exc})", field) from None
+
+
+def format_datetime(value: datetime) -> str:
+    """RFC 3339 text of an aware datetime (UTC written as ``Z``)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware")
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+@dataclass(frozen=True)
+class Field:
+    """Base of the field kinds."""
+
+    description: str = ""
+
+    def check(self, value: Any, path: str) -> Any:
+        """Validate ``value`` at ``path``; return the normalized value."""
+        raise NotImplementedError
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of this field."""
+        raise NotImplementedError
+
+    def parse(self, value: Any) -> Any:
+        """The typed value of an already-validated value (default: unchanged)."""
+        return value
+
+    def _with_description(self, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"description": self.description, **schema} if self.description else schema
+
+
+@dataclass(frozen=True)
+class Text(Field):
+    """A string with at least one non-whitespace character and at most ``max_length``."""
+
+    max_length: int = 200
+
+    def check(self, value: Any, path: str) -> Any:
+        if not isinstance(value, str):
+            raise InvalidEvent(f"must be a string, got {show(value)}", path)
+        if not value.strip():
+            raise InvalidEvent("must not be empty or blank", path)
+        if len(value) > self.max_length:
+            raise InvalidEvent(
+                f"must be at most {self.max_length} characters, got {len(value)}", path
+            )
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return self._with_description(
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": self.max_length,
+                "pattern": NON_BLANK_PATTERN,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Enum(Field):
+    """One of a fixed set of strings."""
+
+    values: tuple[str, ...] = ()
+
+    def check(self, value: Any, path: str) -> Any:
+        if not isinstance(value, str) or value not in self.values:
+            allowed = ", ".join(repr(v) for v in self.values)
+            raise InvalidEvent(f"must be one of {allowed}; got {show(value)}", path)
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return self._with_description({"type": "string", "enum": list(self.values)})
+
+
+@dataclass(frozen=True)
+class Country(Field):
+    """ISO 3166-1 alpha-2 code: two uppercase ASCII letters."""
+
+    def check(self, value: Any, path: str) -> Any:
+        if not isinstance(value, str) or re.fullmatch(COUNTRY_PATTERN[1:-1], value) is None:
+            raise InvalidEvent(
+                f"must be an ISO 3166-1 alpha-2 code like 'MY', got {show(value)}", path
+            )
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return self._with_description({"type": "string", "pattern": COUNTRY_PATTERN})
+
+
+@dataclass(frozen=True)
+class Region(Field):
+    """ISO 3166-2 subdivision code; its prefix must equal the value of ``country_field``."""
+
+    country_field: str = ""
+
+    def check(self, value: Any, path: str) -> Any:
+        if not isinstance(value, str) or re.fullmatch(REGION_PATTERN[1:-1], value) is None:
+            raise InvalidEvent(f"must be an ISO 3166-2 code like 'MY-01', got {show(value)}", path)
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return self._with_description({"type": "string", "pattern": REGION_PATTERN})
+
+
+@dataclass(frozen=True)
+class DateTime(Field):
+    """RFC 3339 date-time with a timezone; kept as text, parsed to an aware datetime."""
+
+    def check(self, value: Any, path: str) -> Any:
+        parse_datetime(value, path)
+        return value
+
+    def parse(self, value: Any) -> Any:
+        return parse_datetime(value)
+
+    def schema(self) -> dict[str, Any]:
+        return self._with_description(
+            {"type": "string", "format": "date-time", "pattern": DATETIME_PATTERN}
+        )
+
+
+@dataclass(frozen=True)
+class Date(Field):
+    """Calendar date ``YYYY-MM-DD``; kept as text, parsed to a ``date``."""
+
+    def check(self, value: Any, path: str) -> Any:
+        parse_date(value, path)
+        return value
+
+    def parse(self, value: Any) -> Any:
+        return parse_date(value)
+
+    def schema(self) -> dict[str, Any]:
+        return self._with_description({"type": "string", "format": "date", "pattern": DATE_PATTERN})
+
+
+@dataclass(frozen=True)
+class Integer(Field):
+    """An integer in [minimum, maximum] (``maximum`` None: unbounded). Booleans rejected."""
+
+    minimum: int = 0
+    maximum: int | None = None
+
+    def check(self, value: Any, path: str) -> Any:
+        ok = not isinstance(value, bool) and (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        )
+        number = int(value) if ok else 0
+        if not ok or number < self.minimum or (self.maximum is not None and number > self.maximum):
+            if self.maximum is not None:
+                what = f"an integer from {self.minimum} to {self.maximum}"
+            elif self.minimum == 0:
+                what = "a non-negative integer"
+            else:
+                what = f"an integer of at least {self.minimum}"
+            raise InvalidEvent(f"must be {what}, got {show(value)}", path)
+        return number
+
+    def schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "integer", "minimum": self.minimum}
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        return self._with_description(schema)
+
+
+@dataclass(frozen=True)
+class Object(Field):
+    """A nested object of optional fields; unknown keys rejected."""
+
+    fields: tuple[tuple[str, Field], ...] = ()
+
+    def check(self, value: Any, path: str) -> Any:
+        if not isinstance(value, Mapping):
+            raise InvalidEvent(f"must be a JSON object, got {show(value)}", path)
+        known = dict(self.fields)
+        for name in value:
+            if name not in known:
+                raise InvalidEvent(f"unknown field (allowed: {', '.join(known)})", f"{path}.{name}")
+        return {name: known[name].check(v, f"{path}.{name}") for name, v in value.items()}
+
+    def schema(self) -> dict[str, Any]:
+        return self._with_description(
+            {
+                "type": "object",
+                "properties": {name: f.schema() for name, f in self.fields},
+                "additionalProperties": False,
+            }
+        )

@@ -1,0 +1,369 @@
+"""The ``data`` of every input event type (design §4), declared once.
+
+The validator (``validate_data``), the typed view (``parsed_data``) and the published JSON
+Schemas (``json_schema``) are all derived from ``SPECS``. Two cross-field rules cannot be
+said in JSON Schema and are checked by the validator only (each schema notes them in
+``$comment``): a region's country prefix must equal the event's country, and
+``contract_end`` may not be before ``contract_start``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from infra.errors import InvalidEvent
+from schemas.fields import (
+    Country,
+    Date,
+    DateTime,
+    Enum,
+    Field,
+    Integer,
+    Object,
+    Region,
+    Text,
+    parse_date,
+    show,
+)
+
+SCHEMES = ("p2p", "g2g", "g2p", "individual", "company_own", "seafarer")
+EMPLOYER_TYPES = ("legal_entity", "household", "vessel")
+VISA_TYPES = ("work", "visit", "tourist", "umrah", "other")
+RETURN_REASONS = ("contract_completed", "repatriated", "deported", "medical", "deceased", "other")
+CATEGORIES = (
+    "wants_to_go_home",
+    "unpaid_wages",
+    "deportation",
+    "failed_departure",
+    "death",
+    "job_fraud",
+    "illness",
+    "accident",
+    "social_security",
+    "trafficking",
+    "contract_mismatch",
+    "employer_violence",
+    "sexual_violence",
+    "mental_health",
+    "lost_contact",
+    "document_withheld",
+    "detention",
+    "overstay",
+    "other",
+)
+SEVERITIES = ("critical", "high", "medium", "low")
+REPORTER_TYPES = ("mission", "worker", "family", "ngo", "employer", "hotline", "panic_button")
+CLAIM_PROGRAMS = ("JKK", "JKM", "JHT")
+CLAIM_STATUSES = (
+    "docs_pending",
+    "submitted",
+    "verified",
+    "approved",
+    "paid",
+    "rejected",
+    "expired",
+)
+DEADLINES = ("ack", "resolve")
+
+LONG_TEXT = 5000
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+@dataclass(frozen=True)
+class TypeSpec:
+    """The ``data`` of one event type."""
+
+    name: str
+    description: str
+    fields: tuple[tuple[str, Field], ...]
+    required: tuple[str, ...]
+    any_of: tuple[str, ...] = ()  # at least one of these must be present
+
+    @property
+    def field_map(self) -> dict[str, Field]:
+        return dict(self.fields)
+
+
+def _spec(
+    name: str,
+    description: str,
+    required: dict[str, Field],
+    optional: dict[str, Field] | None = None,
+    any_of: tuple[str, ...] = (),
+) -> TypeSpec:
+    fields = {**required, **(optional or {})}
+    return TypeSpec(name, description, tuple(fields.items()), tuple(required), any_of)
+
+
+def _id(what: str) -> Text:
+    return Text(description=what, max_length=200)
+
+
+WORKER_ID = _id("The worker (PMI) id; equals the event subject and the Kafka key.")
+
+_CASE_BASE: dict[str, Field] = {
+    "case_id": _id("The case acted on."),
+    "worker_id": WORKER_ID,
+    "actor": _id("The officer id of who acted."),
+    "post_id": _id("The post (mission/office) the officer acts for."),
+}
+_AT = {"at": DateTime("When the action happened (defaults to the event time).")}
+
+_SPEC_LIST: tuple[TypeSpec, ...] = (
+    _spec(
+        "pmi.departure.recorded",
+        "A worker left Indonesia for work abroad.",
+        {
+            "worker_id": WORKER_ID,
+            "destination_country": Country("ISO 3166-1 alpha-2 destination country."),
+            "departed_at": DateTime("When the worker departed."),
+            "scheme": Enum("Placement scheme.", SCHEMES),
+            "employer_type": Enum("Kind of employer.", EMPLOYER_TYPES),
+            "visa_type": Enum("Visa the worker travels on.", VISA_TYPES),
+        },
+        {
+            "destination_region": Region(
+                "ISO 3166-2 region; prefix equals destination_country.", "destination_country"
+            ),
+            "embarkation_point": Text("Port or airport of embarkation."),
+            "p3mi_license": Text("Licence of the placement agency (P3MI)."),
+            "employer_name": Text("Employer name."),
+            "sector": Text("Work sector."),
+            "e_pmi_id": Text("The worker card (e-PMI, ex e-KTKLN)."),
+            "bpjs_membership_no": Text("BPJS Ketenagakerjaan membership number."),
+            "contract_start": Date("First day of the contract (YYYY-MM-DD)."),
+            "contract_end": Date("Last day of the contract (YYYY-MM-DD), not before start."),
+            "origin": Object(
+                "Where the worker comes from (region codes).",
+                (
+                    ("province", Text("Province code.")),
+                    ("regency", Text("Regency/city code.")),
+                    ("village", Text("Village code.")),
+                ),
+            ),
+            "nik": Text("National identity number (personal: never logged raw)."),
+            "passport_no": Text("Passport number (personal: never logged raw)."),
+            "full_name": Text("Full name (personal: never logged raw)."),
+        },
+    ),
+    _spec(
+        "pmi.departure.failed",
+        "A planned departure did not happen.",
+        {"worker_id": WORKER_ID, "reason": Text("Why it failed.", LONG_TEXT)},
+        {"at": DateTime("When it was recorded as failed.")},
+    ),
+    _spec(
+        "pmi.arrival.reported",
+        "The worker reported arrival (or was reported) in the destination.",
+        {
+            "worker_id": WORKER_ID,
+            "country": Country("ISO 3166-1 alpha-2 country of arrival."),
+            "reported_at": DateTime("When the arrival was reported."),
+        },
+        {
+            "region": Region("ISO 3166-2 region; prefix equals country.", "country"),
+            "employer_name": Text("Employer name."),
+        },
+    ),
+    _spec(
+        "pmi.contract.extended",
+        "The worker's contract was extended.",
+        {"worker_id": WORKER_ID, "contract_end": Date("New last day of the contract.")},
+    ),
+    _spec(
+        "pmi.return.recorded",
+        "The worker returned to Indonesia.",
+        {
+            "worker_id": WORKER_ID,
+            "returned_at": DateTime("When the worker returned."),
+            "reason": Enum("Why the worker returned.", RETURN_REASONS),
+        },
+    ),
+    _spec(
+        "pmi.incident.reported",
+        "A report about a worker in trouble.",
+        {
+            "incident_id": _id("The incident id (unique per source)."),
+            "worker_id": WORKER_ID,
+            "category": Enum("Complaint category.", CATEGORIES),
+            "occurred_at": DateTime("When the incident happened."),
+            "country": Country("ISO 3166-1 alpha-2 country where it happened."),
+            "reporter_type": Enum("Who reported it.", REPORTER_TYPES),
+        },
+        {
+            "severity": Enum("Severity as reported.", SEVERITIES),
+            "region": Region("ISO 3166-2 region; prefix equals country.", "country"),
+            "description": Text("What happened.", LONG_TEXT),
+        },
+    ),
+    _spec(
+        "pmi.incident.updated",
+        "New information on a reported incident (at least one of severity, category, note).",
+        {"incident_id": _id("The incident updated."), "worker_id": WORKER_ID},
+        {
+            "severity": Enum("New severity.", SEVERITIES),
+            "category": Enum("New category.", CATEGORIES),
+            "note": Text("Free-text update.", LONG_TEXT),
+        },
+        any_of=("severity", "category", "note"),
+    ),
+    _spec(
+        "pmi.claim.filed",
+        "A BPJS Ketenagakerjaan claim was filed.",
+        {
+            "claim_id": _id("The claim id."),
+            "worker_id": WORKER_ID,
+            "program": Enum("BPJS programme.", CLAIM_PROGRAMS),
+            "event_date": Date("Date of the insured event (YYYY-MM-DD)."),
+            "filed_at": DateTime("When the claim was filed."),
+        },
+        {
+            "benefit": Text("Benefit claimed."),
+            "amount_idr": Integer("Amount claimed in rupiah."),
+            "incident_id": _id("The incident the claim relates to."),
+        },
+    ),
+    _spec(
+        "pmi.claim.status-changed",
+        "A claim moved to a new status.",
+        {
+            "claim_id": _id("The claim id."),
+            "worker_id": WORKER_ID,
+            "status": Enum("New claim status.", CLAIM_STATUSES),
+            "changed_at": DateTime("When the status changed."),
+        },
+        {
+            "reason": Text("Why (e.g. rejection reason).", LONG_TEXT),
+            "amount_paid_idr": Integer("Amount paid in rupiah."),
+        },
+    ),
+    _spec("pmi.case.acknowledged", "A responder acknowledged a case.", _CASE_BASE, _AT),
+    _spec(
+        "pmi.case.note-added",
+        "A responder added a note to a case.",
+        {**_CASE_BASE, "note": Text("The note.", LONG_TEXT)},
+        _AT,
+    ),
+    _spec(
+        "pmi.case.referred",
+        "A responder referred a case to another organisation.",
+        {**_CASE_BASE, "to": Text("The organisation referred to.")},
+        _AT,
+    ),
+    _spec(
+        "pmi.case.resolved",
+        "A responder resolved a case.",
+        {**_CASE_BASE, "resolution": Text("How the case was resolved.", LONG_TEXT)},
+        {**_AT, "note": Text("Additional note.", LONG_TEXT)},
+    ),
+    _spec("pmi.case.reopened", "A responder reopened a resolved case.", _CASE_BASE, _AT),
+    _spec(
+        "garda.deadline.due",
+        "Internal command: a case deadline is due (Garda sends it to itself).",
+        {
+            "case_id": _id("The case whose deadline is due."),
+            "worker_id": WORKER_ID,
+            "due_at": DateTime("When the deadline fell due."),
+            "deadline": Enum("Which deadline.", DEADLINES),
+            "level": Integer("Escalation level this deadline leads to.", 1, 2),
+        },
+    ),
+)
+
+SPECS: dict[str, TypeSpec] = {spec.name: spec for spec in _SPEC_LIST}
+
+_CROSS_FIELD_COMMENT = {
+    "region": "The validator also requires the region's country prefix to equal {country}.",
+    "contract": "The validator also requires contract_end not to be before contract_start.",
+}
+
+
+def list_types() -> list[str]:
+    """Every event type with a ``data`` spec, in design order."""
+    return list(SPECS)
+
+
+def get_spec(type_: str) -> TypeSpec:
+    """The spec of ``type_``; ``InvalidEvent(field="type")`` if unknown."""
+    try:
+        return SPECS[type_]
+    except (KeyError, TypeError):
+        raise InvalidEvent(f"unknown event type {show(type_)}", "type") from None
+
+
+def validate_data(type: str, data: Any) -> dict[str, Any]:
+    """Validate the ``data`` of an event of ``type``; return the normalized copy.
+
+    Raises ``InvalidEvent`` for the first problem found, with ``field`` a path starting at
+    ``"data."`` (or ``"type"`` for an unknown type, ``"data"`` if it is not an object).
+    """
+    spec = get_spec(type)
+    if not isinstance(data, Mapping):
+        raise InvalidEvent(f"must be a JSON object, got {show(data)}", "data")
+    fields = spec.field_map
+    for name in data:
+        if name not in fields:
+            raise InvalidEvent(f"unknown field for {spec.name}", f"data.{name}")
+    for name in spec.required:
+        if name not in data:
+            raise InvalidEvent(f"is required for {spec.name}", f"data.{name}")
+    out = {name: fields[name].check(value, f"data.{name}") for name, value in data.items()}
+    if spec.any_of and not any(name in out for name in spec.any_of):
+        raise InvalidEvent(f"{spec.name} needs at least one of {', '.join(spec.any_of)}", "data")
+    _check_cross_fields(spec, out)
+    return out
+
+
+def _check_cross_fields(spec: TypeSpec, data: dict[str, Any]) -> None:
+    for name, f in spec.fields:
+        if isinstance(f, Region) and name in data and f.country_field in data:
+            country = data[f.country_field]
+            if data[name][:2] != country:
+                raise InvalidEvent(
+                    f"region {data[name]!r} is not in {f.country_field} {country!r}",
+                    f"data.{name}",
+                )
+    if "contract_start" in data and "contract_end" in data:
+        if parse_date(data["contract_end"]) < parse_date(data["contract_start"]):
+            raise InvalidEvent(
+                f"must not be before contract_start {data['contract_start']!r}",
+                "data.contract_end",
+            )
+
+
+def parsed_data(type: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of validated ``data`` with date-times as aware ``datetime`` and dates as ``date``."""
+    fields = get_spec(type).field_map
+    return {
+        name: fields[name].parse(value) if name in fields else value for name, value in data.items()
+    }
+
+
+def json_schema(type: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the ``data`` of ``type``."""
+    spec = get_spec(type)
+    schema: dict[str, Any] = {
+        "$schema": SCHEMA_DIALECT,
+        "$id": f"urn:garda:schema:{spec.name}",
+        "title": f"{spec.name} data",
+        "description": spec.description,
+        "type": "object",
+        "properties": {name: f.schema() for name, f in spec.fields},
+        "required": list(spec.required),
+        "additionalProperties": False,
+    }
+    if spec.any_of:
+        schema["anyOf"] = [{"required": [name]} for name in spec.any_of]
+    comments = [
+        _CROSS_FIELD_COMMENT["region"].format(country=f.country_field)
+        for _, f in spec.fields
+        if isinstance(f, Region)
+    ]
+    fields = spec.field_map
+    if "contract_start" in fields and "contract_end" in fields:
+        comments.append(_CROSS_FIELD_COMMENT["contract"])
+    if comments:
+        schema["$comment"] = " ".join(comments)
+    return schema
