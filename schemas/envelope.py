@@ -1,18 +1,35 @@
 """The CloudEvents 1.0 envelope (Kafka protocol binding, structured and binary mode).
 
-Interface (implementation filled in by schemas work):
 - ``Envelope``: a decoded, validated input event.
 - ``decode(key, value, headers, topic=None) -> Envelope``: raises ``InvalidEvent`` with the
-  field and what was wrong. Structured mode: value is the JSON CloudEvent. Binary mode:
-  ``ce_*`` headers carry the attributes and the value is the JSON ``data``.
+  field and what was wrong. Structured mode: value is the JSON CloudEvent. Binary mode
+  (a ``ce_specversion`` header): ``ce_*`` headers carry the attributes and the value is the
+  JSON ``data``.
 - ``encode(envelope) -> bytes``: structured mode JSON (Garda's own output).
+- ``new_envelope(...)``: builds Garda's own output events (source ``"garda"``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from typing import Any
+
+from infra.errors import InvalidEvent
+from schemas.fields import format_datetime, parse_datetime, show
+from schemas.topics import TYPES_BY_TOPIC
+from schemas.types import SPECS, parsed_data, validate_data
+
+SPECVERSION = "1.0"
+DATA_CONTENT_TYPE = "application/json"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+GARDA_SOURCE = "garda"
+MAX_ATTRIBUTE_LENGTH = 200
+CORE_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype")
+_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
 
 
 @dataclass(frozen=True)
@@ -31,3 +48,292 @@ class Envelope:
     def key(self) -> tuple[str, str]:
         """The idempotency key: (source, id)."""
         return (self.source, self.id)
+
+    def parsed_data(self) -> dict[str, Any]:
+        """``data`` with date-times as aware ``datetime`` and dates as ``date`` objects."""
+        if self.type not in SPECS:
+            return dict(self.data)
+        return parsed_data(self.type, self.data)
+
+
+def decode(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    topic: str | None = None,
+) -> Envelope:
+    """Decode and validate one Kafka record into an ``Envelope``.
+
+    ``topic`` is the logical topic name (without prefix); when given, the type must be one
+    that topic carries. Raises ``InvalidEvent`` (with ``field``) on the first problem.
+    """
+    hdrs = _headers(headers)
+    if "ce_specversion" in hdrs:
+        content_type = hdrs.get("content-type")
+        if content_type is not None and _media_type(content_type) != DATA_CONTENT_TYPE:
+            raise InvalidEvent(
+                f"must be {DATA_CONTENT_TYPE} in binary mode, got {show(content_type)}",
+                "content-type",
+            )
+        attrs: dict[str, Any] = {
+            name[3:]: text for name, text in hdrs.items() if name.startswith("ce_")
+        }
+        attrs["data"] = _json(value)
+    else:
+        content_type = hdrs.get("content-type")
+        if content_type is not None and _media_type(content_type) != STRUCTURED_CONTENT_TYPE:
+            raise InvalidEvent(
+                f"must be {STRUCTURED_CONTENT_TYPE} in structured mode (binary mode needs "
+                f"ce_specversion and the other ce_* headers), got {show(content_type)}",
+                "content-type",
+            )
+        attrs = _json(value)
+        if not isinstance(attrs, dict):
+            raise InvalidEvent(f"a structured CloudEvent must be a JSON object, got {show(attrs)}")
+    return _build(attrs, key, topic)
+
+
+def encode(env: Envelope) -> bytes:
+    """Structured-mode JSON of ``env`` (UTF-8). ``datetime``/``date`` in data become text."""
+    doc: dict[str, Any] = {
+        "specversion": env.specversion,
+        "id": env.id,
+        "source": env.source,
+        "type": env.type,
+        "subject": env.subject,
+    }
+    if env.time is not None:
+        doc["time"] = format_datetime(env.time)
+    doc["datacontenttype"] = env.datacontenttype
+    for name, ext in env.extensions.items():
+        if name not in doc and name != "data":
+            doc[name] = ext
+    doc["data"] = env.data
+    return json.dumps(
+        doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+    ).encode("utf-8")
+
+
+def new_envelope(
+    type: str,
+    subject: str,
+    data: Mapping[str, Any],
+    id: str,
+    time: datetime | None = None,
+    extensions: Mapping[str, Any] | None = None,
+    source: str = GARDA_SOURCE,
+) -> Envelope:
+    """An output event of Garda with a caller-given deterministic ``id``.
+
+    ``data`` of a type with a spec (``list_types()``) is validated; for other types (Garda's
+    ``garda.case.*``/``garda.alert.*`` outputs) it must be an object and, when it has a
+    ``worker_id``, that must equal ``subject``. ``datetime``/``date`` values anywhere in
+    ``data`` are turned into RFC 3339 / ``YYYY-MM-DD`` text first, so the envelope holds what
+    ``decode(encode(env))`` gives back. Raises ``InvalidEvent``.
+    """
+    attrs: dict[str, Any] = {
+        "specversion": SPECVERSION,
+        "id": id,
+        "source": source,
+        "type": type,
+        "subject": subject,
+        **(extensions or {}),
+        "data": _jsonable(data),
+    }
+    for name in extensions or {}:
+        if name in CORE_ATTRIBUTES or name in ("data", "data_base64"):
+            raise InvalidEvent("is a CloudEvents attribute, not an extension", name)
+    if time is not None:
+        if time.tzinfo is None or time.utcoffset() is None:
+            raise InvalidEvent("must be timezone-aware", "time")
+    env = _build(attrs, None, None, known_types_only=False)
+    if time is not None:
+        env = replace(env, time=time)
+    return env
+
+
+# -- internals -------------------------------------------------------------------------------
+
+
+def _headers(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    """CloudEvents and content-type headers, lower-cased names, values decoded as UTF-8."""
+    out: dict[str, str] = {}
+    for raw_name, raw_value in headers or ():
+        name = raw_name.decode("utf-8", "replace") if isinstance(raw_name, bytes) else raw_name
+        name = name.lower()
+        if not (name.startswith("ce_") or name == "content-type") or raw_value is None:
+            continue
+        if name in out:
+            raise InvalidEvent("duplicate header", name)
+        if isinstance(raw_value, str):
+            out[name] = raw_value
+            continue
+        try:
+            out[name] = bytes(raw_value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(f"header is not valid UTF-8 ({exc.reason})", name) from None
+    return out
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard constant {name}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, item in pairs:
+        if name in out:
+            raise ValueError(f"duplicate key {name!r}")
+        out[name] = item
+    return out
+
+
+def _json(value: bytes | None) -> Any:
+    if value is None:
+        raise InvalidEvent("invalid JSON: the record has no value")
+    try:
+        text = bytes(value).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"invalid JSON: not valid UTF-8 ({exc})") from None
+    if not text.strip():
+        raise InvalidEvent("invalid JSON: empty value")
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise InvalidEvent("invalid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidEvent(f"invalid JSON: {exc}") from None
+
+
+def _string_attribute(attrs: Mapping[str, Any], name: str) -> str:
+    value = attrs.get(name)
+    if value is None:
+        raise InvalidEvent(f"missing required attribute {name}", name)
+    if not isinstance(value, str):
+        raise InvalidEvent(f"must be a string, got {show(value)}", name)
+    if not value.strip():
+        raise InvalidEvent("must not be empty", name)
+    if len(value) > MAX_ATTRIBUTE_LENGTH:
+        raise InvalidEvent(
+            f"must be at most {MAX_ATTRIBUTE_LENGTH} characters, got {len(value)}", name
+        )
+    return value
+
+
+def _build(
+    attrs: dict[str, Any],
+    key: bytes | None,
+    topic: str | None,
+    known_types_only: bool = True,
+) -> Envelope:
+    specversion = attrs.get("specversion")
+    if specversion is None:
+        raise InvalidEvent("missing required attribute specversion", "specversion")
+    if specversion != SPECVERSION:
+        raise InvalidEvent(f"must be {SPECVERSION!r}, got {show(specversion)}", "specversion")
+    id_ = _string_attribute(attrs, "id")
+    source = _string_attribute(attrs, "source")
+    type_ = _string_attribute(attrs, "type")
+    subject = _string_attribute(attrs, "subject")
+
+    known = type_ in SPECS
+    if known_types_only and not known:
+        raise InvalidEvent(f"unknown event type {type_!r}", "type")
+    if topic is not None:
+        allowed = TYPES_BY_TOPIC.get(topic, ())
+        if type_ not in allowed:
+            raise InvalidEvent(
+                f"type {type_!r} is not allowed on topic {topic!r} "
+                f"(allowed: {', '.join(allowed) or 'none'})",
+                "type",
+            )
+
+    time = None
+    if attrs.get("time") is not None:
+        time = parse_datetime(attrs["time"], "time")
+
+    datacontenttype = attrs.get("datacontenttype")
+    if datacontenttype is not None and (
+        not isinstance(datacontenttype, str) or _media_type(datacontenttype) != DATA_CONTENT_TYPE
+    ):
+        raise InvalidEvent(
+            f"must be {DATA_CONTENT_TYPE} or absent, got {show(datacontenttype)}",
+            "datacontenttype",
+        )
+
+    if "data_base64" in attrs:
+        raise InvalidEvent("is not supported: data must be a JSON object", "data_base64")
+    if "data" not in attrs:
+        raise InvalidEvent("missing required attribute data", "data")
+    data = attrs["data"]
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"must be a JSON object, got {show(data)}", "data")
+
+    extensions: dict[str, Any] = {}
+    for name, ext in attrs.items():
+        if name in CORE_ATTRIBUTES or name == "data" or ext is None:
+            continue
+        if _EXTENSION_NAME.fullmatch(name) is None:
+            raise InvalidEvent(
+                "is not a valid CloudEvents attribute name (lowercase a-z and 0-9, "
+                "at most 20 characters)",
+                name,
+            )
+        if not isinstance(ext, str | int | float | bool):
+            raise InvalidEvent(
+                f"extension attribute must be a string, number or boolean, got {show(ext)}",
+                name,
+            )
+        extensions[name] = ext
+
+    if key is not None:
+        try:
+            key_text = bytes(key).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidEvent("Kafka key is not valid UTF-8", "key") from None
+        if key_text != subject:
+            raise InvalidEvent(
+                f"Kafka key {show(key_text)} does not match subject {subject!r}", "key"
+            )
+
+    if known:
+        data = validate_data(type_, data)
+    worker_id = data.get("worker_id")
+    if (known or worker_id is not None) and worker_id != subject:
+        raise InvalidEvent(
+            f"subject {subject!r} does not match data.worker_id {show(worker_id)}", "subject"
+        )
+
+    return Envelope(
+        id=id_,
+        source=source,
+        type=type_,
+        subject=subject,
+        data=data,
+        time=time,
+        specversion=SPECVERSION,
+        datacontenttype=DATA_CONTENT_TYPE,
+        extensions=extensions,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {name: _jsonable(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, datetime | date):
+        return _json_default(value)
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
