@@ -1,0 +1,207 @@
+"""Responders' case actions (design §2 ``pmi.case-actions.v1``, §4 "Case actions"). Pure, no I/O.
+
+Every action carries ``case_id``, ``worker_id``, ``actor`` (officer id), ``post_id`` and
+optionally ``at``; plus ``note`` (note-added, resolved), ``resolution`` (resolved) and ``to``
+(referred).
+
+Checks, in this order (the first failing one raises ``Rejected``):
+
+1. the case exists in the worker's aggregate, else 404 ``unknown case``;
+2. the acting post may act on it (:func:`may_act`), else 403. A post may act on the cases
+   assigned to it; headquarters (``policy.headquarters``) on any case; a post the case has
+   been escalated to (the head of mission from level 1 on; headquarters at level 2 anyway)
+   on that case. (The API answers 404 for a foreign post's case; the rules say 403.)
+3. the action is allowed in the case's status, else 409:
+
+   ============ ====== ============ ======== ========
+   action       open   acknowledged reopened resolved
+   ============ ====== ============ ======== ========
+   acknowledge  yes    409          yes      409
+   note         yes    yes          yes      yes
+   refer        yes    yes          yes      409
+   resolve      yes    yes          yes      409
+   reopen       409    409          409      yes
+   ============ ====== ============ ======== ========
+
+   Referring a case to the organisation it is already referred to is also 409 (same
+   effect twice). A missing or blank ``note``/``resolution``/``to`` is 422.
+
+Effects: the case changes, then one timeline row and one ``garda.case.*`` event on
+pmi.cases.v1 via ``ctx.case_event`` (actor = ``data.actor``, at = ``data.at`` capped at
+``ctx.now``, else ``ctx.event_time``): ``garda.case.acknowledged``, ``.referred``,
+``.resolved``, ``.reopened``; a note is recorded as ``garda.case.note-added``, which the
+design's list of output types does not name but which is published on pmi.cases.v1 too
+(``ctx.case_event`` publishes every ``garda.case.*`` step), so consumers see notes.
+Resolving and reopening change the worker's open cases, so they also publish a worker
+snapshot. Reopening restarts the clocks from ``ctx.event_time`` (see ``handlers.escalation``):
+new ``ack_due``/``resolve_due`` via ``cases.deadlines``, ``opened_at`` and the escalation level
+kept, ``acknowledged_at``/``resolved_at`` cleared (the timeline keeps the history).
+
+Replays never reach the handlers twice (the database dedups by (source, id)); two different
+events with the same effect (two acknowledges, two resolves, two reopens) are refused with
+409 by the status rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from handlers.cases import deadlines
+from handlers.context import Ctx
+from handlers.escalation import CLOCK_STARTED_AT, ESCALATED_TO, RESOLVE_MISSED
+from handlers.model import Aggregate, Case, iso, parse_dt
+from handlers.policy import Policy
+from handlers.routing import escalation_target
+from infra.errors import Rejected
+
+ACKNOWLEDGED = "pmi.case.acknowledged"
+NOTE_ADDED = "pmi.case.note-added"
+REFERRED = "pmi.case.referred"
+RESOLVED = "pmi.case.resolved"
+REOPENED = "pmi.case.reopened"
+
+ACTIONABLE = ("open", "acknowledged", "reopened")  # refer / resolve
+UNACKNOWLEDGED = ("open", "reopened")  # acknowledge
+
+
+def may_act(case: Case, post_id: str | None, policy: Policy) -> bool:
+    """Whether ``post_id`` may act on ``case`` (the rule in the module docstring)."""
+    if not post_id:
+        return False
+    if post_id in (case.post_id, policy.headquarters):
+        return True
+    if case.escalation_level >= 1:
+        if post_id == case.detail.get(ESCALATED_TO):
+            return True
+        for level in range(1, min(case.escalation_level, 2) + 1):
+            if post_id == escalation_target(policy, case.post_id, level):
+                return True
+    return False
+
+
+def _action_time(ctx: Ctx, data: dict[str, Any]) -> datetime:
+    at = data.get("at")
+    if isinstance(at, str):
+        at = parse_dt(at)
+    if isinstance(at, datetime):
+        return min(at, ctx.now)
+    return ctx.event_time
+
+
+def _required_text(data: dict[str, Any], name: str, action: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise Rejected(f"{name} is required to {action} a case", status=422)
+    return value
+
+
+def _case_for(agg: Aggregate, ctx: Ctx) -> tuple[Case, dict[str, Any], datetime]:
+    data = ctx.envelope.data
+    case_id = data.get("case_id")
+    case = agg.cases.get(case_id) if isinstance(case_id, str) else None
+    if case is None:
+        raise Rejected(f"unknown case {case_id!r}", status=404)
+    post_id = data.get("post_id")
+    if not may_act(case, post_id, ctx.policy):
+        raise Rejected(f"post {post_id!r} may not act on case {case.case_id}", status=403)
+    return case, data, _action_time(ctx, data)
+
+
+def _base_detail(data: dict[str, Any]) -> dict[str, Any]:
+    return {"post_id": data.get("post_id")}
+
+
+def handle_acknowledged(agg: Aggregate, ctx: Ctx) -> None:
+    case, data, at = _case_for(agg, ctx)
+    if case.status == "acknowledged":
+        raise Rejected(f"case {case.case_id} is already acknowledged", status=409)
+    if case.status not in UNACKNOWLEDGED:
+        raise Rejected(f"case {case.case_id} is {case.status}; cannot acknowledge", status=409)
+    case.status = "acknowledged"
+    case.acknowledged_at = at
+    case.updated_at = at
+    ctx.case_event(
+        case, "garda.case.acknowledged", actor=data.get("actor"), detail=_base_detail(data), at=at
+    )
+    ctx.outcome = "acknowledged"
+
+
+def handle_note_added(agg: Aggregate, ctx: Ctx) -> None:
+    case, data, at = _case_for(agg, ctx)
+    note = _required_text(data, "note", "add a note to")
+    case.updated_at = at
+    detail = {**_base_detail(data), "note": note}
+    ctx.case_event(case, "garda.case.note-added", actor=data.get("actor"), detail=detail, at=at)
+    ctx.outcome = "noted"
+
+
+def handle_referred(agg: Aggregate, ctx: Ctx) -> None:
+    case, data, at = _case_for(agg, ctx)
+    if case.status not in ACTIONABLE:
+        raise Rejected(f"case {case.case_id} is {case.status}; cannot refer", status=409)
+    to = _required_text(data, "to", "refer")
+    if case.detail.get("referred_to") == to:
+        raise Rejected(f"case {case.case_id} is already referred to {to!r}", status=409)
+    case.detail["referred_to"] = to
+    referrals = list(case.detail.get("referrals") or [])
+    referrals.append({"to": to, "at": iso(at), "actor": data.get("actor")})
+    case.detail["referrals"] = referrals
+    case.updated_at = at
+    detail = {**_base_detail(data), "to": to}
+    ctx.case_event(case, "garda.case.referred", actor=data.get("actor"), detail=detail, at=at)
+    ctx.outcome = "referred"
+
+
+def handle_resolved(agg: Aggregate, ctx: Ctx) -> None:
+    case, data, at = _case_for(agg, ctx)
+    if case.status == "resolved":
+        raise Rejected(f"case {case.case_id} is already resolved", status=409)
+    if case.status not in ACTIONABLE:
+        raise Rejected(f"case {case.case_id} is {case.status}; cannot resolve", status=409)
+    resolution = _required_text(data, "resolution", "resolve")
+    case.status = "resolved"
+    case.resolved_at = at
+    case.updated_at = at
+    case.detail["resolution"] = resolution
+    detail = {**_base_detail(data), "resolution": resolution}
+    if data.get("note"):
+        detail["note"] = data["note"]
+    ctx.case_event(case, "garda.case.resolved", actor=data.get("actor"), detail=detail, at=at)
+    ctx.worker_snapshot(agg)
+    ctx.outcome = "resolved"
+
+
+def handle_reopened(agg: Aggregate, ctx: Ctx) -> None:
+    case, data, at = _case_for(agg, ctx)
+    if case.status != "resolved":
+        raise Rejected(
+            f"case {case.case_id} is {case.status}, not resolved; cannot reopen", status=409
+        )
+    restart = ctx.event_time
+    case.ack_due, case.resolve_due = deadlines(ctx.policy, case.severity, restart)
+    case.status = "reopened"
+    case.acknowledged_at = None
+    case.resolved_at = None
+    case.updated_at = at
+    case.detail[CLOCK_STARTED_AT] = iso(restart)
+    case.detail.pop(RESOLVE_MISSED, None)
+    case.detail.pop("resolution", None)
+    detail = {
+        **_base_detail(data),
+        "ack_due": iso(case.ack_due),
+        "resolve_due": iso(case.resolve_due),
+    }
+    ctx.case_event(case, "garda.case.reopened", actor=data.get("actor"), detail=detail, at=at)
+    ctx.worker_snapshot(agg)
+    ctx.outcome = "reopened"
+
+
+ACTION_HANDLERS: dict[str, Callable[[Aggregate, Ctx], None]] = {
+    ACKNOWLEDGED: handle_acknowledged,
+    NOTE_ADDED: handle_note_added,
+    REFERRED: handle_referred,
+    RESOLVED: handle_resolved,
+    REOPENED: handle_reopened,
+}
