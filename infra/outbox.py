@@ -69,6 +69,13 @@ class OutboxRelay:
         await asyncio.gather(*futures)
         return [r["seq"] for r in rows]
 
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Send one record and wait for the broker's acknowledgement (HTTP ingest, timers)."""
+        assert self._producer is not None, "OutboxRelay is not started"
+        await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
+
     async def publish(self, seqs: Sequence[int]) -> int:
         """Publish these outbox rows (in order) and mark them published."""
         if not seqs:

@@ -1,0 +1,189 @@
+"""The ``garda`` command: dev, worker, migrate, simulate, tokens."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+
+from infra.errors import GardaError
+from infra.logging import configure_logging, get_logger
+from infra.settings import Settings, load_settings
+
+log = get_logger("garda.cli")
+
+
+def _run_worker(settings: Settings, *, demo: dict | None = None) -> int:
+    """Run the processors and the API in this process until Ctrl-C / SIGTERM."""
+    import faust  # noqa: PLC0415 - heavy import, only for commands that run the app
+
+    from handlers.policy import load_policy  # noqa: PLC0415
+    from streams.app import create_app  # noqa: PLC0415
+
+    policy = load_policy(settings.policy)
+    app = create_app(settings, policy)
+    if demo is not None:
+        from infra.simulate import simulate  # noqa: PLC0415
+
+        @app.task
+        async def _demo() -> None:
+            await asyncio.sleep(3)
+            await simulate(settings, **demo)
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    worker = faust.Worker(
+        app,
+        loop=loop,
+        loglevel=settings.log_level,
+        override_logging=False,
+        redirect_stdouts=False,
+        quiet=True,
+    )
+    log.info("worker starting", bootstrap=settings.kafka_bootstrap, web=f"http://{settings.web_host}:{settings.web_port}",
+             partitions=settings.partitions, group=settings.group_id)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+async def _prepare(settings: Settings) -> None:
+    """Topics and migrations, idempotently."""
+    from infra.db import Database, migrate  # noqa: PLC0415
+    from infra.kafka_admin import ensure_topics  # noqa: PLC0415
+
+    await ensure_topics(settings.kafka_bootstrap, settings)
+    if settings.database_url:
+        async with Database(settings.database_url, max_size=1) as db, db.pool.acquire() as conn:
+            await migrate(conn)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.database_url:
+        raise GardaError("garda worker needs GARDA_DATABASE_URL (garda dev starts an embedded one)")
+    if args.web_port is not None:
+        settings = dataclasses.replace(settings, web_port=args.web_port)
+    if args.create_topics:
+        asyncio.run(_prepare(settings))
+    return _run_worker(settings)
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.stack import EmbeddedBroker, EmbeddedPostgres  # noqa: PLC0415
+
+    data = settings.data_dir
+    broker = EmbeddedBroker(data / "broker")
+    pg = None if settings.database_url else EmbeddedPostgres(data / "pg")
+
+    async def up() -> Settings:
+        await broker.start()
+        url = settings.database_url
+        if pg is not None:
+            await pg.start()
+            url = await pg.create_database("garda")
+        s = dataclasses.replace(settings, kafka_bootstrap=broker.bootstrap, database_url=url)
+        await _prepare(s)
+        return s
+
+    async def down() -> None:
+        await broker.stop()
+        if pg is not None:
+            await pg.stop()
+
+    try:
+        s = asyncio.run(up())
+        print(
+            f"\n  Garda dev stack is up\n"
+            f"    broker   {s.kafka_bootstrap} (Tansu, memory storage)\n"
+            f"    database {'embedded PostgreSQL in ' + str(data / 'pg') if pg else 'GARDA_DATABASE_URL'}\n"
+            f"    API      http://{s.web_host}:{s.web_port}/api/cases\n"
+            f"  Ctrl-C stops everything.\n",
+            file=sys.stderr,
+        )
+        demo = None
+        if args.demo:
+            demo = {"rate": args.rate, "duration": args.duration, "seed": args.seed}
+        return _run_worker(s, demo=demo)
+    finally:
+        asyncio.run(down())
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.db import Database, migrate  # noqa: PLC0415
+
+    if not settings.database_url:
+        raise GardaError("garda migrate needs GARDA_DATABASE_URL")
+
+    async def run() -> list[str]:
+        async with Database(settings.database_url, max_size=1) as db, db.pool.acquire() as conn:
+            return await migrate(conn)
+
+    applied = asyncio.run(run())
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.simulate import simulate  # noqa: PLC0415
+
+    asyncio.run(
+        simulate(settings, rate=args.rate, duration=args.duration, seed=args.seed,
+                 progress=not args.quiet)
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="garda", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="everything on one machine: embedded broker and database")
+    dev.add_argument("--demo", action="store_true", help="feed simulated traffic")
+    dev.add_argument("--rate", type=float, default=20.0, help="demo events per second")
+    dev.add_argument("--duration", type=float, default=60.0, help="demo seconds")
+    dev.add_argument("--seed", type=int, default=1)
+    dev.set_defaults(func=cmd_dev, log_format="console")
+
+    w = sub.add_parser("worker", help="processors + API against GARDA_KAFKA_BOOTSTRAP/DATABASE_URL")
+    w.add_argument("--web-port", type=int, default=None)
+    w.add_argument("--create-topics", action="store_true", help="create topics, apply migrations")
+    w.set_defaults(func=cmd_worker)
+
+    m = sub.add_parser("migrate", help="apply database migrations")
+    m.set_defaults(func=cmd_migrate)
+
+    s = sub.add_parser("simulate", help="publish realistic traffic to the input topics")
+    s.add_argument("--rate", type=float, default=50.0, help="events per second (0: as fast as possible)")
+    s.add_argument("--duration", type=float, default=30.0, help="seconds")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_simulate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        fmt = settings.log_format
+        if getattr(args, "log_format", None) == "console" and "GARDA_LOG_FORMAT" not in os.environ:
+            fmt = "console"
+        configure_logging(fmt, settings.log_level)
+        return args.func(args, settings) or 0
+    except GardaError as exc:
+        print(f"garda: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+

@@ -1,0 +1,134 @@
+"""Read-model queries behind the HTTP API (design §6). Any worker answers any query."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from handlers.model import Case, iso
+from handlers.policy import Policy
+from infra.store import load_aggregates
+
+CASE_FILTERS = ("post_id", "status", "severity", "worker_id", "kind")
+
+
+async def get_worker(conn: asyncpg.Connection, worker_id: str) -> dict[str, Any] | None:
+    aggs = await load_aggregates(conn, [worker_id])
+    agg = aggs[worker_id]
+    if not agg.exists:
+        return None
+    body = agg.worker_public()
+    w = agg.worker
+    body["departed_at"] = iso(w.departed_at)
+    body["returned_at"] = iso(w.returned_at)
+    body["contract_end"] = iso(w.contract_end)
+    body["insured_from"] = iso(w.insured_from)
+    body["claims"] = [c.to_doc() for c in sorted(agg.claims.values(), key=lambda c: c.claim_id)]
+    body["updated_at"] = iso(w.updated_at)
+    return body
+
+
+async def list_cases(
+    conn: asyncpg.Connection,
+    filters: dict[str, str],
+    *,
+    posts: frozenset[str] | None = None,
+    limit: int = 100,
+    after: str | None = None,
+) -> list[dict[str, Any]]:
+    """Cases matching the filters (exact match), newest first; ``posts`` limits the scope."""
+    where, args = [], []
+    for name in CASE_FILTERS:
+        if filters.get(name):
+            args.append(filters[name])
+            where.append(f"{name} = ${len(args)}")
+    if posts is not None:
+        args.append(sorted(posts))
+        where.append(f"post_id = ANY(${len(args)})")
+    if after:
+        args.append(after)
+        where.append(f"case_id > ${len(args)}")
+    args.append(limit)
+    sql = (
+        "SELECT doc FROM cases"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + f" ORDER BY opened_at DESC, case_id LIMIT ${len(args)}"
+    )
+    return [Case.from_doc(r["doc"]).public() for r in await conn.fetch(sql, *args)]
+
+
+async def get_case(conn: asyncpg.Connection, case_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT doc FROM cases WHERE case_id = $1", case_id)
+    if row is None:
+        return None
+    body = Case.from_doc(row["doc"]).public()
+    body["timeline"] = [
+        {
+            "at": iso(r["at"]),
+            "type": r["type"],
+            "actor": r["actor"],
+            "detail": r["detail"],
+            "source": r["source"],
+            "event_id": r["event_id"],
+        }
+        for r in await conn.fetch(
+            "SELECT at, type, actor, detail, source, event_id FROM case_timeline"
+            " WHERE case_id = $1 ORDER BY seq",
+            case_id,
+        )
+    ]
+    return body
+
+
+async def case_post(conn: asyncpg.Connection, case_id: str) -> tuple[str, str, str] | None:
+    """(post_id, worker_id, status) of a case, for scope checks."""
+    row = await conn.fetchrow(
+        "SELECT post_id, worker_id, status FROM cases WHERE case_id = $1", case_id
+    )
+    return (row["post_id"], row["worker_id"], row["status"]) if row else None
+
+
+async def list_posts(conn: asyncpg.Connection, policy: Policy) -> list[dict[str, Any]]:
+    counts = {
+        r["post_id"]: (r["open"], r["critical"])
+        for r in await conn.fetch(
+            "SELECT post_id, count(*) AS open,"
+            " count(*) FILTER (WHERE severity = 'critical') AS critical"
+            " FROM cases WHERE status <> 'resolved' GROUP BY post_id"
+        )
+    }
+    out = []
+    for p in policy.posts.values():
+        open_, critical = counts.get(p.post_id, (0, 0))
+        out.append(
+            {
+                "post_id": p.post_id,
+                "name": p.name,
+                "country": p.country,
+                "mission_kind": p.mission_kind,
+                "labour_post": p.labour_post,
+                "regions": list(p.regions),
+                "head_of_mission": p.head_of_mission,
+                "protection_desk": p.protection_desk,
+                "open_cases": open_,
+                "open_critical": critical,
+            }
+        )
+    return out
+
+
+async def stats(conn: asyncpg.Connection) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM processed_events) AS processed,"
+        " (SELECT count(*) FROM deadletters) AS deadletters,"
+        " (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS outbox_pending,"
+        " (SELECT min(created_at) FROM outbox WHERE published_at IS NULL) AS outbox_oldest,"
+        " (SELECT count(*) FROM cases WHERE status <> 'resolved') AS open_cases,"
+        " (SELECT count(*) FROM workers) AS workers"
+    )
+    out = dict(row)
+    oldest: datetime | None = out.pop("outbox_oldest")
+    out["outbox_oldest"] = iso(oldest)
+    return out

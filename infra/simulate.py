@@ -1,0 +1,166 @@
+"""``garda simulate``: realistic consulate, embarkation and insurer traffic for demos and benchmarks.
+
+Destinations follow the 2023 placement figures (domain.md); incidents follow the complaint
+categories; about one incident in five concerns a worker with no departure record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from infra.settings import Settings
+from schemas import topics
+
+# country: (placements 2023, regions seen in reports)
+DESTINATIONS: dict[str, tuple[int, list[str | None]]] = {
+    "TW": (83216, [None]),
+    "MY": (72260, ["MY-01", "MY-10", "MY-14", "MY-12", "MY-13", "MY-07"]),
+    "HK": (65916, [None]),
+    "KR": (12580, [None]),
+    "JP": (9673, ["JP-13", "JP-27"]),
+    "SG": (7898, [None]),
+    "SA": (6310, ["SA-01", "SA-02"]),
+    "IT": (3519, [None]),
+    "BN": (2872, [None]),
+    "TR": (2289, [None]),
+}
+CATEGORIES = {
+    "wants_to_go_home": 20, "unpaid_wages": 14, "deportation": 8, "failed_departure": 4,
+    "death": 3, "job_fraud": 6, "illness": 7, "accident": 4, "social_security": 4,
+    "trafficking": 3, "contract_mismatch": 8, "employer_violence": 4, "sexual_violence": 2,
+    "mental_health": 2, "lost_contact": 5, "document_withheld": 3, "detention": 2,
+    "overstay": 2, "other": 3,
+}
+SOURCES = {
+    "TW": "kdei-taipei/case-desk", "MY": "kbri-kuala-lumpur/case-desk", "HK": "kjri-hong-kong/case-desk",
+    "SA": "kbri-riyadh/case-desk", "JP": "kbri-tokyo/consular", "KR": "kbri-seoul/case-desk",
+}
+
+
+def _event(type_: str, source: str, worker_id: str, data: dict[str, Any], at: datetime) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": source,
+            "type": type_,
+            "subject": worker_id,
+            "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "datacontenttype": "application/json",
+            "data": data,
+        }
+    ).encode()
+
+
+def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
+    """An endless stream of (logical topic, worker_id, CloudEvent bytes)."""
+    rnd = random.Random(seed)
+    countries = list(DESTINATIONS)
+    weights = [DESTINATIONS[c][0] for c in countries]
+    cats, cat_w = list(CATEGORIES), list(CATEGORIES.values())
+    placed: list[tuple[str, str, str | None]] = []
+    n = 0
+    while True:
+        n += 1
+        now = datetime.now(UTC)
+        roll = rnd.random()
+        if roll < 0.45 or not placed:
+            wid = f"PMI-{seed:02d}{n:08d}"
+            country = rnd.choices(countries, weights)[0]
+            region = rnd.choice(DESTINATIONS[country][1])
+            household = rnd.random() < 0.4
+            data: dict[str, Any] = {
+                "worker_id": wid,
+                "destination_country": country,
+                "departed_at": (now - timedelta(hours=rnd.randint(1, 48))).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "embarkation_point": rnd.choice(["CGK", "SUB", "KNO", "BTH"]),
+                "scheme": rnd.choices(["p2p", "g2g", "individual"], [85, 10, 5])[0],
+                "employer_type": "household" if household else "legal_entity",
+                "visa_type": "work" if rnd.random() < 0.97 else "visit",
+                "contract_start": now.date().isoformat(),
+                "contract_end": (now.date() + timedelta(days=730)).isoformat(),
+                "nik": f"35{rnd.randint(10**13, 10**14 - 1)}",
+                "passport_no": f"C{rnd.randint(10**6, 10**7 - 1)}",
+                "full_name": rnd.choice(["Siti Aminah", "Sri Wahyuni", "Dewi Lestari", "Agus Salim"]),
+            }
+            if region:
+                data["destination_region"] = region
+            if data["scheme"] == "p2p" and rnd.random() < 0.95:
+                data["p3mi_license"] = f"SIP3MI-{rnd.randint(1, 424):03d}"
+            if rnd.random() < 0.95:
+                data["e_pmi_id"] = f"EPMI-{rnd.randint(10**8, 10**9 - 1)}"
+            if rnd.random() < 0.92:
+                data["bpjs_membership_no"] = f"BPJS{rnd.randint(10**9, 10**10 - 1)}"
+            placed.append((wid, country, region))
+            yield topics.DEPARTURES, wid, _event("pmi.departure.recorded", "siskop2mi/embarkation", wid, data, now)
+        elif roll < 0.75:
+            wid, country, region = rnd.choice(placed)
+            data = {"worker_id": wid, "country": country, "reported_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            if region:
+                data["region"] = region
+            yield topics.DEPARTURES, wid, _event("pmi.arrival.reported", SOURCES.get(country, "mission/desk"), wid, data, now)
+        else:
+            if rnd.random() < 0.2:  # a worker nobody saw leave
+                wid = f"PMI-X{seed:02d}{n:07d}"
+                country = rnd.choices(countries, weights)[0]
+                region = rnd.choice(DESTINATIONS[country][1])
+            else:
+                wid, country, region = rnd.choice(placed)
+            data = {
+                "incident_id": f"INC-{seed}-{n}",
+                "worker_id": wid,
+                "category": rnd.choices(cats, cat_w)[0],
+                "occurred_at": (now - timedelta(hours=rnd.randint(0, 72))).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "country": country,
+                "reporter_type": rnd.choice(["mission", "worker", "family", "hotline", "panic_button"]),
+                "description": "reported through the simulator",
+            }
+            if region:
+                data["region"] = region
+            yield topics.INCIDENTS, wid, _event("pmi.incident.reported", SOURCES.get(country, "mission/desk"), wid, data, now)
+
+
+async def simulate(
+    settings: Settings, *, rate: float = 50.0, duration: float = 30.0, seed: int = 1,
+    progress: bool = True, limit: int | None = None,
+) -> int:
+    """Publish traffic at ``rate`` events/s for ``duration`` s (or ``limit`` events)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=10)
+    await producer.start()
+    sent = 0
+    total = limit if limit is not None else (int(rate * duration) if rate > 0 else None)
+    started = time.monotonic()
+    last_report = started
+    try:
+        for topic, wid, value in traffic(seed):
+            if total is not None and sent >= total:
+                break
+            if rate <= 0 and time.monotonic() - started >= duration and limit is None:
+                break
+            await producer.send(settings.topic(topic), value=value, key=wid.encode())
+            sent += 1
+            if rate > 0:
+                ahead = sent / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            if progress and time.monotonic() - last_report >= 1.0:
+                last_report = time.monotonic()
+                of = f"/{total}" if total else ""
+                print(f"simulate: sent {sent}{of} events ({sent / (last_report - started):.0f}/s)",
+                      file=sys.stderr, flush=True)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    if progress:
+        print(f"simulate: done, {sent} events in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return sent

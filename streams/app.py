@@ -1,0 +1,154 @@
+"""The Faust app: one agent that processes every input topic in batches, and the timers.
+
+Input topics are consumed as raw bytes (no payload can crash the agent) and handed in batches
+to ``BatchProcessor``; the offsets of a batch are released for commit only after its
+PostgreSQL transaction committed. Output events go out through the outbox relay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from handlers.policy import Policy
+from infra.db import Database, migrate
+from infra.logging import get_logger
+from infra.outbox import OutboxRelay
+from infra.settings import Settings
+from schemas import topics
+from streams.processor import BatchProcessor, RawRecord
+from streams.transport import FastFetchTransport
+
+log = get_logger("garda.streams")
+
+
+class Runtime:
+    """What the agents and views share: settings, policy, database, processor, relay."""
+
+    def __init__(self, settings: Settings, policy: Policy) -> None:
+        if not settings.database_url:
+            raise ValueError("settings.database_url is required")
+        self.settings = settings
+        self.policy = policy
+        self.db = Database(settings.database_url, max_size=10)
+        self.relay = OutboxRelay(self.db, settings.kafka_bootstrap)
+        self.processor = BatchProcessor(self.db, settings, policy)
+        self.started = False
+
+    async def start(self) -> None:
+        await self.db.start()
+        async with self.db.pool.acquire() as conn:
+            await migrate(conn)
+        await self.relay.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
+        await self.relay.stop()
+        await self.db.stop()
+
+
+class GardaApp(faust.App):
+    """faust.App with Garda's runtime attached and the fast-fetch transport."""
+
+    runtime: Runtime
+    fetch_max_wait_ms: int = 100
+
+    def _new_transport(self) -> Any:
+        return FastFetchTransport(self.conf.broker_consumer, self, loop=self.loop)
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        await self.runtime.start()
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self.runtime.stop()
+
+
+def _hold_back(events: list[Any]) -> None:
+    """Keep these events' offsets from ever being committed (their batch did not finish).
+
+    Faust acks a ``take_events`` batch in a ``finally`` block, even when the body was
+    cancelled; marking the messages acked first keeps their offsets out of the commit, so
+    the next owner of the partition reads them again.
+    """
+    for event in events:
+        event.message.acked = True
+
+
+def create_app(settings: Settings, policy: Policy) -> GardaApp:
+    app = GardaApp(
+        settings.group_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=settings.session_timeout,
+        broker_request_timeout=max(30.0, settings.session_timeout * 3),
+        broker_commit_interval=1.0,
+        broker_max_poll_records=settings.batch_size,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        producer_linger=0.005,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        datadir=str(settings.data_dir / "faust"),
+    )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.runtime = Runtime(settings, policy)
+    runtime = app.runtime
+
+    inputs = app.topic(
+        *[settings.topic(t) for t in topics.INPUTS],
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.agent(inputs, name="garda.process")
+    async def process(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, settings.batch_within):
+            finished = False
+            try:
+                records = [
+                    RawRecord(
+                        topic=e.message.topic,
+                        partition=e.message.partition,
+                        offset=e.message.offset,
+                        key=e.message.key,
+                        value=e.message.value,
+                        headers=_headers(e.message.headers),
+                    )
+                    for e in events
+                ]
+                report = await runtime.processor.process(records)
+                finished = True
+            finally:
+                if not finished:
+                    _hold_back(list(events))
+            await runtime.relay.publish_with_retry(report.outbox_seqs)
+
+    @app.timer(2.0)
+    async def sweep_outbox() -> None:
+        if runtime.started:
+            await runtime.relay.sweep()
+
+    from streams import web  # noqa: PLC0415 - views need the app
+
+    web.register(app)
+    return app
+
+
+def _headers(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    items = headers.items() if hasattr(headers, "items") else headers
+    return [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in items]

@@ -1,0 +1,237 @@
+"""The batch pipeline: decode, dedup, apply the handlers, write everything in one transaction.
+
+Independent of Faust so that the agent, ``garda rebuild`` and tests drive the same code:
+``BatchProcessor.process(records)`` takes raw Kafka records and returns the outbox rows to
+publish. Offsets may be committed only after it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from handlers.dispatch import handle
+
+from handlers.escalation import next_deadline
+from handlers.model import Aggregate, Case
+from handlers.policy import Policy
+from infra.db import TRANSIENT_DB_ERRORS, Database
+from infra.errors import InvalidEvent, Rejected
+from infra.logging import get_logger
+from infra.settings import Settings
+from infra.store import (
+    BatchWrite,
+    DeadLetter,
+    OutboxRow,
+    ProcessedId,
+    claim_new,
+    load_aggregates,
+    lock_partitions,
+    write_batch,
+)
+from schemas import topics
+from schemas.envelope import Envelope, decode, encode, new_envelope
+
+log = get_logger("garda.processor")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class RawRecord:
+    topic: str  # full name
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class BatchReport:
+    outbox_seqs: list[int] = field(default_factory=list)
+    outcomes: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class _Decoded:
+    record: RawRecord
+    envelope: Envelope
+
+
+class BatchProcessor:
+    """Turns batches of raw records into committed state and outbox rows."""
+
+    def __init__(
+        self, db: Database, settings: Settings, policy: Policy, *, clock: Clock = utcnow
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.policy = policy
+        self.clock = clock
+        self.totals: Counter = Counter()
+        self.positions: dict[tuple[str, int], int] = {}  # last offset done per (topic, partition)
+        self._logical = {settings.topic(t): t for t in topics.INPUTS}
+        self.deadletter_topic = settings.topic(topics.DEADLETTER)
+
+    def next_due(self, case: Case) -> datetime | None:
+        nd = next_deadline(case, self.policy)
+        return nd[0] if nd else None
+
+    # -- decoding -----------------------------------------------------------------------
+    def _decode(self, rec: RawRecord) -> Envelope:
+        logical = self._logical.get(rec.topic)
+        if logical is None:
+            raise InvalidEvent(f"not an input topic: {rec.topic}")
+        return decode(rec.key, rec.value, rec.headers, topic=logical)
+
+    def _dead_letter(self, rec: RawRecord, error: str, env: Envelope | None = None) -> DeadLetter:
+        return DeadLetter(
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            error=error,
+            key=rec.key,
+            value=rec.value or b"",
+            headers=list(rec.headers),
+            source=env.source if env else None,
+            event_id=env.id if env else None,
+        )
+
+    # -- the pipeline -------------------------------------------------------------------
+    async def process(self, records: Sequence[RawRecord]) -> BatchReport:
+        report = await self._process_with_retry(records)
+        for rec in records:
+            tp = (rec.topic, rec.partition)
+            if rec.offset > self.positions.get(tp, -1):
+                self.positions[tp] = rec.offset
+        return report
+
+    async def _process_with_retry(self, records: Sequence[RawRecord]) -> BatchReport:
+        """Process one batch; retries transient failures until it succeeds (or is cancelled).
+
+        A batch that fails for another reason is split and retried record by record, so one
+        poison record is dead-lettered and the rest go through.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await self._process_once(records)
+            except TRANSIENT_DB_ERRORS as exc:
+                attempt += 1
+                delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * (0.5 + random.random())
+                log.warning("batch failed, will retry", error=repr(exc), attempt=attempt,
+                            retry_in=round(delay, 2), records=len(records))
+                await asyncio.sleep(delay)
+            except Exception as exc:
+                if len(records) == 1:
+                    log.exception("record failed permanently; dead-lettered")
+                    return await self._dead_letter_only(records[0], f"internal error: {exc!r}")
+                log.exception("batch failed; retrying record by record", records=len(records))
+                report = BatchReport()
+                for rec in records:
+                    one = await self._process_with_retry([rec])
+                    report.outbox_seqs += one.outbox_seqs
+                    report.outcomes.update(one.outcomes)
+                return report
+
+    async def _dead_letter_only(self, rec: RawRecord, error: str) -> BatchReport:
+        batch = BatchWrite(deadletter_topic=self.deadletter_topic)
+        batch.deadletters.append(self._dead_letter(rec, error))
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            seqs = await write_batch(conn, batch, self.next_due)
+        self.totals["deadletter"] += 1
+        return BatchReport(outbox_seqs=seqs, outcomes=Counter(deadletter=1))
+
+    async def _process_once(self, records: Sequence[RawRecord]) -> BatchReport:
+        now = self.clock()
+        report = BatchReport()
+        batch = BatchWrite(deadletter_topic=self.deadletter_topic)
+        decoded: list[_Decoded] = []
+        for rec in records:
+            try:
+                decoded.append(_Decoded(rec, self._decode(rec)))
+            except InvalidEvent as exc:
+                batch.deadletters.append(self._dead_letter(rec, str(exc)))
+                report.outcomes["invalid"] += 1
+                log.warning("invalid event dead-lettered", topic=rec.topic,
+                            partition=rec.partition, offset=rec.offset, error=str(exc))
+
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            await lock_partitions(conn, [r.partition for r in records])
+            keys = list(dict.fromkeys(d.envelope.key for d in decoded))
+            new = await claim_new(conn, keys)
+            todo: list[_Decoded] = []
+            for d in decoded:
+                if d.envelope.key in new:
+                    new.discard(d.envelope.key)  # first occurrence only
+                    todo.append(d)
+                else:
+                    report.outcomes["duplicate"] += 1
+                    log.info("event handled", event_id=d.envelope.id, type=d.envelope.type,
+                             worker_id=d.envelope.subject, outcome="duplicate")
+            aggs = await load_aggregates(conn, (d.envelope.subject for d in todo))
+            touched: dict[str, tuple[Aggregate, int]] = {}
+            for d in todo:
+                env, rec = d.envelope, d.record
+                outcome = self._apply(env, rec, aggs, touched, batch, now)
+                report.outcomes[outcome] += 1
+                batch.processed.append(
+                    ProcessedId(env.source, env.id, env.type, env.subject, rec.topic,
+                                rec.partition, rec.offset, outcome)
+                )
+            batch.aggregates = list(touched.values())
+            report.outbox_seqs = await write_batch(conn, batch, self.next_due)
+        self.totals.update(report.outcomes)
+        return report
+
+    def _apply(
+        self,
+        env: Envelope,
+        rec: RawRecord,
+        aggs: dict[str, Aggregate],
+        touched: dict[str, tuple[Aggregate, int]],
+        batch: BatchWrite,
+        now: datetime,
+    ) -> str:
+        agg = aggs[env.subject]
+        try:
+            result = handle(agg, env, self.policy, now)
+        except Rejected as exc:
+            batch.deadletters.append(self._dead_letter(rec, f"rejected: {exc.reason}", env))
+            log.warning("event handled", event_id=env.id, type=env.type, worker_id=env.subject,
+                        outcome="rejected", reason=exc.reason)
+            return "rejected"
+        except Exception as exc:  # a bug must not stop the worker nor lose the event
+            batch.deadletters.append(self._dead_letter(rec, f"internal error: {exc!r}", env))
+            log.exception("event handled", event_id=env.id, type=env.type,
+                          worker_id=env.subject, outcome="error")
+            return "error"
+        aggs[env.subject] = result.aggregate
+        result.aggregate.exists = True
+        touched[env.subject] = (result.aggregate, rec.partition)
+        for entry in result.effects.timeline:
+            batch.timeline.append((entry, env.source, env.id))
+        for ev in result.effects.events:
+            out = new_envelope(type=ev.type, id=ev.id, subject=ev.subject or ev.key,
+                               data=ev.data, time=now)
+            batch.outbox.append(
+                OutboxRow(
+                    event_id=f"{ev.topic}:{ev.id}",
+                    topic=self.settings.topic(ev.topic),
+                    key=ev.key.encode(),
+                    value=encode(out),
+                    headers=[("content-type", b"application/cloudevents+json")],
+                )
+            )
+        log.info("event handled", event_id=env.id, type=env.type, worker_id=env.subject,
+                 outcome=result.outcome)
+        return result.outcome
