@@ -88,6 +88,8 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
         merged.update({k: v for k, v in read_dotenv(dotenv).items() if k.startswith(PREFIX)})
     source = os.environ if env is None else env
     merged.update({k: v for k, v in source.items() if k.startswith(PREFIX)})
+    # GARDA_TEST_* variables belong to the test suite, not to Garda.
+    merged = {k: v for k, v in merged.items() if not k.startswith(PREFIX + "TEST_")}
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     kwargs: dict[str, object] = {}
     for key, raw in merged.items():

@@ -14,8 +14,7 @@ from infra.logging import get_logger
 from infra.store import BatchWrite, DeadLetter, write_batch
 from schemas import topics
 from schemas.envelope import decode
-from schemas.generate import json_schema
-from schemas.types import list_types
+from schemas.types import json_schema, list_types
 
 log = get_logger("garda.api")
 
