@@ -179,6 +179,12 @@ class Worker:
     has_social_security: bool = False
     first_seen_via: str | None = None  # event type that created the record
     updated_at: datetime | None = None
+    # Business time of the latest journey state change (departed_at, failed at, reported_at,
+    # returned_at): a journey event older than this does not move the state back
+    # (handlers.journey). None for a worker known only through an incident or claim.
+    state_at: datetime | None = None
+    # Journey irregularities seen so far (e.g. "arrival_without_departure"); no timeline row.
+    anomalies: list[str] = field(default_factory=list)
 
     def to_doc(self) -> dict[str, Any]:
         return _to_json(dataclasses.asdict(self))
