@@ -137,6 +137,48 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.db import Database, migrate  # noqa: PLC0415
+    from infra.tokens import create_token, list_tokens, revoke_token  # noqa: PLC0415
+
+    if not settings.database_url:
+        raise GardaError("garda tokens needs GARDA_DATABASE_URL (the database garda dev uses)")
+
+    async def run() -> int:
+        async with Database(settings.database_url, max_size=1) as db, db.pool.acquire() as conn:
+            await migrate(conn)
+            if args.action == "create":
+                if not args.hq and not args.post:
+                    raise GardaError("garda tokens create needs --post ID (repeatable) or --hq")
+                if args.post:
+                    from handlers.policy import load_policy  # noqa: PLC0415
+
+                    known = load_policy(settings.policy).posts
+                    unknown = [p for p in args.post if p not in known]
+                    if unknown:
+                        raise GardaError(f"unknown post(s) {', '.join(unknown)}; see GET /api/posts")
+                token_id, token = await create_token(
+                    conn, posts=args.post or [], hq=args.hq, label=args.label
+                )
+                print(f"token id: {token_id}")
+                print(f"token:    {token}")
+                print("This token is shown once; only its hash is stored.", file=sys.stderr)
+            elif args.action == "list":
+                for t in await list_tokens(conn):
+                    scope = "HQ" if t.hq else ",".join(t.posts)
+                    state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+                    print(f"{t.token_id}  {scope:<40} {state:<24} {t.label or ''}")
+            else:
+                if not args.token_id:
+                    raise GardaError("garda tokens revoke needs a token id (see garda tokens list)")
+                if not await revoke_token(conn, args.token_id):
+                    raise GardaError(f"no active token {args.token_id}")
+                print(f"revoked {args.token_id}")
+        return 0
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="garda", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -162,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_simulate)
+    t = sub.add_parser("tokens", help="API bearer tokens: create, list, revoke")
+    t.add_argument("action", choices=["create", "list", "revoke"])
+    t.add_argument("token_id", nargs="?", help="for revoke")
+    t.add_argument("--post", action="append", help="post id the token acts for (repeatable)")
+    t.add_argument("--hq", action="store_true", help="headquarters: sees every post")
+    t.add_argument("--label", help="who the token is for")
+    t.set_defaults(func=cmd_tokens)
     return p
 
 

@@ -14,12 +14,22 @@ from infra.store import load_aggregates
 CASE_FILTERS = ("post_id", "status", "severity", "worker_id", "kind")
 
 
-async def get_worker(conn: asyncpg.Connection, worker_id: str) -> dict[str, Any] | None:
+async def get_worker(
+    conn: asyncpg.Connection, worker_id: str, posts: frozenset[str] | None = None
+) -> dict[str, Any] | None:
+    """The worker (design §6 keys, plus journey dates and claims). With ``posts`` (a post
+    token's scope) only a worker with a case at one of those posts is visible, and only
+    those cases are listed."""
     aggs = await load_aggregates(conn, [worker_id])
     agg = aggs[worker_id]
     if not agg.exists:
         return None
     body = agg.worker_public()
+    if posts is not None:
+        visible = {cid for cid, c in agg.cases.items() if c.post_id in posts}
+        if not visible:
+            return None
+        body["open_cases"] = [cid for cid in body["open_cases"] if cid in visible]
     w = agg.worker
     body["departed_at"] = iso(w.departed_at)
     body["returned_at"] = iso(w.returned_at)

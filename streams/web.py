@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from faust.web import Request, Response, View
+from handlers.dispatch import handle
 
+from handlers.policy import Policy
 from infra import queries
-from infra.errors import InvalidEvent
+from infra.errors import InvalidEvent, Rejected
 from infra.logging import get_logger
-from infra.store import BatchWrite, DeadLetter, write_batch
+from infra.store import BatchWrite, DeadLetter, load_aggregates, write_batch
+from infra.tokens import Scope, audit, resolve_token
 from schemas import topics
-from schemas.envelope import decode
+from schemas.envelope import decode, encode, new_envelope
 from schemas.types import json_schema, list_types
 
 log = get_logger("garda.api")
@@ -33,8 +38,57 @@ def _error(view: View, status: int, message: str, **extra: Any) -> Response:
     return _json(view, {"error": message, **extra}, status=status)
 
 
+ACTIONS = {
+    "acknowledge": ("pmi.case.acknowledged", ()),
+    "notes": ("pmi.case.note-added", ("note",)),
+    "refer": ("pmi.case.referred", ("to", "note")),
+    "resolve": ("pmi.case.resolved", ("resolution", "note")),
+    "reopen": ("pmi.case.reopened", ("note",)),
+}
+
+
+class Unauthorized(Exception):
+    pass
+
+
+async def _scope(runtime: Any, request: Request) -> Scope:
+    """The caller's token scope; raises Unauthorized (401) without a valid bearer token."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("a bearer token is required (garda tokens create --post ID | --hq)")
+    async with runtime.db.pool.acquire() as conn:
+        scope = await resolve_token(conn, token.strip())
+    if scope is None:
+        raise Unauthorized("unknown or revoked token")
+    return scope
+
+
+def _acting_post(scope: Scope, body: dict[str, Any], policy: Policy, case_post: str) -> str:
+    """Which post the action is taken as: the body's post_id if the token holds it, else the
+    case's post when the token holds it, else headquarters for an HQ token."""
+    wanted = body.get("post_id")
+    if wanted:
+        if wanted == policy.headquarters and scope.hq:
+            return wanted
+        if wanted in scope.posts:
+            return wanted
+        raise Rejected(f"this token does not act for post {wanted}", status=403)
+    if case_post in scope.posts:
+        return case_post
+    if scope.hq:
+        return policy.headquarters
+    return sorted(scope.posts)[0]
+
+
 def register(app: Any) -> None:
     runtime = app.runtime
+
+    async def authorized(view: View, request: Request) -> Scope | Response:
+        try:
+            return await _scope(runtime, request)
+        except Unauthorized as exc:
+            return _error(view, 401, str(exc))
 
     @app.page("/health")
     class Health(View):
@@ -84,8 +138,11 @@ def register(app: Any) -> None:
     @app.page("/api/workers/{worker_id}")
     class WorkerView(View):
         async def get(self, request: Request, worker_id: str) -> Response:
+            scope = await authorized(self, request)
+            if isinstance(scope, Response):
+                return scope
             async with runtime.db.pool.acquire() as conn:
-                body = await queries.get_worker(conn, worker_id)
+                body = await queries.get_worker(conn, worker_id, scope.post_filter)
             if body is None:
                 return _error(self, 404, f"unknown worker {worker_id}")
             return _json(self, body)
@@ -93,6 +150,9 @@ def register(app: Any) -> None:
     @app.page("/api/cases")
     class CaseList(View):
         async def get(self, request: Request) -> Response:
+            scope = await authorized(self, request)
+            if isinstance(scope, Response):
+                return scope
             q = request.query
             unknown = set(q) - set(queries.CASE_FILTERS) - {"limit", "after"}
             if unknown:
@@ -103,21 +163,29 @@ def register(app: Any) -> None:
             except ValueError:
                 return _error(self, 400, "limit must be an integer")
             async with runtime.db.pool.acquire() as conn:
-                cases = await queries.list_cases(conn, dict(q), limit=limit, after=q.get("after"))
+                cases = await queries.list_cases(
+                    conn, dict(q), posts=scope.post_filter, limit=limit, after=q.get("after")
+                )
             return _json(self, {"cases": cases, "count": len(cases)})
 
     @app.page("/api/cases/{case_id}")
     class CaseView(View):
         async def get(self, request: Request, case_id: str) -> Response:
+            scope = await authorized(self, request)
+            if isinstance(scope, Response):
+                return scope
             async with runtime.db.pool.acquire() as conn:
                 body = await queries.get_case(conn, case_id)
-            if body is None:
+            if body is None or not scope.can_see(body["post_id"]):
                 return _error(self, 404, f"unknown case {case_id}")
             return _json(self, body)
 
     @app.page("/api/posts")
     class Posts(View):
         async def get(self, request: Request) -> Response:
+            scope = await authorized(self, request)
+            if isinstance(scope, Response):
+                return scope
             async with runtime.db.pool.acquire() as conn:
                 posts = await queries.list_posts(conn, runtime.policy)
             return _json(self, {"posts": posts})
@@ -125,11 +193,17 @@ def register(app: Any) -> None:
     @app.page("/api/schemas")
     class SchemaList(View):
         async def get(self, request: Request) -> Response:
+            scope = await authorized(self, request)
+            if isinstance(scope, Response):
+                return scope
             return _json(self, {"types": list_types()})
 
     @app.page("/api/schemas/{type_}")
     class SchemaView(View):
         async def get(self, request: Request, type_: str) -> Response:
+            scope = await authorized(self, request)
+            if isinstance(scope, Response):
+                return scope
             if type_ not in list_types():
                 return _error(self, 404, f"unknown event type {type_}", types=list_types())
             return _json(self, json_schema(type_))
@@ -137,17 +211,103 @@ def register(app: Any) -> None:
     @app.page("/api/events")
     class Ingest(View):
         async def post(self, request: Request) -> Response:
+            scope = await authorized(self, request)
+            if isinstance(scope, Response):
+                return scope
             body = await request.read()
             headers = _ce_headers(request)
             try:
                 env = decode(None, body, headers)
             except InvalidEvent as exc:
                 await _dead_letter_http(runtime, body, headers, str(exc))
+                await _audit(runtime, scope, "POST", "/api/events", 400, None, {"error": str(exc)})
                 return _error(self, 400, str(exc), field=exc.field)
             topic = runtime.settings.topic(TOPIC_OF_TYPE[env.type])
             await runtime.relay.send_raw(topic, env.subject.encode(), body, headers)
+            await _audit(runtime, scope, "POST", "/api/events", 202, env.id, {"type": env.type})
             log.info("event ingested", event_id=env.id, type=env.type, worker_id=env.subject)
             return _json(self, {"accepted": True, "id": env.id, "topic": topic}, status=202)
+
+    _register_actions(app, runtime, authorized)
+
+
+def _register_actions(app: Any, runtime: Any, authorized: Any) -> None:
+    @app.page("/api/cases/{case_id}/{action}")
+    class CaseAction(View):
+        async def post(self, request: Request, case_id: str, action: str) -> Response:
+            scope = await authorized(self, request)
+            if isinstance(scope, Response):
+                return scope
+            path = f"/api/cases/{case_id}/{action}"
+            if action not in ACTIONS:
+                return _error(self, 404, f"unknown action {action}", actions=sorted(ACTIONS))
+            try:
+                body = json.loads(await request.read() or b"{}")
+            except ValueError:
+                return _error(self, 400, "body must be a JSON object")
+            if not isinstance(body, dict):
+                return _error(self, 400, "body must be a JSON object")
+            type_, fields = ACTIONS[action]
+            status, reply = await _case_action(runtime, scope, case_id, type_, fields, body)
+            await _audit(runtime, scope, "POST", path, status, reply.get("id"),
+                         {"action": action, "case_id": case_id, "error": reply.get("error")})
+            return _json(self, reply, status=status)
+
+
+async def _case_action(
+    runtime: Any, scope: Scope, case_id: str, type_: str, fields: tuple[str, ...],
+    body: dict[str, Any],
+) -> tuple[int, dict[str, Any]]:
+    """Check the action against the current case (same rules as the processor), then publish
+    it on pmi.case-actions.v1. The processor applies it in order with the worker's events."""
+    async with runtime.db.pool.acquire() as conn:
+        found = await queries.case_post(conn, case_id)
+        if found is None or not scope.can_see(found[0]):
+            return 404, {"error": f"unknown case {case_id}"}
+        post_id, worker_id, _status = found
+        aggs = await load_aggregates(conn, [worker_id])
+    actor = body.get("actor")
+    if not isinstance(actor, str) or not actor.strip():
+        return 422, {"error": "actor (the officer id) is required", "field": "actor"}
+    try:
+        acting = _acting_post(scope, body, runtime.policy, post_id)
+    except Rejected as exc:
+        return exc.status, {"error": exc.reason}
+    data: dict[str, Any] = {"case_id": case_id, "worker_id": worker_id, "actor": actor,
+                            "post_id": acting, "at": _now_iso()}
+    for name in fields:
+        if body.get(name) is not None:
+            data[name] = body[name]
+    extra = set(body) - {"actor", "post_id", *fields}
+    if extra:
+        return 400, {"error": f"unexpected field(s): {', '.join(sorted(extra))}",
+                     "allowed": ["actor", "post_id", *fields]}
+    event_id = str(uuid.uuid4())
+    try:
+        env = new_envelope(type=type_, subject=worker_id, data=data, id=event_id,
+                           source=f"garda-api/{scope.token_id}", time=datetime.now(UTC))
+        handle(aggs[worker_id], env, runtime.policy, datetime.now(UTC))
+    except InvalidEvent as exc:
+        return 422, {"error": str(exc), "field": exc.field}
+    except Rejected as exc:
+        status = 404 if exc.status in (403, 404) else exc.status
+        return status, {"error": exc.reason}
+    topic = runtime.settings.topic(topics.CASE_ACTIONS)
+    await runtime.relay.send_raw(topic, worker_id.encode(), encode(env),
+                                 [("content-type", b"application/cloudevents+json")])
+    log.info("case action accepted", event_id=event_id, type=type_, case_id=case_id,
+             worker_id=worker_id, actor=actor)
+    return 202, {"accepted": True, "id": event_id, "type": type_, "case_id": case_id}
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def _audit(runtime: Any, scope: Scope | None, method: str, path: str, status: int,
+                 event_id: str | None, detail: dict[str, Any]) -> None:
+    async with runtime.db.pool.acquire() as conn:
+        await audit(conn, scope, method, path, status, event_id, detail)
 
 
 def _ce_headers(request: Request) -> list[tuple[str, bytes]]:
