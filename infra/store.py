@@ -8,9 +8,10 @@ the caller's transaction, so a crash either keeps all of it or none of it.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 
@@ -108,10 +109,15 @@ async def load_aggregates(conn: asyncpg.Connection, worker_ids: Iterable[str]) -
     return aggs
 
 
-NextDue = Callable[[Case], datetime | None]
+class Clocks(Protocol):
+    """When a case must escalate next and when a claim stalls (the timers scan these)."""
+
+    def next_due(self, case: Case) -> datetime | None: ...
+
+    def stall_due(self, claim: Claim) -> datetime | None: ...
 
 
-async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, next_due: NextDue) -> list[int]:
+async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clocks) -> list[int]:
     """Write one batch (inside the caller's transaction); returns the new outbox seqs."""
     workers, cases, claims = [], [], []
     for agg, partition in batch.aggregates:
@@ -124,11 +130,12 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, next_due: Nex
             cases.append(
                 (c.case_id, c.worker_id, c.kind, c.category, c.severity, c.status, c.post_id,
                  c.escalation_level, c.ack_due, c.resolve_due, c.opened_at, c.reports,
-                 next_due(c), partition, c.to_doc())
+                 clocks.next_due(c), partition, c.to_doc())
             )
         for cl in agg.claims.values():
             claims.append(
-                (cl.claim_id, cl.worker_id, cl.status, cl.last_change_at, partition, cl.to_doc())
+                (cl.claim_id, cl.worker_id, cl.status, cl.last_change_at, clocks.stall_due(cl),
+                 partition, cl.to_doc())
             )
     if workers:
         await conn.executemany(
@@ -154,11 +161,11 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, next_due: Nex
         )
     if claims:
         await conn.executemany(
-            """INSERT INTO claims (claim_id, worker_id, status, last_change_at, partition, doc,
-                   updated_at)
-               VALUES ($1,$2,$3,$4,$5,$6, now())
-               ON CONFLICT (claim_id) DO UPDATE SET status=$3, last_change_at=$4, partition=$5,
-                   doc=$6, updated_at=now() WHERE claims.doc IS DISTINCT FROM $6""",
+            """INSERT INTO claims (claim_id, worker_id, status, last_change_at, stall_due,
+                   partition, doc, updated_at)
+               VALUES ($1,$2,$3,$4,$5,$6,$7, now())
+               ON CONFLICT (claim_id) DO UPDATE SET status=$3, last_change_at=$4, stall_due=$5,
+                   partition=$6, doc=$7, updated_at=now() WHERE claims.doc IS DISTINCT FROM $7""",
             claims,
         )
     if batch.timeline:

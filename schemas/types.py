@@ -270,6 +270,15 @@ _SPEC_LIST: tuple[TypeSpec, ...] = (
             "level": Integer("Escalation level this deadline leads to.", 1, 2),
         },
     ),
+    _spec(
+        "garda.claim.stalled",
+        "Internal command: a claim has had no status change for the policy's stall period.",
+        {
+            "claim_id": _id("The stalled claim."),
+            "worker_id": WORKER_ID,
+            "last_change_at": DateTime("The claim's last status change (or filing)."),
+        },
+    ),
 )
 
 SPECS: dict[str, TypeSpec] = {spec.name: spec for spec in _SPEC_LIST}

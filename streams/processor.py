@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from handlers.dispatch import handle
 
 from handlers.escalation import next_deadline
-from handlers.model import Aggregate, Case
+from handlers.claims import stall_due
+from handlers.model import Aggregate, Case, Claim
 from handlers.policy import Policy
 from infra.db import TRANSIENT_DB_ERRORS, Database
 from infra.errors import InvalidEvent, Rejected
@@ -86,6 +87,9 @@ class BatchProcessor:
         nd = next_deadline(case, self.policy)
         return nd[0] if nd else None
 
+    def stall_due(self, claim: Claim) -> datetime | None:
+        return stall_due(claim, self.policy)
+
     # -- decoding -----------------------------------------------------------------------
     def _decode(self, rec: RawRecord) -> Envelope:
         logical = self._logical.get(rec.topic)
@@ -147,7 +151,7 @@ class BatchProcessor:
         batch = BatchWrite(deadletter_topic=self.deadletter_topic)
         batch.deadletters.append(self._dead_letter(rec, error))
         async with self.db.pool.acquire() as conn, conn.transaction():
-            seqs = await write_batch(conn, batch, self.next_due)
+            seqs = await write_batch(conn, batch, self)
         self.totals["deadletter"] += 1
         return BatchReport(outbox_seqs=seqs, outcomes=Counter(deadletter=1))
 
@@ -189,7 +193,7 @@ class BatchProcessor:
                                 rec.partition, rec.offset, outcome)
                 )
             batch.aggregates = list(touched.values())
-            report.outbox_seqs = await write_batch(conn, batch, self.next_due)
+            report.outbox_seqs = await write_batch(conn, batch, self)
         self.totals.update(report.outcomes)
         return report
 

@@ -329,7 +329,7 @@ async def _dead_letter_http(runtime: Any, body: bytes, headers: list, error: str
                    key=None, value=body, headers=headers)
     )
     async with runtime.db.pool.acquire() as conn, conn.transaction():
-        seqs = await write_batch(conn, batch, runtime.processor.next_due)
+        seqs = await write_batch(conn, batch, runtime.processor)
     await runtime.relay.publish_with_retry(seqs)
 
 

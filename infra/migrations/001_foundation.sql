@@ -39,11 +39,13 @@ CREATE TABLE IF NOT EXISTS claims (
     worker_id       text NOT NULL,
     status          text NOT NULL,
     last_change_at  timestamptz,
+    stall_due       timestamptz,          -- when the claim stalls if nothing changes
     partition       integer,
     doc             jsonb NOT NULL,
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS claims_worker_idx ON claims (worker_id);
+CREATE INDEX IF NOT EXISTS claims_stall_idx ON claims (partition, stall_due) WHERE stall_due IS NOT NULL;
 
 -- The case timeline is an append-only audit trail.
 CREATE TABLE IF NOT EXISTS case_timeline (

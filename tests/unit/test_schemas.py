@@ -85,6 +85,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "deadline": "ack",
         "level": 1,
     },
+    "garda.claim.stalled": {"claim_id": "CLM-1", "worker_id": W, "last_change_at": T},
 }
 OPTIONAL: dict[str, dict[str, Any]] = {
     "pmi.departure.recorded": {
@@ -120,6 +121,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "pmi.case.resolved": {"at": T, "note": "Worker confirmed."},
     "pmi.case.reopened": {"at": T},
     "garda.deadline.due": {},
+    "garda.claim.stalled": {},
 }
 FULL = {t: {**MINIMAL[t], **OPTIONAL[t]} for t in MINIMAL}
 
@@ -139,6 +141,7 @@ DESIGN_TYPES = {
     "pmi.case.resolved",
     "pmi.case.reopened",
     "garda.deadline.due",
+    "garda.claim.stalled",
 }
 
 
