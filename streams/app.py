@@ -18,6 +18,7 @@ from infra.outbox import OutboxRelay
 from infra.settings import Settings
 from schemas import topics
 from streams.processor import BatchProcessor, RawRecord
+from streams.timers import DeadlineTimer
 from streams.transport import FastFetchTransport
 
 log = get_logger("garda.streams")
@@ -34,6 +35,7 @@ class Runtime:
         self.db = Database(settings.database_url, max_size=10)
         self.relay = OutboxRelay(self.db, settings.kafka_bootstrap)
         self.processor = BatchProcessor(self.db, settings, policy)
+        self.timer = DeadlineTimer(self)
         self.started = False
 
     async def start(self) -> None:
@@ -86,6 +88,9 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
         topic_partitions=settings.partitions,
         topic_allow_declare=False,
         topic_disable_leader=True,
+        # Faust's own assignor keeps partition N of every input topic on one worker
+        # (co-partitioning); Faust uses it only when standby replicas > 0 or tables exist.
+        table_standby_replicas=1,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=1.0,
@@ -140,6 +145,15 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
     async def sweep_outbox() -> None:
         if runtime.started:
             await runtime.relay.sweep()
+
+    input_names = {settings.topic(t) for t in topics.INPUTS}
+
+    @app.timer(settings.timer_interval)
+    async def fire_deadlines() -> None:
+        if not runtime.started:
+            return
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_names}
+        await runtime.timer.tick(owned)
 
     from streams import web  # noqa: PLC0415 - views need the app
 

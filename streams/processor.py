@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 from handlers.dispatch import handle
 
-from handlers.escalation import next_deadline
 from handlers.claims import stall_due
+from handlers.escalation import next_deadline
 from handlers.model import Aggregate, Case, Claim
 from handlers.policy import Policy
 from infra.db import TRANSIENT_DB_ERRORS, Database
