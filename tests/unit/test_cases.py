@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from factories import POLICY, T0, WORKER, D, H, aggregate, ctx, envelope
 
 from handlers.cases import (
     attach_report,
@@ -18,6 +17,7 @@ from handlers.cases import (
 )
 from handlers.model import SEVERITIES, max_severity
 from handlers.policy import CATEGORIES
+from tests.unit.factories import POLICY, T0, WORKER, D, H, aggregate, ctx, envelope
 
 CRITICAL = {
     "death",

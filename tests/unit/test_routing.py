@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from factories import POLICY
 
 from handlers.policy import Policy, Post
 from handlers.routing import (
@@ -12,6 +11,7 @@ from handlers.routing import (
     normalize_region,
     route,
 )
+from tests.unit.factories import POLICY
 
 ROUTES = [
     # (country, region, post, words in the note)
