@@ -1,0 +1,72 @@
+"""The one entry point of the rules: ``handle(agg, envelope, policy, now) -> Result``. Pure.
+
+``HANDLERS`` maps each input event type to the function that applies it to a worker's
+aggregate through a ``Ctx``. Add one line per type; the module imports stay at the top.
+
+``handle``:
+- works on a deep copy (the caller's aggregate is untouched, also when a handler raises);
+- refuses an unknown type, and an event whose ``data.worker_id`` is not the aggregate's
+  worker (``Rejected``, 422: the processor sends both to the dead-letter topic);
+- after the handler, when the worker or any case changed: sets ``worker.updated_at`` (the
+  event time, never moving back) and leaves exactly one worker snapshot
+  (``garda.worker.state``) in the effects, last, with the final state (a snapshot a handler
+  emitted itself is replaced);
+- returns ``Result(aggregate, effects, outcome)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from datetime import datetime
+
+from handlers import incidents, journey
+from handlers.context import Ctx
+from handlers.model import Aggregate, Result
+from handlers.policy import Policy
+from infra.errors import Rejected
+from schemas import topics
+from schemas.envelope import Envelope
+
+Handler = Callable[[Aggregate, Ctx], None]
+
+HANDLERS: dict[str, Handler] = {
+    "pmi.departure.recorded": journey.departure_recorded,
+    "pmi.departure.failed": journey.departure_failed,
+    "pmi.arrival.reported": journey.arrival_reported,
+    "pmi.contract.extended": journey.contract_extended,
+    "pmi.return.recorded": journey.return_recorded,
+    "pmi.incident.reported": incidents.incident_reported,
+    "pmi.incident.updated": incidents.incident_updated,
+}
+
+
+def _fingerprint(agg: Aggregate) -> tuple[object, ...]:
+    worker = agg.worker.to_doc()
+    worker.pop("updated_at", None)
+    cases = {cid: c.to_doc() for cid, c in agg.cases.items()}
+    claims = {cid: c.to_doc() for cid, c in agg.claims.items()}
+    return (worker, cases, claims)
+
+
+def handle(agg: Aggregate, envelope: Envelope, policy: Policy, now: datetime) -> Result:
+    handler = HANDLERS.get(envelope.type)
+    if handler is None:
+        raise Rejected(f"unknown event type {envelope.type!r}", status=422)
+    worker_id = envelope.data.get("worker_id")
+    if worker_id is not None and worker_id != agg.worker.worker_id:
+        raise Rejected(
+            f"data.worker_id {worker_id!r} is not the aggregate's worker {agg.worker.worker_id!r}",
+            status=422,
+        )
+    agg = copy.deepcopy(agg)
+    ctx = Ctx(envelope=envelope, policy=policy, now=now)
+    before = _fingerprint(agg)
+    handler(agg, ctx)
+    events = ctx.effects.events
+    events[:] = [e for e in events if e.topic != topics.WORKER_STATE]
+    if _fingerprint(agg) != before:
+        w = agg.worker
+        w.updated_at = max(w.updated_at or ctx.event_time, ctx.event_time)
+        ctx.worker_snapshot(agg)
+    return Result(aggregate=agg, effects=ctx.effects, outcome=ctx.outcome)

@@ -1,0 +1,166 @@
+"""dispatch.handle: the table, copying, worker snapshots, updated_at, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from handlers import dispatch
+from handlers.context import Ctx
+from handlers.dispatch import HANDLERS, handle
+from handlers.model import Aggregate, Result
+from infra.errors import Rejected
+from schemas import topics
+from tests.unit.factories import (
+    POLICY,
+    T0,
+    WORKER,
+    D,
+    H,
+    aggregate,
+    departure,
+    envelope,
+    incident,
+)
+
+NOW = T0 + H
+MINE = {
+    "pmi.departure.recorded",
+    "pmi.departure.failed",
+    "pmi.arrival.reported",
+    "pmi.contract.extended",
+    "pmi.return.recorded",
+    "pmi.incident.reported",
+    "pmi.incident.updated",
+}
+
+
+def snapshots(result: Result) -> list:
+    return [e for e in result.effects.events if e.topic == topics.WORKER_STATE]
+
+
+def test_table_registers_departures_and_incidents() -> None:
+    assert MINE <= set(HANDLERS)
+    assert all(callable(f) for f in HANDLERS.values())
+
+
+def test_unknown_type_is_rejected() -> None:
+    with pytest.raises(Rejected) as exc:
+        handle(aggregate(), envelope("pmi.nothing.happened"), POLICY, NOW)
+    assert "unknown event type" in exc.value.reason
+
+
+def test_worker_mismatch_is_rejected() -> None:
+    env = envelope("pmi.incident.reported", incident(), worker_id="PMI-OTHER")
+    with pytest.raises(Rejected) as exc:
+        handle(aggregate(), env, POLICY, NOW)
+    assert exc.value.status == 422
+
+
+def test_input_aggregate_is_not_mutated() -> None:
+    agg = aggregate()
+    before = agg.worker.to_doc()
+    result = handle(agg, envelope("pmi.incident.reported", incident()), POLICY, NOW)
+    assert agg.worker.to_doc() == before and agg.cases == {}
+    assert result.aggregate is not agg and len(result.aggregate.cases) == 1
+
+
+def test_rejection_leaves_aggregate_untouched() -> None:
+    agg = aggregate(state="deceased", state_at=T0, exists=True)
+    with pytest.raises(Rejected):
+        handle(agg, envelope("pmi.arrival.reported", {"country": "MY",
+               "reported_at": "2026-12-01T00:00:00Z"}), POLICY, NOW)  # fmt: skip
+    assert agg.worker.state == "deceased"
+
+
+def test_one_snapshot_last_with_final_state() -> None:
+    result = handle(
+        aggregate(), envelope("pmi.incident.reported", incident(category="death")), POLICY, NOW
+    )
+    (snap,) = snapshots(result)
+    assert result.effects.events[-1] is snap
+    assert snap.type == "garda.worker.state" and snap.key == WORKER
+    assert snap.data == result.aggregate.worker_public()
+    assert snap.data["state"] == "unregistered_abroad" and snap.data["in_crisis"] is True
+    assert len(snap.data["open_cases"]) == 1
+    assert result.outcome == "opened"
+
+
+def test_journey_change_snapshots() -> None:
+    result = handle(aggregate(), envelope("pmi.departure.recorded", departure(T0)), POLICY, NOW)
+    assert result.outcome == "departed"
+    (snap,) = snapshots(result)
+    assert snap.data["state"] == "departed" and snap.data["country"] == "MY"
+    assert result.aggregate.worker.updated_at == T0
+
+
+def test_no_change_no_snapshot() -> None:
+    first = handle(aggregate(), envelope("pmi.incident.reported", incident()), POLICY, NOW)
+    again = handle(
+        first.aggregate, envelope("pmi.incident.reported", incident(), id="other"), POLICY, NOW
+    )
+    assert again.outcome == "duplicate-incident"
+    assert again.effects.events == [] and again.effects.timeline == []
+    assert again.aggregate.worker.updated_at == first.aggregate.worker.updated_at
+
+
+def test_updated_at_never_moves_back() -> None:
+    agg = aggregate()
+    r1 = handle(agg, envelope("pmi.incident.reported", incident("A"), time=T0 + D), POLICY, T0 + D)
+    r2 = handle(r1.aggregate, envelope("pmi.incident.reported", incident("B", "illness"), time=T0),
+                POLICY, T0 + D)  # fmt: skip
+    assert r2.outcome == "opened"
+    assert r2.aggregate.worker.updated_at == T0 + D
+
+
+def test_handler_snapshot_is_replaced_by_one_final(monkeypatch: pytest.MonkeyPatch) -> None:
+    def noisy(agg: Aggregate, ctx: Ctx) -> None:
+        ctx.worker_snapshot(agg)
+        agg.worker.state = "placed"
+        ctx.worker_snapshot(agg)
+        ctx.outcome = "noisy"
+
+    monkeypatch.setitem(dispatch.HANDLERS, "test.noisy", noisy)
+    result = handle(aggregate(), envelope("test.noisy"), POLICY, NOW)
+    (snap,) = snapshots(result)
+    assert snap.data["state"] == "placed" and result.outcome == "noisy"
+
+
+def test_replay_is_deterministic() -> None:
+    env = envelope("pmi.incident.reported", incident(category="trafficking"), id="fixed")
+    a = handle(aggregate(), env, POLICY, NOW)
+    b = handle(aggregate(), env, POLICY, NOW + D)
+    assert [e.id for e in a.effects.events] == [e.id for e in b.effects.events]
+    assert [t.entry_id for t in a.effects.timeline] == [t.entry_id for t in b.effects.timeline]
+    assert a.aggregate.cases.keys() == b.aggregate.cases.keys()
+
+
+def test_event_time_is_capped_at_now() -> None:
+    future = T0 + 10 * D
+    r = handle(aggregate(), envelope("pmi.incident.reported", incident(), time=future), POLICY, NOW)
+    (case,) = r.aggregate.cases.values()
+    assert case.opened_at == NOW
+
+
+def test_story_departure_incidents_update_return() -> None:
+    agg = aggregate()
+    steps = [
+        ("pmi.departure.recorded", departure(T0), T0, "departed"),
+        ("pmi.arrival.reported", {"country": "MY", "region": "MY-01",
+                                  "reported_at": "2026-11-30T02:00:00Z"}, T0 + D, "placed"),
+        ("pmi.incident.reported", incident("I1", "unpaid_wages"), T0 + 2 * D, "opened"),
+        ("pmi.incident.reported", incident("I2", "unpaid_wages", severity="critical"),
+         T0 + 3 * D, "attached"),
+        ("pmi.incident.updated", {"incident_id": "I1", "note": "paid half"}, T0 + 4 * D, "updated"),
+        ("pmi.contract.extended", {"contract_end": "2029-12-31"}, T0 + 5 * D, "extended"),
+        ("pmi.return.recorded", {"returned_at": "2027-01-01T00:00:00Z",
+                                 "reason": "repatriated"}, T0 + 40 * D, "returned"),
+    ]  # fmt: skip
+    for type_, data, time, outcome in steps:
+        r = handle(agg, envelope(type_, data, time=time), POLICY, time + H)
+        assert r.outcome == outcome, type_
+        assert len(snapshots(r)) == 1, type_
+        agg = r.aggregate
+    (case,) = agg.cases.values()
+    assert case.post_id == "KJRI-JOHOR-BAHRU" and case.reports == 2
+    assert case.severity == "critical" and case.incident_ids == ["I1", "I2"]
+    assert agg.worker.state == "returned" and agg.worker_public()["in_crisis"] is True
