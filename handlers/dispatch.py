@@ -20,7 +20,7 @@ import copy
 from collections.abc import Callable
 from datetime import datetime
 
-from handlers import incidents, journey
+from handlers import actions, claims, escalation, incidents, journey
 from handlers.context import Ctx
 from handlers.model import Aggregate, Result
 from handlers.policy import Policy
@@ -38,6 +38,9 @@ HANDLERS: dict[str, Handler] = {
     "pmi.return.recorded": journey.return_recorded,
     "pmi.incident.reported": incidents.incident_reported,
     "pmi.incident.updated": incidents.incident_updated,
+    **actions.ACTION_HANDLERS,
+    **claims.CLAIM_HANDLERS,
+    **escalation.DEADLINE_HANDLERS,
 }
 
 

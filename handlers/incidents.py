@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from handlers import coverage, nonprocedural
 from handlers.cases import (
     PROTECTION,
     attach_report,
@@ -53,8 +54,13 @@ Hook = Callable[[Aggregate, Ctx], object]
 CaseHook = Callable[[Aggregate, Ctx, Case], object]
 
 # Issue 4 plugs in here, one line each.
-ON_FIRST_SEEN: list[Hook] = []  # e.g. nonprocedural.flag_suspected
-AFTER_INCIDENT: list[CaseHook] = []  # e.g. coverage gap check and claim_suggested alert
+def _check_coverage(agg: Aggregate, ctx: Ctx, case: Case) -> None:
+    data = ctx.envelope.data
+    coverage.check_incident_coverage(agg, ctx, case, data["category"], data["occurred_at"])
+
+
+ON_FIRST_SEEN: list[Hook] = [nonprocedural.flag_suspected]
+AFTER_INCIDENT: list[CaseHook] = [_check_coverage]
 
 DUPLICATE = "duplicate-incident"
 

@@ -59,6 +59,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
+from handlers import coverage, nonprocedural
 from handlers.context import Ctx
 from handlers.model import Aggregate, Worker, parse_dt
 from handlers.routing import normalize_country, normalize_region
@@ -67,9 +68,9 @@ from infra.errors import Rejected
 Hook = Callable[[Aggregate, Ctx], object]
 
 # Issue 4 plugs in here, one line each (e.g. ``nonprocedural.check_departure``).
-AFTER_DEPARTURE: list[Hook] = []
+AFTER_DEPARTURE: list[Hook] = [nonprocedural.check_departure]
 # e.g. ``coverage.update_coverage``: departed_at/contract_end/returned_at may have changed.
-AFTER_JOURNEY_CHANGE: list[Hook] = []
+AFTER_JOURNEY_CHANGE: list[Hook] = [coverage.update_coverage]
 
 ABROAD = ("departed", "placed")
 ARRIVAL_WITHOUT_DEPARTURE = "arrival_without_departure"

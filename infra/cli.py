@@ -23,6 +23,8 @@ def _run_worker(settings: Settings, *, demo: dict | None = None) -> int:
     from streams.app import create_app  # noqa: PLC0415
 
     policy = load_policy(settings.policy)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     app = create_app(settings, policy)
     if demo is not None:
         from infra.simulate import simulate  # noqa: PLC0415
@@ -32,8 +34,6 @@ def _run_worker(settings: Settings, *, demo: dict | None = None) -> int:
             await asyncio.sleep(3)
             await simulate(settings, **demo)
 
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
     worker = faust.Worker(
         app,
         loop=loop,

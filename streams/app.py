@@ -81,6 +81,7 @@ def _hold_back(events: list[Any]) -> None:
 
 
 def create_app(settings: Settings, policy: Policy) -> GardaApp:
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = GardaApp(
         settings.group_id,
         broker=f"kafka://{settings.kafka_bootstrap}",

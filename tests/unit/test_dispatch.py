@@ -81,7 +81,9 @@ def test_one_snapshot_last_with_final_state() -> None:
     assert snap.type == "garda.worker.state" and snap.key == WORKER
     assert snap.data == result.aggregate.worker_public()
     assert snap.data["state"] == "unregistered_abroad" and snap.data["in_crisis"] is True
-    assert len(snap.data["open_cases"]) == 1
+    # The protection case, and a coverage gap (no membership on record) for the death.
+    kinds = sorted(result.aggregate.cases[c].kind for c in snap.data["open_cases"])
+    assert kinds == ["coverage_gap", "protection"]
     assert result.outcome == "opened"
 
 

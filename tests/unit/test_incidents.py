@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -14,16 +15,18 @@ from tests.unit.factories import POLICY, T0, WORKER, D, H, aggregate, ctx, envel
 
 REP = "pmi.incident.reported"
 UPD = "pmi.incident.updated"
+# These tests are about protection cases; coverage gaps have their own tests (test_coverage).
+NO_GAPS = replace(POLICY, coverage=replace(POLICY.coverage, gap_categories=frozenset()))
 
 
 def report(agg: Aggregate, data: dict, time: datetime = T0, **kw):
-    c = ctx(envelope(REP, data, time=time, **kw))
+    c = ctx(envelope(REP, data, time=time, **kw), policy=NO_GAPS)
     incidents.incident_reported(agg, c)
     return c
 
 
 def update(agg: Aggregate, data: dict, time: datetime = T0 + H):
-    c = ctx(envelope(UPD, data, time=time))
+    c = ctx(envelope(UPD, data, time=time), policy=NO_GAPS)
     incidents.incident_updated(agg, c)
     return c
 
