@@ -8,6 +8,7 @@ the caller's transaction, so a crash either keeps all of it or none of it.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -200,13 +201,15 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
         return []
     inserted = await conn.fetch(
         """INSERT INTO outbox (event_id, topic, key, value, headers)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])
+           SELECT e, t, k, v, h::jsonb
+           FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[])
+                AS u(e, t, k, v, h)
            ON CONFLICT (event_id) DO NOTHING RETURNING seq""",
         [r.event_id for r in rows],
         [r.topic for r in rows],
         [r.key for r in rows],
         [r.value for r in rows],
-        [encode_headers(r.headers) for r in rows],
+        [json.dumps(encode_headers(r.headers)) for r in rows],
     )
     return sorted(r["seq"] for r in inserted)
 

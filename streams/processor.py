@@ -137,8 +137,18 @@ class BatchProcessor:
                 await asyncio.sleep(delay)
             except Exception as exc:
                 if len(records) == 1:
-                    log.exception("record failed permanently; dead-lettered")
-                    return await self._dead_letter_only(records[0], f"internal error: {exc!r}")
+                    log.exception("record failed permanently; dead-lettering it")
+                    try:
+                        return await self._dead_letter_only(records[0], f"internal error: {exc!r}")
+                    except Exception:
+                        # Not even the dead-letter could be written: hold the partition here
+                        # (retrying) rather than skip the record. /health shows the lag grow.
+                        attempt += 1
+                        log.critical("dead-letter write failed; retrying", exc_info=True,
+                                     topic=records[0].topic, partition=records[0].partition,
+                                     offset=records[0].offset)
+                        await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
+                        continue
                 log.exception("batch failed; retrying record by record", records=len(records))
                 report = BatchReport()
                 for rec in records:

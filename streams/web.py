@@ -105,6 +105,7 @@ def register(app: Any) -> None:
             checks["broker"] = "ok" if await _broker_ok(runtime) else "unreachable"
             ok = ok and checks["broker"] == "ok"
             checks["lag"] = _lag(app)
+            checks["assigned"] = _assigned(app)
             checks["status"] = "ok" if ok else "degraded"
             return _json(self, checks, status=200 if ok else 503)
 
@@ -341,6 +342,14 @@ async def _broker_ok(runtime: Any) -> bool:
         return bool(producer.client.cluster.brokers())
     except Exception:  # noqa: BLE001
         return False
+
+
+def _assigned(app: Any) -> int:
+    """How many input-topic partitions this worker holds (0 until the group has formed)."""
+    try:
+        return len(app.consumer.assignment())
+    except Exception:  # noqa: BLE001 - not started yet
+        return 0
 
 
 def _lag(app: Any) -> dict[str, int]:

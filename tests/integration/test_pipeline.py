@@ -198,7 +198,7 @@ async def test_malformed_input_is_dead_lettered_and_valid_events_go_on(
         (b"someone-else", mismatch, None),
         (b"W-BAD-6", unknown_type, None),
         (b"W-BAD-7", wrong_topic, None),
-        (b"W-BAD-8", json.dumps({"worker_id": "W-BAD-8", "destination_country": "Malaysia"}).encode(), binary_bad),
+        (b"W-BAD-8", json.dumps(dict(departure("W-BAD-8", "MY")["data"], destination_country="Malaysia")).encode(), binary_bad),
         (b"W-OK-2", good2, None),
     ]
     await publish(settings, topics.DEPARTURES, records)
@@ -254,5 +254,5 @@ async def _assigned(*workers: WorkerProcess) -> bool:
     ok = True
     for w in workers:
         _, health = await get_json(f"{w.url}/health")
-        ok = ok and bool(health.get("lag"))
+        ok = ok and bool(health.get("assigned"))
     return ok
