@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from handlers.dispatch import handle
-
 from handlers.claims import stall_due
+from handlers.dispatch import handle
 from handlers.escalation import next_deadline
 from handlers.model import Aggregate, Case, Claim
 from handlers.policy import Policy

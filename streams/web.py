@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faust.web import Request, Response, View
-from handlers.dispatch import handle
 
+from handlers.dispatch import handle
 from handlers.policy import Policy
 from infra import queries
 from infra.errors import InvalidEvent, Rejected
