@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.errors import ConfigError
+from infra.settings import load_settings
+
+
+def test_defaults_and_overrides(tmp_path: Path) -> None:
+    s = load_settings({"GARDA_PARTITIONS": "12", "GARDA_TOPIC_PREFIX": "prod."}, dotenv=None)
+    assert s.partitions == 12 and s.topic("pmi.cases.v1") == "prod.pmi.cases.v1"
+    assert s.log_format == "json"
+
+
+def test_dotenv_fills_gaps_and_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("# comment\nGARDA_WEB_PORT=9000\nexport GARDA_PARTITIONS='4'\n")
+    s = load_settings({"GARDA_PARTITIONS": "8"}, dotenv=env_file)
+    assert s.web_port == 9000 and s.partitions == 8
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GARDA_PARTITON": "3"}, "unknown setting GARDA_PARTITON"),
+        ({"GARDA_PARTITIONS": "three"}, "not a valid int"),
+        ({"GARDA_PARTITIONS": "0"}, "between 1 and 1024"),
+        ({"GARDA_LOG_FORMAT": "xml"}, "json or console"),
+        ({"GARDA_POLICY": "/nonexistent/policy.toml"}, "no such file"),
+        ({"GARDA_DATABASE_URL": "mysql://x"}, "postgresql://"),
+        ({"GARDA_WEB_PORT": "70000"}, "TCP port"),
+    ],
+)
+def test_invalid_settings_fail_with_a_clear_message(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env, dotenv=None)
+
+
+def test_test_variables_are_not_settings() -> None:
+    assert load_settings({"GARDA_TEST_KAFKA_BOOTSTRAP": "x:1"}, dotenv=None).partitions == 6
+
+
+def test_database_password_hidden_in_repr() -> None:
+    s = load_settings({"GARDA_DATABASE_URL": "postgresql://garda:s3cret@db:5432/garda"}, dotenv=None)
+    assert "s3cret" not in repr(s)
+    assert "garda:***@db:5432/garda" in repr(s)
+    assert s.database_url.endswith("s3cret@db:5432/garda")
