@@ -89,6 +89,14 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         await _prepare(s)
         return s
 
+    async def dev_token(s: Settings) -> str:
+        from infra.db import Database  # noqa: PLC0415
+        from infra.tokens import create_token  # noqa: PLC0415
+
+        async with Database(s.database_url or "", max_size=1) as db, db.pool.acquire() as conn:
+            _, token = await create_token(conn, posts=[], hq=True, label="garda dev session")
+        return token
+
     async def down() -> None:
         await broker.stop()
         if pg is not None:
@@ -96,11 +104,17 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         s = asyncio.run(up())
+        token = asyncio.run(dev_token(s))
         print(
             f"\n  Garda dev stack is up\n"
             f"    broker   {s.kafka_bootstrap} (Tansu, memory storage)\n"
             f"    database {'embedded PostgreSQL in ' + str(data / 'pg') if pg else 'GARDA_DATABASE_URL'}\n"
             f"    API      http://{s.web_host}:{s.web_port}/api/cases\n"
+            f"    database URL (for garda tokens/migrate): {s.database_url}\n\n"
+            f"  A headquarters token for this session (shown once, stored hashed):\n"
+            f"    export GARDA_TOKEN={token}\n"
+            f'    curl -H "Authorization: Bearer $GARDA_TOKEN" '
+            f"http://{s.web_host}:{s.web_port}/api/cases\n\n"
             f"  Ctrl-C stops everything.\n",
             file=sys.stderr,
         )

@@ -234,6 +234,12 @@ class BatchProcessor:
         for entry in result.effects.timeline:
             batch.timeline.append((entry, env.source, env.id))
         for ev in result.effects.events:
+            if ev.type in ("garda.case.opened", "garda.case.escalated"):
+                log.info(ev.type.removeprefix("garda.").replace(".", " "),
+                         case_id=ev.data.get("case_id"), worker_id=env.subject,
+                         kind=ev.data.get("kind"), category=ev.data.get("category"),
+                         severity=ev.data.get("severity"), post_id=ev.data.get("post_id"),
+                         level=ev.data.get("escalation_level"))
             out = new_envelope(type=ev.type, id=ev.id, subject=ev.subject or ev.key,
                                data=ev.data, time=now)
             batch.outbox.append(
