@@ -48,9 +48,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from handlers.cases import deadlines
+from handlers.cases import CLOCK_STARTED_AT, deadlines
 from handlers.context import Ctx
-from handlers.escalation import CLOCK_STARTED_AT, ESCALATED_TO, RESOLVE_MISSED
+from handlers.escalation import ESCALATED_TO, RESOLVE_MISSED
 from handlers.model import Aggregate, Case, iso, parse_dt
 from handlers.policy import Policy
 from handlers.routing import escalation_target

@@ -52,17 +52,9 @@ from handlers.context import Ctx
 from handlers.model import Aggregate, Case, Claim, iso, parse_dt
 from handlers.policy import Policy
 from infra.errors import Rejected
+from schemas.types import CLAIM_STATUSES
 
-STATUSES = (
-    "filed",
-    "docs_pending",
-    "submitted",
-    "verified",
-    "approved",
-    "paid",
-    "rejected",
-    "expired",
-)
+STATUSES = ("filed", *CLAIM_STATUSES)
 TERMINAL = frozenset({"paid", "rejected", "expired"})
 _ENDS = frozenset({"rejected", "expired"})
 TRANSITIONS: dict[str, frozenset[str]] = {

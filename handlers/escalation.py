@@ -35,8 +35,9 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from handlers.cases import clock_start
 from handlers.context import Ctx
-from handlers.model import Aggregate, Case, iso, parse_dt
+from handlers.model import Aggregate, Case, iso
 from handlers.policy import Policy
 from handlers.routing import escalation_target
 from infra.errors import Rejected
@@ -51,23 +52,10 @@ UNACKNOWLEDGED = ("open", "reopened")
 REASONS = {ACK: "not acknowledged in time", RESOLVE: "not resolved in time"}
 
 # Keys this module keeps in ``case.detail``.
-CLOCK_STARTED_AT = "clock_started_at"  # ISO time the clocks were (re)started, when reopened
 RESOLVE_MISSED = "resolve_deadline_missed"  # ISO resolve_due whose escalation has fired
 ESCALATED_TO = "escalated_to"  # post id of the latest escalation target
 
 Deadline = tuple[datetime, str, int]
-
-
-def clock_start(case: Case) -> datetime:
-    """When the case's clocks started: the reopen time if it was reopened, else ``opened_at``."""
-    started = case.detail.get(CLOCK_STARTED_AT)
-    if isinstance(started, datetime):
-        return started
-    if isinstance(started, str):
-        parsed = parse_dt(started)
-        if parsed is not None:
-            return parsed
-    return case.opened_at
 
 
 def level2_due(case: Case, policy: Policy) -> datetime | None:

@@ -41,16 +41,9 @@ from typing import Any
 from handlers.cases import open_case
 from handlers.context import Ctx
 from handlers.model import Aggregate, Case
-from handlers.policy import Moratorium, Policy
+from handlers.policy import NON_PROCEDURAL_REASONS, Moratorium, Policy
 
-REASONS: tuple[str, ...] = (
-    "unlicensed_agency",
-    "revoked_agency",
-    "no_worker_card",
-    "non_work_visa",
-    "no_social_security",
-    "moratorium_destination",
-)
+REASONS: tuple[str, ...] = NON_PROCEDURAL_REASONS
 SUSPECTED = "suspected_unregistered"
 CASE_KIND = "non_procedural_departure"
 

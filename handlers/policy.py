@@ -25,6 +25,7 @@ from typing import Any
 
 from handlers.model import SEVERITIES
 from infra.errors import ConfigError
+from schemas.types import CATEGORIES as _CATEGORIES
 
 
 @dataclass(frozen=True)
@@ -92,28 +93,8 @@ class Policy:
 # naming the file, the key and what is wrong, never a surprise in the middle of a stream.
 # ---------------------------------------------------------------------------------------
 
-# Incident categories of design §4 (the complaint categories in use).
-CATEGORIES: tuple[str, ...] = (
-    "wants_to_go_home",
-    "unpaid_wages",
-    "deportation",
-    "failed_departure",
-    "death",
-    "job_fraud",
-    "illness",
-    "accident",
-    "social_security",
-    "trafficking",
-    "contract_mismatch",
-    "employer_violence",
-    "sexual_violence",
-    "mental_health",
-    "lost_contact",
-    "document_withheld",
-    "detention",
-    "overstay",
-    "other",
-)
+# Incident categories: the event contract's (design §4).
+CATEGORIES: tuple[str, ...] = _CATEGORIES
 MISSION_KINDS = ("embassy", "consulate", "economic_office", "headquarters")
 LABOUR_POSTS = ("attache", "technical_staff", "labour_section", "none")
 NON_PROCEDURAL_REASONS = (
