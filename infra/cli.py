@@ -193,6 +193,15 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run())
 
 
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from handlers.policy import load_policy  # noqa: PLC0415
+    from streams.rebuild import rebuild  # noqa: PLC0415
+
+    asyncio.run(rebuild(settings, load_policy(settings.policy), batch_size=args.batch_size,
+                        force=args.force, republish=args.republish))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="garda", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -218,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_simulate)
+    r = sub.add_parser("rebuild", help="replay the input topics into an empty read model")
+    r.add_argument("--batch-size", type=int, default=5000)
+    r.add_argument("--force", action="store_true", help="clear a non-empty read model first")
+    r.add_argument("--republish", action="store_true", help="publish the output events again")
+    r.set_defaults(func=cmd_rebuild)
+
     t = sub.add_parser("tokens", help="API bearer tokens: create, list, revoke")
     t.add_argument("action", choices=["create", "list", "revoke"])
     t.add_argument("token_id", nargs="?", help="for revoke")

@@ -132,6 +132,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
                         key=e.message.key,
                         value=e.message.value,
                         headers=_headers(e.message.headers),
+                        timestamp=e.message.timestamp,
                     )
                     for e in events
                 ]

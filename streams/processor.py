@@ -11,7 +11,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from handlers.claims import stall_due
@@ -53,6 +53,7 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: float | None = None  # the Kafka record timestamp, in seconds
 
 
 @dataclass
@@ -94,7 +95,12 @@ class BatchProcessor:
         logical = self._logical.get(rec.topic)
         if logical is None:
             raise InvalidEvent(f"not an input topic: {rec.topic}")
-        return decode(rec.key, rec.value, rec.headers, topic=logical)
+        env = decode(rec.key, rec.value, rec.headers, topic=logical)
+        if env.time is None and rec.timestamp:
+            # No CloudEvents ``time``: the record's timestamp stands in, so that a replay
+            # (garda rebuild) derives the same deadlines as the first run.
+            env = replace(env, time=datetime.fromtimestamp(rec.timestamp, UTC))
+        return env
 
     def _dead_letter(self, rec: RawRecord, error: str, env: Envelope | None = None) -> DeadLetter:
         return DeadLetter(
