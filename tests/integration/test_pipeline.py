@@ -245,6 +245,17 @@ async def test_two_workers_share_the_partitions(settings: Settings, tmp_path) ->
         )
         handled = [w.log_text().count('"event handled"') for w in (w1, w2)]
         assert all(n > 0 for n in handled), handled
+        # Co-partitioning: partition N of every input topic belongs to one worker, so all of a
+        # worker's events (and the timer's commands) reach the same processor.
+        owners: dict[int, set[str]] = {}
+        for w in (w1, w2):
+            _, health = await get_json(f"{w.url}/health")
+            for tp in health["lag"]:
+                topic, part = tp.rsplit(":", 1)
+                owners.setdefault(int(part), set()).add(w.url)
+                assert topic.startswith(settings.topic_prefix)
+        assert set(owners) == set(range(settings.partitions))
+        assert all(len(urls) == 1 for urls in owners.values()), owners
     finally:
         await w2.stop()
         await w1.stop()
