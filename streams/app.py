@@ -145,8 +145,12 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
 
     @app.timer(2.0)
     async def sweep_outbox() -> None:
-        if runtime.started:
+        if not runtime.started:
+            return
+        try:
             await runtime.relay.sweep()
+        except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
+            log.warning("outbox sweep failed", error=repr(exc))
 
     input_names = {settings.topic(t) for t in topics.INPUTS}
 
@@ -155,7 +159,10 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
         if not runtime.started:
             return
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_names}
-        await runtime.timer.tick(owned)
+        try:
+            await runtime.timer.tick(owned)
+        except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
+            log.warning("deadline scan failed", error=repr(exc))
 
     from streams import web  # noqa: PLC0415 - views need the app
 

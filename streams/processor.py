@@ -127,40 +127,49 @@ class BatchProcessor:
     async def _process_with_retry(self, records: Sequence[RawRecord]) -> BatchReport:
         """Process one batch; retries transient failures until it succeeds (or is cancelled).
 
-        A batch that fails for another reason is split and retried record by record, so one
-        poison record is dead-lettered and the rest go through.
+        A failure counts as transient when its type says so or when the database does not
+        answer a plain ``SELECT 1`` right after it (an outage shows up under many error
+        types). A batch that fails while the database is healthy is split and retried record
+        by record, so one poison record is dead-lettered and the rest go through. Nothing is
+        ever skipped: when even the dead-letter cannot be written the partition waits here.
         """
         attempt = 0
         while True:
             try:
                 return await self._process_once(records)
-            except TRANSIENT_DB_ERRORS as exc:
-                attempt += 1
-                delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * (0.5 + random.random())
-                log.warning("batch failed, will retry", error=repr(exc), attempt=attempt,
-                            retry_in=round(delay, 2), records=len(records))
-                await asyncio.sleep(delay)
             except Exception as exc:
-                if len(records) == 1:
-                    log.exception("record failed permanently; dead-lettering it")
-                    try:
-                        return await self._dead_letter_only(records[0], f"internal error: {exc!r}")
-                    except Exception:
-                        # Not even the dead-letter could be written: hold the partition here
-                        # (retrying) rather than skip the record. /health shows the lag grow.
-                        attempt += 1
-                        log.critical("dead-letter write failed; retrying", exc_info=True,
-                                     topic=records[0].topic, partition=records[0].partition,
-                                     offset=records[0].offset)
-                        await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
-                        continue
-                log.exception("batch failed; retrying record by record", records=len(records))
-                report = BatchReport()
-                for rec in records:
-                    one = await self._process_with_retry([rec])
-                    report.outbox_seqs += one.outbox_seqs
-                    report.outcomes.update(one.outcomes)
-                return report
+                attempt += 1
+                if isinstance(exc, TRANSIENT_DB_ERRORS) or not await self._database_answers():
+                    delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * (0.5 + random.random())
+                    log.warning("batch failed, will retry", error=repr(exc), attempt=attempt,
+                                retry_in=round(delay, 2), records=len(records))
+                    await asyncio.sleep(delay)
+                    continue
+                if len(records) > 1:
+                    log.exception("batch failed; retrying record by record", records=len(records))
+                    report = BatchReport()
+                    for rec in records:
+                        one = await self._process_with_retry([rec])
+                        report.outbox_seqs += one.outbox_seqs
+                        report.outcomes.update(one.outcomes)
+                    return report
+                log.exception("record failed permanently; dead-lettering it")
+                try:
+                    return await self._dead_letter_only(records[0], f"internal error: {exc!r}")
+                except Exception:
+                    log.critical("dead-letter write failed; retrying", exc_info=True,
+                                 topic=records[0].topic, partition=records[0].partition,
+                                 offset=records[0].offset)
+                    await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with asyncio.timeout(5):
+                async with self.db.pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not healthy"
+            return False
 
     async def _dead_letter_only(self, rec: RawRecord, error: str) -> BatchReport:
         batch = BatchWrite(deadletter_topic=self.deadletter_topic)
