@@ -22,6 +22,10 @@
 - ``note`` and the changes go to one timeline row of type ``pmi.incident.updated`` (actor:
   the event's source). The design lists no ``garda.case.*`` type for it, so no case event
   is published; the worker snapshot (dispatch) carries a changed ``in_crisis``.
+- A changed ``category`` then gets the coverage checks of a report of that category
+  (``coverage.check_incident_coverage``, dated by the case's first ``occurred_at``): a change
+  to ``death`` raises ``claim_suggested``, a gap category outside coverage opens a
+  ``coverage_gap`` (one per incident id, as for reports).
 
 Rules decided where the design is silent:
 - The worker's last known country/region change only for a worker known solely through
@@ -146,6 +150,14 @@ def incident_updated(agg: Aggregate, ctx: Ctx) -> None:
     case.updated_at = max(case.updated_at or ctx.event_time, ctx.event_time)
     ctx.case_event(case, "pmi.incident.updated", actor=ctx.envelope.source, detail=detail)
     ctx.outcome = "updated"
+    occurred_at = case.detail.get("occurred_at")
+    if "category_from" in detail and case.kind == PROTECTION and occurred_at:
+        # A new category gets the checks a report of it would have had (a death raises
+        # claim_suggested; a gap category outside coverage opens a coverage_gap), dated by
+        # the case's first incident (an update carries no occurred_at).
+        coverage.check_incident_coverage(
+            agg, ctx, case, case.category, occurred_at, incident_id=incident_id
+        )
 
 
 INCIDENT_HANDLERS: dict[str, Callable[[Aggregate, Ctx], None]] = {
