@@ -140,7 +140,7 @@ def register(app: Any) -> None:
     class WorkerView(View):
         async def get(self, request: Request, worker_id: str) -> Response:
             scope = await authorized(self, request)
-            if isinstance(scope, Response):
+            if not isinstance(scope, Scope):
                 return scope
             async with runtime.db.pool.acquire() as conn:
                 body = await queries.get_worker(conn, worker_id, scope.post_filter)
@@ -152,7 +152,7 @@ def register(app: Any) -> None:
     class CaseList(View):
         async def get(self, request: Request) -> Response:
             scope = await authorized(self, request)
-            if isinstance(scope, Response):
+            if not isinstance(scope, Scope):
                 return scope
             q = request.query
             unknown = set(q) - set(queries.CASE_FILTERS) - {"limit", "after"}
@@ -173,7 +173,7 @@ def register(app: Any) -> None:
     class CaseView(View):
         async def get(self, request: Request, case_id: str) -> Response:
             scope = await authorized(self, request)
-            if isinstance(scope, Response):
+            if not isinstance(scope, Scope):
                 return scope
             async with runtime.db.pool.acquire() as conn:
                 body = await queries.get_case(conn, case_id)
@@ -185,7 +185,7 @@ def register(app: Any) -> None:
     class Posts(View):
         async def get(self, request: Request) -> Response:
             scope = await authorized(self, request)
-            if isinstance(scope, Response):
+            if not isinstance(scope, Scope):
                 return scope
             async with runtime.db.pool.acquire() as conn:
                 posts = await queries.list_posts(conn, runtime.policy)
@@ -195,7 +195,7 @@ def register(app: Any) -> None:
     class SchemaList(View):
         async def get(self, request: Request) -> Response:
             scope = await authorized(self, request)
-            if isinstance(scope, Response):
+            if not isinstance(scope, Scope):
                 return scope
             return _json(self, {"types": list_types()})
 
@@ -203,7 +203,7 @@ def register(app: Any) -> None:
     class SchemaView(View):
         async def get(self, request: Request, type_: str) -> Response:
             scope = await authorized(self, request)
-            if isinstance(scope, Response):
+            if not isinstance(scope, Scope):
                 return scope
             if type_ not in list_types():
                 return _error(self, 404, f"unknown event type {type_}", types=list_types())
@@ -213,7 +213,7 @@ def register(app: Any) -> None:
     class Ingest(View):
         async def post(self, request: Request) -> Response:
             scope = await authorized(self, request)
-            if isinstance(scope, Response):
+            if not isinstance(scope, Scope):
                 return scope
             body = await request.read()
             headers = _ce_headers(request)
@@ -237,7 +237,7 @@ def _register_actions(app: Any, runtime: Any, authorized: Any) -> None:
     class CaseAction(View):
         async def post(self, request: Request, case_id: str, action: str) -> Response:
             scope = await authorized(self, request)
-            if isinstance(scope, Response):
+            if not isinstance(scope, Scope):
                 return scope
             path = f"/api/cases/{case_id}/{action}"
             if action not in ACTIONS:
