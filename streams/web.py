@@ -214,6 +214,8 @@ def register(app: Any) -> None:
         async def post(self, request: Request) -> Response:
             scope = await authorized(self, request)
             if not isinstance(scope, Scope):
+                await _audit(runtime, None, "POST", "/api/events", 401, None,
+                             {"error": "unauthorized"})
                 return scope
             body = await request.read()
             headers = _ce_headers(request)
@@ -237,17 +239,27 @@ def _register_actions(app: Any, runtime: Any, authorized: Any) -> None:
     class CaseAction(View):
         async def post(self, request: Request, case_id: str, action: str) -> Response:
             scope = await authorized(self, request)
-            if not isinstance(scope, Scope):
-                return scope
             path = f"/api/cases/{case_id}/{action}"
-            if action not in ACTIONS:
-                return _error(self, 404, f"unknown action {action}", actions=sorted(ACTIONS))
-            try:
-                body = json.loads(await request.read() or b"{}")
-            except ValueError:
-                return _error(self, 400, "body must be a JSON object")
-            if not isinstance(body, dict):
-                return _error(self, 400, "body must be a JSON object")
+            early: tuple[int, str] | None = None
+            if not isinstance(scope, Scope):
+                early = (401, "unauthorized")
+            elif action not in ACTIONS:
+                early = (404, f"unknown action {action}")
+            else:
+                try:
+                    body = json.loads(await request.read() or b"{}")
+                except ValueError:
+                    body = None
+                if not isinstance(body, dict):
+                    early = (400, "body must be a JSON object")
+            if early is not None:  # refused writes are audited too
+                await _audit(runtime, scope if isinstance(scope, Scope) else None, "POST", path,
+                             early[0], None, {"action": action, "case_id": case_id,
+                                              "error": early[1]})
+                if not isinstance(scope, Scope):
+                    return scope
+                extra = {"actions": sorted(ACTIONS)} if early[0] == 404 else {}
+                return _error(self, early[0], early[1], **extra)
             type_, fields = ACTIONS[action]
             status, reply = await _case_action(runtime, scope, case_id, type_, fields, body)
             await _audit(runtime, scope, "POST", path, status, reply.get("id"),
