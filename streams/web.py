@@ -41,9 +41,9 @@ def _error(view: View, status: int, message: str, **extra: Any) -> Response:
 ACTIONS = {
     "acknowledge": ("pmi.case.acknowledged", ()),
     "notes": ("pmi.case.note-added", ("note",)),
-    "refer": ("pmi.case.referred", ("to", "note")),
+    "refer": ("pmi.case.referred", ("to",)),
     "resolve": ("pmi.case.resolved", ("resolution", "note")),
-    "reopen": ("pmi.case.reopened", ("note",)),
+    "reopen": ("pmi.case.reopened", ()),
 }
 
 
