@@ -297,6 +297,8 @@ def stall_due(claim: Claim, policy: Policy) -> datetime | None:
     last = _last_change(claim)
     if claim.status in TERMINAL or last is None:
         return None
+    if claim.stall_handled_for is not None and claim.stall_handled_for >= last:
+        return None  # this stall was handled; the next change restarts the clock
     return last + policy.claims.stall
 
 
@@ -317,6 +319,7 @@ def handle_claim_stall(agg: Aggregate, ctx: Ctx) -> None:
         ctx.outcome = "ignored"
         return
     last = _last_change(claim)
+    claim.stall_handled_for = last
     known = set(agg.cases)
     case = _open_dispute(
         agg, ctx, claim, trigger="stalled", reason=f"no status change since {iso(last)}"

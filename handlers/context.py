@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from handlers.model import Aggregate, Case, Effects, OutputEvent, TimelineEntry, stable_id
+from handlers.model import Aggregate, Case, Effects, OutputEvent, TimelineEntry, iso, stable_id
 from handlers.policy import Policy
 from schemas import topics
 from schemas.envelope import Envelope
@@ -62,7 +62,7 @@ class Ctx:
         self.effects.timeline.append(entry)
         if type_.startswith("garda.case."):
             data = case.public()
-            data["event"] = {"actor": actor, "at": at.isoformat(), **detail}
+            data["event"] = {"actor": actor, "at": iso(at), **detail}
             self.effects.events.append(
                 OutputEvent(
                     topic=topics.CASES,

@@ -148,6 +148,7 @@ class Claim:
     amount_paid_idr: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     out_of_order: bool = False
+    stall_handled_for: datetime | None = None  # the last change whose stall was handled
 
     def to_doc(self) -> dict[str, Any]:
         return _to_json(dataclasses.asdict(self))

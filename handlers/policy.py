@@ -68,7 +68,9 @@ class Coverage:
     pre_placement: timedelta = timedelta(days=150)  # up to 5 months before departure
     post_placement: timedelta = timedelta(days=30)  # 1 month after return
     default_contract: timedelta = timedelta(days=730)  # when a departure has no contract_end
-    gap_categories: frozenset[str] = frozenset()
+    gap_categories: frozenset[str] = frozenset(
+        {"accident", "death", "employer_violence", "sexual_violence", "illness"}
+    )
 
 
 @dataclass(frozen=True)
@@ -418,7 +420,9 @@ def _coverage(table: dict[str, Any]) -> Coverage:
         k: parse_duration(table[k], f"coverage.{k}") if k in table else getattr(default, k)
         for k in keys
     }
-    gaps = _str_list(table.get("gap_categories", []), "coverage.gap_categories", CATEGORIES)
+    if "gap_categories" not in table:
+        return Coverage(**durations)
+    gaps = _str_list(table["gap_categories"], "coverage.gap_categories", CATEGORIES)
     return Coverage(**durations, gap_categories=frozenset(gaps))
 
 

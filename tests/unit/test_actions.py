@@ -283,7 +283,7 @@ def test_action_at_is_used_for_timeline_and_case() -> None:
     ctx = act(agg_of(case), "pmi.case.acknowledged", at=iso(at))
     assert case.acknowledged_at == at
     assert ctx.effects.timeline[0].at == at
-    assert ctx.effects.events[0].data["event"]["at"] == at.isoformat()
+    assert ctx.effects.events[0].data["event"]["at"] == iso(at)
 
 
 def test_action_at_in_the_future_is_capped_at_now() -> None:

@@ -504,3 +504,21 @@ def test_statuses_constant_matches_design():
         "expired",
     )
     assert isinstance(Claim(claim_id="c", worker_id="w", program="JKM").history, list)
+
+
+def test_a_handled_stall_is_not_due_again_until_the_claim_moves() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from handlers.claims import stall_due
+    from handlers.model import Claim
+    from handlers.policy import load_policy
+
+    policy = load_policy()
+    last = datetime(2026, 11, 1, tzinfo=UTC)
+    claim = Claim(claim_id="C1", worker_id="W1", program="JKM", status="submitted",
+                  last_change_at=last)
+    assert stall_due(claim, policy) == last + policy.claims.stall
+    claim.stall_handled_for = last
+    assert stall_due(claim, policy) is None
+    claim.last_change_at = last + timedelta(days=1)  # a new status change restarts the clock
+    assert stall_due(claim, policy) == claim.last_change_at + policy.claims.stall

@@ -14,6 +14,7 @@ from handlers.model import SEVERITIES
 from handlers.policy import (
     CATEGORIES,
     DEFAULT_POLICY_PATH,
+    Coverage,
     load_policy,
     parse_duration,
     policy_from_dict,
@@ -169,7 +170,7 @@ def test_optional_sections_default() -> None:
         del d[key]
     p = policy_from_dict(d)
     assert p.claims.stall == timedelta(days=14)
-    assert p.coverage.gap_categories == frozenset()
+    assert p.coverage.gap_categories == Coverage().gap_categories  # the default list
     assert p.non_procedural.moratoria == ()
 
 
