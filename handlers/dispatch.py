@@ -16,8 +16,9 @@ aggregate through a ``Ctx``. Add one line per type; the module imports stay at t
 
 from __future__ import annotations
 
-import copy
+import pickle
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 from handlers import actions, claims, escalation, incidents, journey
@@ -44,12 +45,16 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def _fingerprint(agg: Aggregate) -> tuple[object, ...]:
-    worker = agg.worker.to_doc()
-    worker.pop("updated_at", None)
-    cases = {cid: c.to_doc() for cid, c in agg.cases.items()}
-    claims = {cid: c.to_doc() for cid, c in agg.claims.items()}
-    return (worker, cases, claims)
+def _clone(agg: Aggregate) -> Aggregate:
+    """An independent copy the handler may change (pickle: about twice as fast as deepcopy)."""
+    return pickle.loads(pickle.dumps(agg, pickle.HIGHEST_PROTOCOL))
+
+
+def _changed(before: Aggregate, after: Aggregate) -> bool:
+    """Did the handler change the worker (``updated_at`` aside), a case or a claim?"""
+    if before.cases != after.cases or before.claims != after.claims:
+        return True
+    return replace(before.worker, updated_at=None) != replace(after.worker, updated_at=None)
 
 
 def handle(agg: Aggregate, envelope: Envelope, policy: Policy, now: datetime) -> Result:
@@ -62,13 +67,13 @@ def handle(agg: Aggregate, envelope: Envelope, policy: Policy, now: datetime) ->
             f"data.worker_id {worker_id!r} is not the aggregate's worker {agg.worker.worker_id!r}",
             status=422,
         )
-    agg = copy.deepcopy(agg)
+    before = agg
+    agg = _clone(agg)
     ctx = Ctx(envelope=envelope, policy=policy, now=now)
-    before = _fingerprint(agg)
     handler(agg, ctx)
     events = ctx.effects.events
     events[:] = [e for e in events if e.topic != topics.WORKER_STATE]
-    if _fingerprint(agg) != before:
+    if _changed(before, agg):
         w = agg.worker
         w.updated_at = max(w.updated_at or ctx.event_time, ctx.event_time)
         ctx.worker_snapshot(agg)

@@ -28,7 +28,7 @@ class Settings:
     log_level: str = "info"
     group_id: str = "garda"
     batch_size: int = 1000
-    batch_within: float = 0.05
+    batch_within: float = 0.01
     fetch_max_wait_ms: int = 100
     session_timeout: float = 10.0
     timer_interval: float = 1.0
