@@ -76,6 +76,7 @@ class WorkerProcess:
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.2)
+        self.kill9()  # never leave a half-started worker behind
         raise RuntimeError(f"worker not ready in {ready_timeout}s:\n{self.tail()}")
 
     def tail(self, n: int = 40) -> str:
@@ -194,3 +195,120 @@ async def db_fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
         return await conn.fetch(sql, *args)
     finally:
         await conn.close()
+
+
+# --- escalation, case actions and access (issue 3) ----------------------------------------
+
+POLICIES = Path(__file__).resolve().parent / "policies"
+
+
+def policy_file(name: str) -> Path:
+    """A test policy in ``tests/integration/policies`` (e.g. ``fast_sla.toml``)."""
+    path = POLICIES / name
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    return path
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def new_token(
+    settings: Settings, *, posts: list[str] | None = None, hq: bool = False, label: str = "test"
+) -> tuple[str, str]:
+    """(token_id, secret) through ``infra.tokens.create_token`` on the test database."""
+    from infra.tokens import create_token  # noqa: PLC0415
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await create_token(conn, posts=posts or [], hq=hq, label=label)
+    finally:
+        await conn.close()
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """``python -m infra.cli ARGS`` against the test database (only GARDA_DATABASE_URL set,
+    plus GARDA_POLICY when the settings name one)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GARDA_")}
+    env["GARDA_DATABASE_URL"] = settings.database_url or ""
+    if settings.policy is not None:
+        env["GARDA_POLICY"] = str(settings.policy)
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", *args], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False,
+    )
+
+
+class TopicTail:
+    """A consumer reading one topic from the start; ``await tail.wait(pred, n)`` polls until
+    ``n`` decoded CloudEvents match. ``records`` keeps (kafka message, decoded JSON or None).
+
+    For waiting only: on Tansu a long-lived tail that was not polled for a while (e.g. across a
+    worker restart) was seen to stop returning records (position stuck below the highwater).
+    Count with :func:`read_events` (a fresh consumer) when the exact number matters."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            settings.topic(topic), bootstrap_servers=settings.kafka_bootstrap,
+            auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+            fetch_max_wait_ms=100,
+        )
+        self.records: list[tuple[Any, Any]] = []
+
+    async def __aenter__(self) -> TopicTail:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def poll(self, timeout_ms: int = 200) -> None:
+        batch = await self.consumer.getmany(timeout_ms=timeout_ms)
+        for msgs in batch.values():
+            for m in msgs:
+                try:
+                    value = json.loads(m.value)
+                except (TypeError, ValueError):
+                    value = None
+                self.records.append((m, value))
+
+    def matching(self, pred: Callable[[Any], bool]) -> list[tuple[Any, Any]]:
+        return [(m, v) for m, v in self.records if v is not None and pred(v)]
+
+    async def wait(self, pred: Callable[[Any], bool], count: int = 1, *,
+                   timeout: float = 20.0) -> list[tuple[Any, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.matching(pred)
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{len(found)}/{count} matching records in {timeout}s on "
+                    f"{self.consumer.subscription()}; types seen: "
+                    f"{sorted({v.get('type') for _, v in self.records if isinstance(v, dict)})}"
+                )
+            await self.poll()
+
+    async def drain(self, seconds: float) -> None:
+        """Keep reading for ``seconds`` (to see whatever else arrives)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await self.poll(timeout_ms=int(max(50, min(300, (deadline - time.monotonic()) * 1000))))
+
+
+async def read_events(settings: Settings, topic: str, *, quiet: float = 1.0,
+                      timeout: float = 15.0) -> list[tuple[Any, Any]]:
+    """Every record on ``topic`` from the start, as (message, decoded JSON or None), read by a
+    fresh consumer until nothing new arrived for ``quiet`` seconds (for exact counts)."""
+    tail = TopicTail(settings, topic)
+    async with tail:
+        deadline = time.monotonic() + timeout
+        last_new = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last_new < quiet:
+            before = len(tail.records)
+            await tail.poll(100)
+            if len(tail.records) > before:
+                last_new = time.monotonic()
+    return tail.records
