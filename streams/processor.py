@@ -8,6 +8,7 @@ publish. Offsets may be committed only after it returns.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -66,6 +67,21 @@ class BatchReport:
 class _Decoded:
     record: RawRecord
     envelope: Envelope
+
+
+def in_time_order(records: Sequence[RawRecord]) -> list[RawRecord]:
+    """Merge the batch's topic-partitions by record timestamp, keeping each one's own order.
+
+    A worker's events arrive on several topics (a departure on one, an incident on another);
+    Kafka orders them only within a topic-partition. Within a batch the merge applies them in
+    the order they were published.
+    """
+    streams: dict[tuple[str, int], list[RawRecord]] = {}
+    for rec in records:
+        streams.setdefault((rec.topic, rec.partition), []).append(rec)
+    if len(streams) == 1:
+        return list(records)
+    return list(heapq.merge(*streams.values(), key=lambda r: r.timestamp or 0.0))
 
 
 class BatchProcessor:
@@ -184,7 +200,7 @@ class BatchProcessor:
         report = BatchReport()
         batch = BatchWrite(deadletter_topic=self.deadletter_topic)
         decoded: list[_Decoded] = []
-        for rec in records:
+        for rec in in_time_order(records):
             try:
                 decoded.append(_Decoded(rec, self._decode(rec)))
             except InvalidEvent as exc:

@@ -31,13 +31,16 @@ async def test_rebuild_derives_the_same_read_model(settings: Settings, worker, p
     events = [departure(w, c, r) for w, c, r, _, _ in SCENARIO]
     incidents = [incident(w, c, cat, r) for w, c, r, cat, _ in SCENARIO]
     incidents.append(incident("W-MY-JOHOR", "MY", "unpaid_wages", "MY-01"))  # attaches
-    await publish_events(settings, topics.DEPARTURES, events)
-    await publish_events(settings, topics.INCIDENTS, incidents)
     total = len(events) + len(incidents)
 
     async def processed() -> int:
         return (await db_fetch(settings.database_url, "SELECT count(*) FROM processed_events"))[0][0]
 
+    # Departures are recorded before incidents happen (different topics are ordered only by
+    # the time they are published; see streams.processor.in_time_order).
+    await publish_events(settings, topics.DEPARTURES, events)
+    await eventually(processed, lambda n: n == len(events))
+    await publish_events(settings, topics.INCIDENTS, incidents)
     await eventually(processed, lambda n: n == total)
     live = await _state(settings.database_url)
 
