@@ -19,7 +19,7 @@ from its missed deadline (``event.missed_deadline`` in the event):
 
 What sets the delay: the timer interval (a deadline waits for the next tick: 0..interval,
 mean interval/2), then one hop through garda.commands.v1 (produce + the worker consumer's
-fetch, fetch_max_wait_ms=100 on Tansu, + the batch window ``batch_within`` 0.05 s), the batch
+fetch, fetch_max_wait_ms=100 on Tansu, + the batch window ``batch_within``, 0.01 s), the batch
 transaction, then the outbox publish.
 """
 
