@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from handlers.model import Case, iso
+from handlers.model import Case, iso, parse_dt
 from handlers.policy import Policy
 from infra.store import load_aggregates
 
@@ -58,15 +58,29 @@ async def list_cases(
         args.append(sorted(posts))
         where.append(f"post_id = ANY(${len(args)})")
     if after:
-        args.append(after)
-        where.append(f"case_id > ${len(args)}")
+        opened_at, case_id = _parse_cursor(after)
+        args += [opened_at, case_id]
+        where.append(f"(opened_at, case_id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit)
     sql = (
         "SELECT doc FROM cases"
         + (" WHERE " + " AND ".join(where) if where else "")
-        + f" ORDER BY opened_at DESC, case_id LIMIT ${len(args)}"
+        + f" ORDER BY opened_at DESC, case_id DESC LIMIT ${len(args)}"
     )
     return [Case.from_doc(r["doc"]).public() for r in await conn.fetch(sql, *args)]
+
+
+def page_cursor(case: dict[str, Any]) -> str:
+    """The ``after`` value that continues a listing after this case (keyset pagination)."""
+    return f"{case['opened_at']}~{case['case_id']}"
+
+
+def _parse_cursor(after: str) -> tuple[datetime, str]:
+    opened, sep, case_id = after.partition("~")
+    when = parse_dt(opened) if sep else None
+    if when is None or not case_id:
+        raise ValueError("after must be the 'next' value of the previous page")
+    return when, case_id
 
 
 async def get_case(conn: asyncpg.Connection, case_id: str) -> dict[str, Any] | None:

@@ -163,11 +163,17 @@ def register(app: Any) -> None:
                 limit = min(1000, max(1, int(q.get("limit", "100"))))
             except ValueError:
                 return _error(self, 400, "limit must be an integer")
-            async with runtime.db.pool.acquire() as conn:
-                cases = await queries.list_cases(
-                    conn, dict(q), posts=scope.post_filter, limit=limit, after=q.get("after")
-                )
-            return _json(self, {"cases": cases, "count": len(cases)})
+            try:
+                async with runtime.db.pool.acquire() as conn:
+                    cases = await queries.list_cases(
+                        conn, dict(q), posts=scope.post_filter, limit=limit, after=q.get("after")
+                    )
+            except ValueError as exc:
+                return _error(self, 400, str(exc))
+            body: dict[str, Any] = {"cases": cases, "count": len(cases)}
+            if len(cases) == limit:
+                body["next"] = queries.page_cursor(cases[-1])
+            return _json(self, body)
 
     @app.page("/api/cases/{case_id}")
     class CaseView(View):
@@ -332,6 +338,10 @@ def _ce_headers(request: Request) -> list[tuple[str, bytes]]:
             out.append(("ce_" + lk[3:], v.encode()))
         elif lk == "content-type":
             out.append(("content-type", v.encode()))
+    if not any(k.startswith("ce_") for k, _ in out):
+        # No ce-* headers: the body is a structured CloudEvent, whatever JSON type it was sent as.
+        out = [(k, v) for k, v in out if k != "content-type"]
+        out.append(("content-type", b"application/cloudevents+json"))
     return out
 
 

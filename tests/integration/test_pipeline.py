@@ -113,6 +113,19 @@ async def test_mixed_scenario_routes_cases_and_projects_state(
     assert {"W-MY-KL", "W-SA-JEDDAH", "W-FR", "W-GHOST"} <= {c["worker_id"] for c in body["cases"]}
     status, body = await get_json(f"{worker.url}/api/cases?colour=red", headers=hq_headers)
     assert status == 400
+    status, body = await get_json(f"{worker.url}/api/cases?after=nonsense", headers=hq_headers)
+    assert status == 400
+
+    # Keyset pagination walks every case exactly once.
+    seen: list[str] = []
+    url = f"{worker.url}/api/cases?limit=3"
+    while True:
+        _, page = await get_json(url, headers=hq_headers)
+        seen += [c["case_id"] for c in page["cases"]]
+        if "next" not in page:
+            break
+        url = f"{worker.url}/api/cases?limit=3&after={page['next']}"
+    assert sorted(seen) == sorted(c["case_id"] for c in found) and len(seen) == len(set(seen))
 
     _, posts = await get_json(f"{worker.url}/api/posts", headers=hq_headers)
     johor = next(p for p in posts["posts"] if p["post_id"] == "KJRI-JOHOR-BAHRU")
