@@ -375,16 +375,23 @@ def _assigned(app: Any) -> int:
 
 
 def _lag(app: Any) -> dict[str, int]:
-    """Per assigned partition: fetch highwater minus the next offset to process."""
+    """Per assigned partition: the fetch high-water mark minus the next offset to process.
+
+    The next offset is the one after the last record this process handled, or the group's
+    committed offset when it has handled none yet (just after a start or a rebalance). The
+    fetch high-water is used because ListOffsets under-reports on Tansu (broker-notes §3).
+    """
     out: dict[str, int] = {}
     try:
         consumer = app.consumer
+        committed = getattr(consumer, "_committed_offset", {})
         for tp in sorted(consumer.assignment()):
             hw = consumer.highwater(tp)
-            pos = app.runtime.processor.positions.get((tp.topic, tp.partition))
             if hw is None or hw < 0:
                 continue
-            out[f"{tp.topic}:{tp.partition}"] = max(0, hw - (pos + 1 if pos is not None else 0))
+            done = app.runtime.processor.positions.get((tp.topic, tp.partition))
+            nxt = max(done + 1 if done is not None else 0, committed.get(tp) or 0)
+            out[f"{tp.topic}:{tp.partition}"] = max(0, hw - nxt)
     except Exception:  # noqa: BLE001 - not started yet
         return out
     return out
