@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 
 from handlers import actions, claims, escalation, incidents, journey
@@ -54,7 +53,12 @@ def _changed(before: Aggregate, after: Aggregate) -> bool:
     """Did the handler change the worker (``updated_at`` aside), a case or a claim?"""
     if before.cases != after.cases or before.claims != after.claims:
         return True
-    return replace(before.worker, updated_at=None) != replace(after.worker, updated_at=None)
+    stamp = after.worker.updated_at
+    after.worker.updated_at = before.worker.updated_at  # compare all but the timestamp
+    try:
+        return before.worker != after.worker
+    finally:
+        after.worker.updated_at = stamp
 
 
 def handle(agg: Aggregate, envelope: Envelope, policy: Policy, now: datetime) -> Result:

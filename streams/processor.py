@@ -35,7 +35,7 @@ from infra.store import (
     write_batch,
 )
 from schemas import topics
-from schemas.envelope import Envelope, decode, encode, new_envelope
+from schemas.envelope import GARDA_SOURCE, Envelope, decode, encode
 
 log = get_logger("garda.processor")
 
@@ -271,8 +271,9 @@ class BatchProcessor:
                          kind=ev.data.get("kind"), category=ev.data.get("category"),
                          severity=ev.data.get("severity"), post_id=ev.data.get("post_id"),
                          level=ev.data.get("escalation_level"))
-            out = new_envelope(type=ev.type, id=ev.id, subject=ev.subject or ev.key,
-                               data=ev.data, time=now)
+            # Garda's own output: built directly (the handlers made it; no input validation).
+            out = Envelope(id=ev.id, source=GARDA_SOURCE, type=ev.type,
+                           subject=ev.subject or ev.key, data=ev.data, time=now)
             batch.outbox.append(
                 OutboxRow(
                     event_id=f"{ev.topic}:{ev.id}",
