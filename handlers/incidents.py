@@ -148,7 +148,11 @@ def incident_updated(agg: Aggregate, ctx: Ctx) -> None:
     if data.get("note"):
         detail["note"] = data["note"]
     case.updated_at = max(case.updated_at or ctx.event_time, ctx.event_time)
-    ctx.case_event(case, "pmi.incident.updated", actor=ctx.envelope.source, detail=detail)
+    # A change of category or severity is a case change consumers must see on pmi.cases.v1
+    # (garda.case.updated, an addition to design §2); a note alone is a timeline row.
+    changed = "category_from" in detail or "severity_from" in detail
+    ctx.case_event(case, "garda.case.updated" if changed else "pmi.incident.updated",
+                   actor=ctx.envelope.source, detail=detail)
     ctx.outcome = "updated"
     occurred_at = case.detail.get("occurred_at")
     if "category_from" in detail and case.kind == PROTECTION and occurred_at:

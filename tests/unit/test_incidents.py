@@ -207,3 +207,16 @@ def test_update_finds_attached_incident() -> None:
     (case,) = agg.cases.values()
     update(agg, {"incident_id": "INC-2", "severity": "critical"})
     assert case.severity == "critical"
+
+
+def test_update_that_changes_the_case_is_published_as_garda_case_updated() -> None:
+    agg = aggregate()
+    report(agg, incident("INC-1", "illness"))
+    c = update(agg, {"incident_id": "INC-1", "severity": "critical"})
+    (event,) = [e for e in c.effects.events if e.type.startswith("garda.case.")]
+    assert event.type == "garda.case.updated"
+    assert event.data["severity"] == "critical"
+    assert event.data["event"]["severity_from"] == "high"
+    c = update(agg, {"incident_id": "INC-1", "note": "called the employer"})
+    assert not [e for e in c.effects.events if e.type.startswith("garda.case.")]
+    assert [t.type for t in c.effects.timeline] == ["pmi.incident.updated"]
