@@ -17,6 +17,7 @@ from infra.logging import get_logger
 from infra.outbox import OutboxRelay
 from infra.settings import Settings
 from schemas import topics
+from streams.lag import partition_lag
 from streams.processor import BatchProcessor, RawRecord
 from streams.timers import DeadlineTimer
 from streams.transport import FastFetchTransport
@@ -153,12 +154,19 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
             log.warning("outbox sweep failed", error=repr(exc))
 
     input_names = {settings.topic(t) for t in topics.INPUTS}
+    actions_topic = settings.topic(topics.CASE_ACTIONS)
 
     @app.timer(settings.timer_interval)
     async def fire_deadlines() -> None:
         if not runtime.started:
             return
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_names}
+        # A partition with responders' actions not yet handled (after a restart or an outage)
+        # waits: an acknowledgement in that backlog must count before its deadline does.
+        behind = {p for (t, p), n in partition_lag(app).items() if t == actions_topic and n != 0}
+        if behind & owned:
+            log.info("deadline scan waits for pending case actions", partitions=sorted(behind))
+        owned -= behind
         try:
             await runtime.timer.tick(owned)
         except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries

@@ -20,6 +20,7 @@ from infra.tokens import Scope, audit, resolve_token
 from schemas import topics
 from schemas.envelope import decode, encode, new_envelope
 from schemas.types import json_schema, list_types
+from streams.lag import partition_lag
 
 log = get_logger("garda.api")
 
@@ -375,23 +376,4 @@ def _assigned(app: Any) -> int:
 
 
 def _lag(app: Any) -> dict[str, int]:
-    """Per assigned partition: the fetch high-water mark minus the next offset to process.
-
-    The next offset is the one after the last record this process handled, or the group's
-    committed offset when it has handled none yet (just after a start or a rebalance). The
-    fetch high-water is used because ListOffsets under-reports on Tansu (broker-notes §3).
-    """
-    out: dict[str, int] = {}
-    try:
-        consumer = app.consumer
-        committed = getattr(consumer, "_committed_offset", {})
-        for tp in sorted(consumer.assignment()):
-            hw = consumer.highwater(tp)
-            if hw is None or hw < 0:
-                continue
-            done = app.runtime.processor.positions.get((tp.topic, tp.partition))
-            nxt = max(done + 1 if done is not None else 0, committed.get(tp) or 0)
-            out[f"{tp.topic}:{tp.partition}"] = max(0, hw - nxt)
-    except Exception:  # noqa: BLE001 - not started yet
-        return out
-    return out
+    return {f"{t}:{p}": n for (t, p), n in partition_lag(app).items() if n is not None}

@@ -9,6 +9,7 @@ alert) and in ``case_timeline``, and must happen after its deadline and at most
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 import time
@@ -334,3 +335,42 @@ def test_fast_policy_is_the_default_policy_with_short_slas() -> None:
     assert fast.sla["critical"].ack == timedelta(seconds=3)
     assert fast.sla["critical"].level2 == timedelta(seconds=6)
     assert fast.sla["critical"].resolve == timedelta(seconds=12)
+
+
+async def test_acknowledgement_made_while_down_counts_before_the_missed_deadline(
+    fast_settings: Settings, tmp_path: Path
+) -> None:
+    """An officer acknowledges on time while no worker runs; the worker restarts after the ack
+    deadlines passed. The acknowledgement waits in pmi.case-actions.v1 and must be applied
+    before the timer may escalate on the ack clock (only resolve_due may escalate then)."""
+    settings = fast_settings
+    w1 = WorkerProcess(settings, tmp_path, "w1")
+    await w1.start()
+    w2 = WorkerProcess(settings, tmp_path, "w2")
+    try:
+        _, hq = await new_token(settings, hq=True)
+        cases = await open_cases(settings, w1.url, bearer(hq), [("W-DOWN-ACK", "lost_contact")])
+        case = cases["W-DOWN-ACK"]
+        await w1.stop()
+        ack_at = datetime.now(UTC)
+        assert ack_at < expected_deadline(case, "ack", 1)
+        action = cloudevent("pmi.case.acknowledged", {
+            "case_id": case["case_id"], "worker_id": "W-DOWN-ACK", "actor": "officer-7",
+            "post_id": case["post_id"], "at": ack_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }, source="kjri-johor-bahru/desk")
+        await publish_events(settings, topics.CASE_ACTIONS, [action])
+        # Both ack deadlines pass while no worker runs.
+        wait = (expected_deadline(case, "ack", 2) - datetime.now(UTC)).total_seconds() + 1
+        await asyncio.sleep(max(0.0, wait))
+        await w2.start(ready_timeout=60)
+
+        async def current() -> dict[str, Any]:
+            return (await get_json(f"{w2.url}/api/cases/{case['case_id']}", headers=bearer(hq)))[1]
+
+        body = await eventually(current, lambda c: c["status"] == "acknowledged", timeout=30)
+        rows = await timeline_escalations(settings, case["case_id"])
+        assert all(r["detail"]["deadline"] == "resolve" for r in rows), rows
+        assert body["escalation_level"] <= 1
+    finally:
+        await w2.stop()
+        await w1.stop()

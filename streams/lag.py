@@ -1,0 +1,32 @@
+"""Consumer lag per assigned input partition, as this process sees it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def partition_lag(app: Any) -> dict[tuple[str, int], int | None]:
+    """(topic, partition) -> records not yet handled; None while the high-water is unknown.
+
+    The fetch high-water mark is used because ListOffsets under-reports on Tansu
+    (broker-notes §3). The next offset to handle is the one after the last record this
+    process handled, or the group's committed offset when it has handled none yet (just
+    after a start or a rebalance).
+    """
+    out: dict[tuple[str, int], int | None] = {}
+    try:
+        consumer = app.consumer
+        assignment = sorted(consumer.assignment())
+    except Exception:  # noqa: BLE001 - not started yet
+        return out
+    committed = getattr(consumer, "_committed_offset", {})
+    positions = app.runtime.processor.positions
+    for tp in assignment:
+        hw = consumer.highwater(tp)
+        if hw is None or hw < 0:
+            out[(tp.topic, tp.partition)] = None
+            continue
+        done = positions.get((tp.topic, tp.partition))
+        nxt = max(done + 1 if done is not None else 0, committed.get(tp) or 0)
+        out[(tp.topic, tp.partition)] = max(0, hw - nxt)
+    return out
