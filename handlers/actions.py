@@ -48,7 +48,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from handlers.cases import CLOCK_STARTED_AT, deadlines
+from handlers.cases import CLOCK_STARTED_AT, case_or_404, deadlines
 from handlers.context import Ctx
 from handlers.escalation import ESCALATED_TO, RESOLVE_MISSED
 from handlers.model import Aggregate, Case, iso, parse_dt
@@ -99,10 +99,7 @@ def _required_text(data: dict[str, Any], name: str, action: str) -> str:
 
 def _case_for(agg: Aggregate, ctx: Ctx) -> tuple[Case, dict[str, Any], datetime]:
     data = ctx.envelope.data
-    case_id = data.get("case_id")
-    case = agg.cases.get(case_id) if isinstance(case_id, str) else None
-    if case is None:
-        raise Rejected(f"unknown case {case_id!r}", status=404)
+    case = case_or_404(agg, data.get("case_id"))
     post_id = data.get("post_id")
     if not may_act(case, post_id, ctx.policy):
         raise Rejected(f"post {post_id!r} may not act on case {case.case_id}", status=403)

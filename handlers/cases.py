@@ -49,6 +49,7 @@ from handlers.model import (
 )
 from handlers.policy import Policy
 from handlers.routing import route
+from infra.errors import Rejected
 
 PROTECTION = "protection"
 DEFAULT_SEVERITY = "medium"
@@ -136,6 +137,14 @@ def open_case(
         detail={"post_id": decision.post_id, "routing_note": decision.note},
         at=opened_at,
     )
+    return case
+
+
+def case_or_404(agg: Aggregate, case_id: object) -> Case:
+    """The worker's case with this id, or ``Rejected`` (404) for an unknown one."""
+    case = agg.cases.get(case_id) if isinstance(case_id, str) else None
+    if case is None:
+        raise Rejected(f"unknown case {case_id!r}", status=404)
     return case
 
 

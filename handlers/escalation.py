@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from handlers.cases import clock_start
+from handlers.cases import case_or_404, clock_start
 from handlers.context import Ctx
 from handlers.model import Aggregate, Case, iso
 from handlers.policy import Policy
@@ -148,10 +148,7 @@ def handle_deadline_due(agg: Aggregate, ctx: Ctx) -> None:
     or the deadline is not (or no longer) due at ``ctx.now``.
     """
     data = ctx.envelope.data
-    case_id = data.get("case_id")
-    case = agg.cases.get(case_id) if isinstance(case_id, str) else None
-    if case is None:
-        raise Rejected(f"unknown case {case_id!r}", status=404)
+    case = case_or_404(agg, data.get("case_id"))
     clock = data.get("deadline")
     level = data.get("level")
     if (
