@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from handlers.escalation import ESCALATED_TO
 from handlers.model import Case, iso, parse_dt
 from handlers.policy import Policy
 from infra.store import load_aggregates
@@ -26,7 +27,7 @@ async def get_worker(
         return None
     body = agg.worker_public()
     if posts is not None:
-        visible = {cid for cid, c in agg.cases.items() if c.post_id in posts}
+        visible = {cid for cid, c in agg.cases.items() if responsible_posts(c) & posts}
         if not visible:
             return None
         body["open_cases"] = [cid for cid in body["open_cases"] if cid in visible]
@@ -56,7 +57,8 @@ async def list_cases(
             where.append(f"{name} = ${len(args)}")
     if posts is not None:
         args.append(sorted(posts))
-        where.append(f"post_id = ANY(${len(args)})")
+        where.append(f"(post_id = ANY(${len(args)})"
+                     f" OR doc->'detail'->>'{ESCALATED_TO}' = ANY(${len(args)}))")
     if after:
         opened_at, case_id = _parse_cursor(after)
         args += [opened_at, case_id]
@@ -106,12 +108,24 @@ async def get_case(conn: asyncpg.Connection, case_id: str) -> dict[str, Any] | N
     return body
 
 
-async def case_post(conn: asyncpg.Connection, case_id: str) -> tuple[str, str, str] | None:
-    """(post_id, worker_id, status) of a case, for scope checks."""
-    row = await conn.fetchrow(
-        "SELECT post_id, worker_id, status FROM cases WHERE case_id = $1", case_id
-    )
-    return (row["post_id"], row["worker_id"], row["status"]) if row else None
+def responsible_posts(case: Case | dict[str, Any]) -> set[str]:
+    """The posts that may see a case: its assigned post and, once escalated, the post it was
+    escalated to (the head of mission at level 1)."""
+    if isinstance(case, Case):
+        post, detail = case.post_id, case.detail
+    else:
+        post, detail = case["post_id"], case.get("detail") or {}
+    escalated = detail.get(ESCALATED_TO)
+    return {post, escalated} if escalated else {post}
+
+
+async def case_post(conn: asyncpg.Connection, case_id: str) -> tuple[set[str], str, str] | None:
+    """(posts that may see it, post_id, worker_id) of a case, for scope checks."""
+    row = await conn.fetchrow("SELECT doc FROM cases WHERE case_id = $1", case_id)
+    if row is None:
+        return None
+    case = Case.from_doc(row["doc"])
+    return responsible_posts(case), case.post_id, case.worker_id
 
 
 async def list_posts(conn: asyncpg.Connection, policy: Policy) -> list[dict[str, Any]]:

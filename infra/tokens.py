@@ -25,6 +25,9 @@ class Scope:
     def can_see(self, post_id: str | None) -> bool:
         return self.hq or (post_id is not None and post_id in self.posts)
 
+    def can_see_any(self, post_ids: set[str]) -> bool:
+        return self.hq or bool(self.posts & post_ids)
+
     @property
     def post_filter(self) -> frozenset[str] | None:
         """None for headquarters (sees everything), else the posts."""

@@ -65,9 +65,12 @@ async def _scope(runtime: Any, request: Request) -> Scope:
     return scope
 
 
-def _acting_post(scope: Scope, body: dict[str, Any], policy: Policy, case_post: str) -> str:
+def _acting_post(
+    scope: Scope, body: dict[str, Any], policy: Policy, case_post: str, responsible: set[str]
+) -> str:
     """Which post the action is taken as: the body's post_id if the token holds it, else the
-    case's post when the token holds it, else headquarters for an HQ token."""
+    case's post, else the post it was escalated to, when the token holds one; else
+    headquarters for an HQ token."""
     wanted = body.get("post_id")
     if wanted:
         if wanted == policy.headquarters and scope.hq:
@@ -77,6 +80,9 @@ def _acting_post(scope: Scope, body: dict[str, Any], policy: Policy, case_post: 
         raise Rejected(f"this token does not act for post {wanted}", status=403)
     if case_post in scope.posts:
         return case_post
+    mine = sorted(responsible & scope.posts)
+    if mine:
+        return mine[0]
     if scope.hq:
         return policy.headquarters
     return sorted(scope.posts)[0]
@@ -184,7 +190,7 @@ def register(app: Any) -> None:
                 return scope
             async with runtime.db.pool.acquire() as conn:
                 body = await queries.get_case(conn, case_id)
-            if body is None or not scope.can_see(body["post_id"]):
+            if body is None or not scope.can_see_any(queries.responsible_posts(body)):
                 return _error(self, 404, f"unknown case {case_id}")
             return _json(self, body)
 
@@ -282,15 +288,15 @@ async def _case_action(
     it on pmi.case-actions.v1. The processor applies it in order with the worker's events."""
     async with runtime.db.pool.acquire() as conn:
         found = await queries.case_post(conn, case_id)
-        if found is None or not scope.can_see(found[0]):
+        if found is None or not scope.can_see_any(found[0]):
             return 404, {"error": f"unknown case {case_id}"}
-        post_id, worker_id, _status = found
+        responsible, post_id, worker_id = found
         aggs = await load_aggregates(conn, [worker_id])
     actor = body.get("actor")
     if not isinstance(actor, str) or not actor.strip():
         return 422, {"error": "actor (the officer id) is required", "field": "actor"}
     try:
-        acting = _acting_post(scope, body, runtime.policy, post_id)
+        acting = _acting_post(scope, body, runtime.policy, post_id, responsible)
     except Rejected as exc:
         return exc.status, {"error": exc.reason}
     data: dict[str, Any] = {"case_id": case_id, "worker_id": worker_id, "actor": actor,

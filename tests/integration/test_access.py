@@ -215,3 +215,42 @@ async def test_tokens_cli(settings: Settings, worker: WorkerProcess) -> None:
     assert none.returncode == 2 and "--post" in none.stderr
     count = await db_fetch(settings.database_url, "SELECT count(*) FROM api_tokens")
     assert count[0][0] == 2
+
+
+async def test_head_of_mission_sees_a_case_once_it_is_escalated_to_it(
+    settings: Settings, tmp_path
+) -> None:
+    """Level 1 of the ladder is the head of mission (KJRI Johor Bahru -> KBRI Kuala Lumpur):
+    from then on the embassy's token can read and act on the consulate's case."""
+    from dataclasses import replace
+
+    from tests.integration.harness import policy_file
+
+    fast = replace(settings, policy=policy_file("fast_sla.toml"))
+    worker = await WorkerProcess(fast, tmp_path, "w1").start()
+    try:
+        _, hq = await new_token(fast, hq=True)
+        _, kl = await new_token(fast, posts=["KBRI-KUALA-LUMPUR"])
+        await publish_events(fast, topics.INCIDENTS,
+                             [incident("W-HOM", "MY", "MY-01", category="lost_contact")])
+        _, body = await eventually(
+            lambda: get_json(f"{worker.url}/api/cases?worker_id=W-HOM", headers=bearer(hq)),
+            lambda r: r[0] == 200 and len(r[1]["cases"]) == 1, timeout=15)
+        case = body["cases"][0]
+        assert case["post_id"] == JOHOR and case["escalation_level"] == 0
+        url = f"{worker.url}/api/cases/{case['case_id']}"
+        status, _ = await get_json(url, headers=bearer(kl))
+        assert status == 404  # not the embassy's case yet
+        await eventually(lambda: get_json(url, headers=bearer(kl)),
+                         lambda r: r[0] == 200 and r[1]["escalation_level"] >= 1, timeout=15)
+        _, listed = await get_json(f"{worker.url}/api/cases", headers=bearer(kl))
+        assert [c["case_id"] for c in listed["cases"]] == [case["case_id"]]
+        status, reply = await post_json(f"{url}/acknowledge", {"actor": "atnaker-kl-1"},
+                                        headers=bearer(kl))
+        assert status == 202, reply
+        _, after = await eventually(lambda: get_json(url, headers=bearer(kl)),
+                                    lambda r: r[1]["status"] == "acknowledged", timeout=15)
+        ack = [e for e in after["timeline"] if e["type"] == "garda.case.acknowledged"]
+        assert ack and ack[0]["actor"] == "atnaker-kl-1"
+    finally:
+        await worker.stop()
