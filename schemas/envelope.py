@@ -217,6 +217,8 @@ def _string_attribute(attrs: Mapping[str, Any], name: str) -> str:
         raise InvalidEvent(f"must be a string, got {show(value)}", name)
     if not value.strip():
         raise InvalidEvent("must not be empty", name)
+    if "\x00" in value:
+        raise InvalidEvent("must not contain NUL characters", name)
     if len(value) > MAX_ATTRIBUTE_LENGTH:
         raise InvalidEvent(
             f"must be at most {MAX_ATTRIBUTE_LENGTH} characters, got {len(value)}", name

@@ -43,14 +43,25 @@ _DATETIME_RE = re.compile(
 _EXAMPLE_DATETIME = "2026-11-29T02:31:29Z"
 
 
-def show(value: Any) -> str:
-    """A short, readable rendering of a JSON value for error messages."""
+# Fields whose values are personal identifiers: never repeated in an error message (errors
+# reach logs, HTTP replies and the dead-letter headers).
+PERSONAL_FIELDS = frozenset({"nik", "passport_no", "full_name", "employer_name"})
+
+
+def show(value: Any, path: str | None = None) -> str:
+    """A short rendering of a JSON value for error messages that never repeats a personal
+    identifier: objects and arrays show only their size, and the value of a personal field
+    (``PERSONAL_FIELDS``) only its JSON type."""
+    if path is not None and path.rsplit(".", 1)[-1] in PERSONAL_FIELDS:
+        return f"a {json_kind(value)} (value hidden: personal identifier)"
+    if isinstance(value, dict):
+        return f"an object with {len(value)} key(s)"
+    if isinstance(value, list):
+        return f"an array of {len(value)} item(s)"
     if isinstance(value, str):
         return repr(value if len(value) <= 60 else value[:57] + "...")
     text = json.dumps(value, ensure_ascii=False, default=str)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{json_kind(value)} {text}" if isinstance(value, dict | list) else text
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def json_kind(value: Any) -> str:
@@ -146,9 +157,11 @@ class Text(Field):
 
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, str):
-            raise InvalidEvent(f"must be a string, got {show(value)}", path)
+            raise InvalidEvent(f"must be a string, got {show(value, path)}", path)
         if not value.strip():
             raise InvalidEvent("must not be empty or blank", path)
+        if "\x00" in value:  # PostgreSQL text cannot hold it
+            raise InvalidEvent("must not contain NUL characters", path)
         if len(value) > self.max_length:
             raise InvalidEvent(
                 f"must be at most {self.max_length} characters, got {len(value)}", path
@@ -162,6 +175,7 @@ class Text(Field):
                 "minLength": 1,
                 "maxLength": self.max_length,
                 "pattern": NON_BLANK_PATTERN,
+                "not": {"pattern": "\u0000"},
             }
         )
 
@@ -175,7 +189,7 @@ class Enum(Field):
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, str) or value not in self.values:
             allowed = ", ".join(repr(v) for v in self.values)
-            raise InvalidEvent(f"must be one of {allowed}; got {show(value)}", path)
+            raise InvalidEvent(f"must be one of {allowed}; got {show(value, path)}", path)
         return value
 
     def schema(self) -> dict[str, Any]:
@@ -189,7 +203,7 @@ class Country(Field):
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, str) or re.fullmatch(COUNTRY_PATTERN[1:-1], value) is None:
             raise InvalidEvent(
-                f"must be an ISO 3166-1 alpha-2 code like 'MY', got {show(value)}", path
+                f"must be an ISO 3166-1 alpha-2 code like 'MY', got {show(value, path)}", path
             )
         return value
 
@@ -205,7 +219,9 @@ class Region(Field):
 
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, str) or re.fullmatch(REGION_PATTERN[1:-1], value) is None:
-            raise InvalidEvent(f"must be an ISO 3166-2 code like 'MY-01', got {show(value)}", path)
+            raise InvalidEvent(
+                f"must be an ISO 3166-2 code like 'MY-01', got {show(value, path)}", path
+            )
         return value
 
     def schema(self) -> dict[str, Any]:
@@ -263,7 +279,7 @@ class Integer(Field):
                 what = "a non-negative integer"
             else:
                 what = f"an integer of at least {self.minimum}"
-            raise InvalidEvent(f"must be {what}, got {show(value)}", path)
+            raise InvalidEvent(f"must be {what}, got {show(value, path)}", path)
         return number
 
     def schema(self) -> dict[str, Any]:
@@ -281,7 +297,7 @@ class Object(Field):
 
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, Mapping):
-            raise InvalidEvent(f"must be a JSON object, got {show(value)}", path)
+            raise InvalidEvent(f"must be a JSON object, got {show(value, path)}", path)
         known = dict(self.fields)
         for name in value:
             if name not in known:

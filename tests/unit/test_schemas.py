@@ -803,3 +803,41 @@ def test_cross_field_rules_are_validator_only(type_: str, data: dict) -> None:
     assert _VALIDATORS[type_].is_valid(data)
     assert not _validator_accepts(type_, data)
     assert "$comment" in json_schema(type_)
+
+
+@pytest.mark.parametrize("field", ["nik", "passport_no", "full_name", "employer_name"])
+@pytest.mark.parametrize("bad", [3512345678901234, ["Dewi Lestari"], {"n": "Dewi Lestari"}])
+def test_errors_never_repeat_personal_identifiers(field: str, bad: Any) -> None:
+    data = {**MINIMAL["pmi.departure.recorded"], field: bad}
+    with pytest.raises(InvalidEvent) as err:
+        validate_data("pmi.departure.recorded", data)
+    assert err.value.field == f"data.{field}"
+    assert "3512345678901234" not in str(err.value) and "Dewi" not in str(err.value)
+
+
+def test_arrays_and_objects_are_described_not_shown() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode(None, json.dumps([{"full_name": "Dewi Lestari"}]).encode(), None)
+    assert "Dewi" not in str(err.value) and "array of 1 item" in str(err.value)
+
+
+@pytest.mark.parametrize("where", ["data", "subject"])
+def test_nul_characters_are_rejected(where: str) -> None:
+    ev = _event("pmi.incident.reported")
+    if where == "data":
+        ev["data"]["description"] = "bad\x00byte"
+        field = "data.description"
+    else:
+        ev["subject"] = ev["data"]["worker_id"] = "W\x001"
+        field = "subject"
+    with pytest.raises(InvalidEvent, match="NUL") as err:
+        decode(None, json.dumps(ev).encode(), None)
+    assert err.value.field in (field, "data.worker_id")
+
+
+def test_schema_rejects_nul_characters_like_the_validator() -> None:
+    data = {**MINIMAL["pmi.incident.reported"], "description": "bad\x00byte"}
+    validator = jsonschema.Draft202012Validator(json_schema("pmi.incident.reported"))
+    assert not validator.is_valid(data)
+    with pytest.raises(InvalidEvent, match="NUL"):
+        validate_data("pmi.incident.reported", data)
