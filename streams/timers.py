@@ -12,6 +12,7 @@ derived from (case, clock, level, deadline), so the database dedups repeats too.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -85,8 +86,11 @@ class DeadlineTimer:
         for type_, cid, data in commands:
             if not self._fresh(cid):
                 continue
-            env = new_envelope(type=type_, subject=data["worker_id"], data=data, id=cid,
-                               source=TIMER_SOURCE, time=now)
+            # A fresh id per send: commands are made idempotent by the state they are checked
+            # against (a level fires once), not by their id, so that a command judged early
+            # (clock skew between workers) never blocks the ones sent after it.
+            env = new_envelope(type=type_, subject=data["worker_id"], data=data,
+                               id=f"{cid}:{uuid.uuid4().hex[:12]}", source=TIMER_SOURCE, time=now)
             await rt.relay.send_raw(topic, data["worker_id"].encode(), encode(env),
                                     [("content-type", b"application/cloudevents+json")])
             log.info("deadline command sent", type=type_, command_id=cid,

@@ -24,7 +24,11 @@ from streams.lag import partition_lag
 
 log = get_logger("garda.api")
 
-TOPIC_OF_TYPE = {t: topic for topic, types in topics.TYPES_BY_TOPIC.items() for t in types}
+# What the ingest endpoint accepts: producers' events only. Case actions go through the
+# /api/cases/{id}/... endpoints (which check the token's scope) and garda.* commands are
+# Garda's own, so neither may be injected through /api/events.
+INGEST_TOPICS = (topics.DEPARTURES, topics.INCIDENTS, topics.CLAIMS)
+TOPIC_OF_TYPE = {t: topic for topic in INGEST_TOPICS for t in topics.TYPES_BY_TOPIC[topic]}
 
 
 def _json(view: View, body: Any, status: int = 200) -> Response:
@@ -238,6 +242,12 @@ def register(app: Any) -> None:
                 await _dead_letter_http(runtime, body, headers, str(exc))
                 await _audit(runtime, scope, "POST", "/api/events", 400, None, {"error": str(exc)})
                 return _error(self, 400, str(exc), field=exc.field)
+            if env.type not in TOPIC_OF_TYPE:
+                reason = (f"{env.type} is not accepted here: case actions go to "
+                          "POST /api/cases/{case_id}/<action>, garda.* types are internal")
+                await _dead_letter_http(runtime, body, headers, reason)
+                await _audit(runtime, scope, "POST", "/api/events", 422, env.id, {"error": reason})
+                return _error(self, 422, reason, field="type", accepted=sorted(TOPIC_OF_TYPE))
             topic = runtime.settings.topic(TOPIC_OF_TYPE[env.type])
             await runtime.relay.send_raw(topic, env.subject.encode(), body, headers)
             await _audit(runtime, scope, "POST", "/api/events", 202, env.id, {"type": env.type})

@@ -254,3 +254,30 @@ async def test_head_of_mission_sees_a_case_once_it_is_escalated_to_it(
         assert ack and ack[0]["actor"] == "atnaker-kl-1"
     finally:
         await worker.stop()
+
+
+async def test_ingest_cannot_carry_case_actions_or_internal_commands(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    """A post's token must not reach another post's case through POST /api/events, and no
+    token may inject the timers' commands."""
+    _, hq = await new_token(settings, hq=True)
+    _, seoul = await new_token(settings, posts=["KBRI-SEOUL"])
+    jb, _ = await two_cases(settings, worker.url, hq)
+    forged = [
+        cloudevent("pmi.case.resolved", {
+            "case_id": jb["case_id"], "worker_id": "W-JB", "actor": "mallory", "post_id": "HQ",
+            "resolution": "closed quietly"}, source="evil"),
+        cloudevent("garda.deadline.due", {
+            "case_id": jb["case_id"], "worker_id": "W-JB", "due_at": jb["ack_due"],
+            "deadline": "ack", "level": 1}, source="garda/timer"),
+    ]
+    for ev in forged:
+        status, reply = await post_json(f"{worker.url}/api/events", ev, headers=bearer(seoul))
+        assert status == 422 and reply["field"] == "type", reply
+    _, case = await get_json(f"{worker.url}/api/cases/{jb['case_id']}", headers=bearer(hq))
+    assert case["status"] == "open"
+    assert [e["type"] for e in case["timeline"]] == ["garda.case.opened", "garda.case.assigned"]
+    dead = await db_fetch(settings.database_url,
+                          "SELECT error FROM deadletters WHERE topic = 'http:/api/events'")
+    assert len(dead) == 2 and all("not accepted here" in r["error"] for r in dead)
