@@ -8,6 +8,7 @@ the caller's transaction, so a crash either keeps all of it or none of it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,16 @@ class DeadLetter:
     headers: Headers
     source: str | None = None
     event_id: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """Identifies the bytes: a redelivered record is the same dead letter, new bytes at a
+        reused offset are not."""
+        h = hashlib.sha256()
+        h.update(self.key or b"")
+        h.update(b"\x00")
+        h.update(self.value)
+        return h.hexdigest()[:24]
 
 
 @dataclass
@@ -188,9 +199,10 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
     fresh_dl: list[tuple[int, DeadLetter]] = []
     for d in batch.deadletters:
         inserted = await conn.fetchval(
-            """INSERT INTO deadletters (topic, partition, "offset", error, source, event_id)
-               VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING RETURNING seq""",
-            d.topic, d.partition, d.offset, d.error, d.source, d.event_id,
+            """INSERT INTO deadletters (topic, partition, "offset", digest, error, source,
+                   event_id)
+               VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING RETURNING seq""",
+            d.topic, d.partition, d.offset, d.digest, d.error, d.source, d.event_id,
         )
         if inserted is not None:
             fresh_dl.append((inserted, d))
@@ -224,7 +236,7 @@ def dead_letter_row(d: DeadLetter, deadletter_topic: str) -> OutboxRow:
         ("garda-source-offset", str(d.offset).encode()),
     ]
     return OutboxRow(
-        event_id=f"deadletter:{d.topic}:{d.partition}:{d.offset}",
+        event_id=f"deadletter:{d.topic}:{d.partition}:{d.offset}:{d.digest}",
         topic=deadletter_topic,
         key=d.key,
         value=d.value,
