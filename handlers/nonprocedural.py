@@ -38,9 +38,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from handlers.cases import open_case
+from handlers.cases import open_case, raise_severity
 from handlers.context import Ctx
-from handlers.model import Aggregate, Case
+from handlers.model import Aggregate, Case, iso, parse_dt
 from handlers.policy import NON_PROCEDURAL_REASONS, Moratorium, Policy
 
 REASONS: tuple[str, ...] = NON_PROCEDURAL_REASONS
@@ -137,12 +137,25 @@ def check_departure(agg: Aggregate, ctx: Ctx) -> Case | None:
         kind=CASE_KIND,
         category=None,
         severity=severity,
-        cause=ctx.derive_id("departure"),
+        # The journey is the cause, not the event: the same departure sent again under another
+        # event id (a registry re-sync) finds the case it already opened.
+        cause=f"departure:{country}:{iso(parse_dt(data['departed_at']))}",
         country=country,
         region=region,
         detail={"reasons": list(reasons)},
     )
-    if case.case_id not in known:
+    if case.case_id in known:
+        # The same journey reported again: what it adds joins the case it already opened.
+        found = list(case.detail.get("reasons") or [])
+        added = [r for r in reasons if r not in found]
+        if added:
+            case.detail["reasons"] = [r for r in REASONS if r in {*found, *added}]
+            before = case.severity
+            raise_severity(ctx, case, severity)
+            ctx.case_event(case, "garda.case.updated",
+                           detail={"reasons_added": added, "severity_from": before,
+                                   "severity": case.severity})
+    else:
         ctx.alert(
             CASE_KIND,
             w.worker_id,

@@ -277,7 +277,7 @@ def test_moratorium_departure_opens_critical_case_at_destination_and_alerts():
     assert case.country == "AE"
     assert case.post_id == "KBRI-ABU-DHABI"
     assert case.detail == {"reasons": ["moratorium_destination"]}
-    assert case.cause == ctx.derive_id("departure")
+    assert case.cause == "departure:AE:2026-03-01T01:00:00Z"  # the journey, not the event id
     assert a.worker.non_procedural is True
     assert a.worker.non_procedural_reasons == ["moratorium_destination"]
     alerts = [e for e in ctx.effects.events if e.topic == topics.ALERTS]
@@ -316,7 +316,9 @@ def test_replay_is_idempotent_and_case_id_deterministic():
 def test_second_departure_unions_reasons_and_opens_its_own_case():
     a = agg()
     c1 = check_departure(a, ctx_for(dep(visa_type="visit"), "dep-1"))
-    c2 = check_departure(a, ctx_for(dep(e_pmi_id=None, visa_type="visit"), "dep-2"))
+    later = "2027-06-01T08:00:00+07:00"  # a second journey
+    c2 = check_departure(a, ctx_for(dep(e_pmi_id=None, visa_type="visit", departed_at=later),
+                                    "dep-2"))
     assert c1.case_id != c2.case_id
     assert len(a.cases) == 2
     assert a.worker.non_procedural_reasons == ["no_worker_card", "non_work_visa"]
@@ -351,3 +353,16 @@ def test_suspicion_replaced_by_real_reasons():
     check_departure(a, ctx_for(dep(bpjs_membership_no=None)))
     assert a.worker.non_procedural is True
     assert a.worker.non_procedural_reasons == ["no_social_security"]
+
+
+def test_same_journey_sent_again_under_a_new_id_joins_its_case():
+    a = agg()
+    c1 = check_departure(a, ctx_for(dep(visa_type="visit"), "dep-1"))
+    again = ctx_for(dep(visa_type="visit", e_pmi_id=None), "dep-1-resync")
+    c2 = check_departure(a, again)
+    assert c2.case_id == c1.case_id and len(a.cases) == 1
+    assert c2.detail["reasons"] == ["no_worker_card", "non_work_visa"]
+    assert [e.type for e in again.effects.events] == ["garda.case.updated"]  # no second alert
+    quiet = ctx_for(dep(visa_type="visit"), "dep-1-third")
+    check_departure(a, quiet)
+    assert quiet.effects.events == [] and len(a.cases) == 1
