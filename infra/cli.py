@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--demo", action="store_true", help="feed simulated traffic")
     dev.add_argument("--rate", type=float, default=20.0, help="demo events per second")
     dev.add_argument("--duration", type=float, default=60.0, help="demo seconds")
-    dev.add_argument("--seed", type=int, default=1)
+    dev.add_argument("--seed", type=int, default=None,
+                     help="traffic seed (default: a new one each run, so workers are new)")
     dev.set_defaults(func=cmd_dev, log_format="console")
 
     w = sub.add_parser("worker", help="processors + API against GARDA_KAFKA_BOOTSTRAP/DATABASE_URL")
@@ -224,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="publish realistic traffic to the input topics")
     s.add_argument("--rate", type=float, default=50.0, help="events per second (0: as fast as possible)")
     s.add_argument("--duration", type=float, default=30.0, help="seconds")
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--seed", type=int, default=None,
+                   help="traffic seed; the same seed gives the same workers and incidents "
+                        "(default: a new one each run)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_simulate)
     r = sub.add_parser("rebuild", help="replay the input topics into an empty read model")

@@ -75,7 +75,7 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
         now = datetime.now(UTC)
         roll = rnd.random()
         if roll < 0.45 or not placed:
-            wid = f"PMI-{seed:02d}{n:08d}"
+            wid = f"PMI-{seed:04d}-{n:07d}"
             country = rnd.choices(countries, weights)[0]
             region = rnd.choice(DESTINATIONS[country][1])
             household = rnd.random() < 0.4
@@ -111,7 +111,7 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
             yield topics.DEPARTURES, wid, _event("pmi.arrival.reported", SOURCES.get(country, "mission/desk"), wid, data, now)
         else:
             if rnd.random() < 0.2:  # a worker nobody saw leave
-                wid = f"PMI-X{seed:02d}{n:07d}"
+                wid = f"PMI-X{seed:04d}-{n:07d}"
                 country = rnd.choices(countries, weights)[0]
                 region = rnd.choice(DESTINATIONS[country][1])
             else:
@@ -131,10 +131,19 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
 
 
 async def simulate(
-    settings: Settings, *, rate: float = 50.0, duration: float = 30.0, seed: int = 1,
+    settings: Settings, *, rate: float = 50.0, duration: float = 30.0, seed: int | None = None,
     progress: bool = True, limit: int | None = None,
 ) -> int:
-    """Publish traffic at ``rate`` events/s for ``duration`` s (or ``limit`` events)."""
+    """Publish traffic at ``rate`` events/s for ``duration`` s (or ``limit`` events).
+
+    ``seed`` None picks a new one (printed), so a second run against a kept database brings
+    new workers and incidents rather than replays of the first run's.
+    """
+    if seed is None:
+        seed = random.SystemRandom().randrange(1, 10_000)
+        if progress:
+            print(f"simulate: seed {seed} (pass --seed {seed} to repeat this traffic)",
+                  file=sys.stderr, flush=True)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=10)
     await producer.start()
     sent = 0

@@ -242,7 +242,7 @@ class EmbeddedBroker(_AsyncLifecycle):
             await _terminate(proc, self.stop_timeout)
 
 
-class _Died(Exception):
+class _Died(StackError):
     pass
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from handlers.claims import stall_due
 from handlers.dispatch import handle
@@ -67,6 +68,9 @@ class BatchReport:
 class _Decoded:
     record: RawRecord
     envelope: Envelope
+
+
+_Note = tuple[str, str, dict[str, Any]]  # (level, event, fields)
 
 
 def in_time_order(records: Sequence[RawRecord]) -> list[RawRecord]:
@@ -200,14 +204,16 @@ class BatchProcessor:
         report = BatchReport()
         batch = BatchWrite(deadletter_topic=self.deadletter_topic)
         decoded: list[_Decoded] = []
+        notes: list[_Note] = []  # log lines, written once the transaction has committed
         for rec in in_time_order(records):
             try:
                 decoded.append(_Decoded(rec, self._decode(rec)))
             except InvalidEvent as exc:
                 batch.deadletters.append(self._dead_letter(rec, str(exc)))
                 report.outcomes["invalid"] += 1
-                log.warning("invalid event dead-lettered", topic=rec.topic,
-                            partition=rec.partition, offset=rec.offset, error=str(exc))
+                notes.append(("warning", "invalid event dead-lettered",
+                              {"topic": rec.topic, "partition": rec.partition,
+                               "offset": rec.offset, "error": str(exc)}))
 
         async with self.db.pool.acquire() as conn, conn.transaction():
             await lock_partitions(conn, [r.partition for r in records])
@@ -220,13 +226,14 @@ class BatchProcessor:
                     todo.append(d)
                 else:
                     report.outcomes["duplicate"] += 1
-                    log.info("event handled", event_id=d.envelope.id, type=d.envelope.type,
-                             worker_id=d.envelope.subject, outcome="duplicate")
+                    notes.append(("info", "event handled",
+                                  {"event_id": d.envelope.id, "type": d.envelope.type,
+                                   "worker_id": d.envelope.subject, "outcome": "duplicate"}))
             aggs = await load_aggregates(conn, (d.envelope.subject for d in todo))
             touched: dict[str, tuple[Aggregate, int]] = {}
             for d in todo:
                 env, rec = d.envelope, d.record
-                outcome = self._apply(env, rec, aggs, touched, batch, now)
+                outcome = self._apply(env, rec, aggs, touched, batch, now, notes)
                 report.outcomes[outcome] += 1
                 batch.processed.append(
                     ProcessedId(env.source, env.id, env.type, env.subject, rec.topic,
@@ -234,6 +241,8 @@ class BatchProcessor:
                 )
             batch.aggregates = list(touched.values())
             report.outbox_seqs = await write_batch(conn, batch, self)
+        for level, event, fields in notes:
+            getattr(log, level)(event, **fields)
         self.totals.update(report.outcomes)
         return report
 
@@ -245,14 +254,16 @@ class BatchProcessor:
         touched: dict[str, tuple[Aggregate, int]],
         batch: BatchWrite,
         now: datetime,
+        notes: list[_Note],
     ) -> str:
         agg = aggs[env.subject]
         try:
             result = handle(agg, env, self.policy, now)
         except Rejected as exc:
             batch.deadletters.append(self._dead_letter(rec, f"rejected: {exc.reason}", env))
-            log.warning("event handled", event_id=env.id, type=env.type, worker_id=env.subject,
-                        outcome="rejected", reason=exc.reason)
+            notes.append(("warning", "event handled",
+                          {"event_id": env.id, "type": env.type, "worker_id": env.subject,
+                           "outcome": "rejected", "reason": exc.reason}))
             return "rejected"
         except Exception as exc:  # a bug must not stop the worker nor lose the event
             batch.deadletters.append(self._dead_letter(rec, f"internal error: {exc!r}", env))
@@ -266,11 +277,12 @@ class BatchProcessor:
             batch.timeline.append((entry, env.source, env.id))
         for ev in result.effects.events:
             if ev.type in ("garda.case.opened", "garda.case.escalated"):
-                log.info(ev.type.removeprefix("garda.").replace(".", " "),
-                         case_id=ev.data.get("case_id"), worker_id=env.subject,
-                         kind=ev.data.get("kind"), category=ev.data.get("category"),
-                         severity=ev.data.get("severity"), post_id=ev.data.get("post_id"),
-                         level=ev.data.get("escalation_level"))
+                notes.append(("info", ev.type.removeprefix("garda.").replace(".", " "),
+                              {"case_id": ev.data.get("case_id"), "worker_id": env.subject,
+                               "kind": ev.data.get("kind"), "category": ev.data.get("category"),
+                               "severity": ev.data.get("severity"),
+                               "post_id": ev.data.get("post_id"),
+                               "level": ev.data.get("escalation_level")}))
             # Garda's own output: built directly (the handlers made it; no input validation).
             out = Envelope(id=ev.id, source=GARDA_SOURCE, type=ev.type,
                            subject=ev.subject or ev.key, data=ev.data, time=now)
@@ -283,6 +295,7 @@ class BatchProcessor:
                     headers=[("content-type", b"application/cloudevents+json")],
                 )
             )
-        log.info("event handled", event_id=env.id, type=env.type, worker_id=env.subject,
-                 outcome=result.outcome)
+        notes.append(("info", "event handled",
+                      {"event_id": env.id, "type": env.type, "worker_id": env.subject,
+                       "outcome": result.outcome}))
         return result.outcome

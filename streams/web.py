@@ -11,9 +11,10 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from handlers.dispatch import handle
+from handlers.model import CASE_KINDS, CASE_STATUSES, SEVERITIES
 from handlers.policy import Policy
 from infra import queries
-from infra.errors import InvalidEvent, Rejected
+from infra.errors import GardaError, InvalidEvent, Rejected
 from infra.logging import get_logger
 from infra.store import BatchWrite, DeadLetter, load_aggregates, write_batch
 from infra.tokens import Scope, audit, resolve_token
@@ -52,8 +53,11 @@ ACTIONS = {
 }
 
 
-class Unauthorized(Exception):
-    pass
+ENUM_FILTERS = {"severity": SEVERITIES, "status": CASE_STATUSES, "kind": CASE_KINDS}
+
+
+class Unauthorized(GardaError):
+    """No valid bearer token (HTTP 401)."""
 
 
 async def _scope(runtime: Any, request: Request) -> Scope:
@@ -96,6 +100,8 @@ def register(app: Any) -> None:
     runtime = app.runtime
 
     async def authorized(view: View, request: Request) -> Scope | Response:
+        if "\x00" in request.path or any("\x00" in v for v in request.query.values()):
+            return _error(view, 400, "NUL characters are not allowed in the path or query")
         try:
             return await _scope(runtime, request)
         except Unauthorized as exc:
@@ -170,10 +176,15 @@ def register(app: Any) -> None:
             if unknown:
                 return _error(self, 400, f"unknown filter(s): {', '.join(sorted(unknown))}",
                               filters=list(queries.CASE_FILTERS))
+            for name, allowed in ENUM_FILTERS.items():
+                if q.get(name) and q[name] not in allowed:
+                    return _error(self, 400, f"{name} must be one of {', '.join(allowed)}")
             try:
-                limit = min(1000, max(1, int(q.get("limit", "100"))))
+                limit = int(q.get("limit", "100"))
             except ValueError:
-                return _error(self, 400, "limit must be an integer")
+                limit = 0
+            if not 1 <= limit <= 1000:
+                return _error(self, 400, "limit must be an integer from 1 to 1000")
             try:
                 async with runtime.db.pool.acquire() as conn:
                     cases = await queries.list_cases(

@@ -281,3 +281,19 @@ async def test_ingest_cannot_carry_case_actions_or_internal_commands(
     dead = await db_fetch(settings.database_url,
                           "SELECT error FROM deadletters WHERE topic = 'http:/api/events'")
     assert len(dead) == 2 and all("not accepted here" in r["error"] for r in dead)
+
+
+async def test_bad_queries_get_clear_client_errors(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    _, hq = await new_token(settings, hq=True)
+    for path, status in [
+        ("/api/workers/%00", 400), ("/api/cases/%00", 400), ("/api/cases?worker_id=%00", 400),
+        ("/api/cases?severity=extreme", 400), ("/api/cases?status=bogus", 400),
+        ("/api/cases?kind=x", 400), ("/api/cases?limit=0", 400), ("/api/cases?limit=5000", 400),
+        ("/api/cases?limit=ten", 400), ("/api/cases?after=nonsense", 400),
+        ("/api/cases?severity=critical&limit=1000", 200), ("/api/workers/nobody", 404),
+    ]:
+        got, body = await get_json(f"{worker.url}{path}", headers=bearer(hq))
+        assert got == status, (path, got, body)
+        assert got == 200 or body["error"]
