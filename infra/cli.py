@@ -14,6 +14,8 @@ from infra.settings import Settings, load_settings
 
 log = get_logger("garda.cli")
 
+DEV_TOKEN_LABEL = "garda dev session"
+
 
 def _run_worker(settings: Settings, *, demo: dict | None = None) -> int:
     """Run the processors and the API in this process until Ctrl-C / SIGTERM."""
@@ -94,7 +96,10 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         from infra.tokens import create_token  # noqa: PLC0415
 
         async with Database(s.database_url or "", max_size=1) as db, db.pool.acquire() as conn:
-            _, token = await create_token(conn, posts=[], hq=True, label="garda dev session")
+            # One session token at a time: the previous session's stops working.
+            await conn.execute("UPDATE api_tokens SET revoked_at = now()"
+                               " WHERE label = $1 AND revoked_at IS NULL", DEV_TOKEN_LABEL)
+            _, token = await create_token(conn, posts=[], hq=True, label=DEV_TOKEN_LABEL)
         return token
 
     async def down() -> None:
