@@ -139,6 +139,7 @@ def register(app: Any) -> None:
                 ),
                 "# TYPE garda_deadletters_total counter",
                 f"garda_deadletters_total {s['deadletters']}",
+                "# HELP garda_processed_events processed input events (planner estimate)",
                 "# TYPE garda_processed_events gauge",
                 f"garda_processed_events {s['processed']}",
                 "# TYPE garda_outbox_pending gauge",
