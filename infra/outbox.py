@@ -77,15 +77,20 @@ class OutboxRelay:
         await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
     async def publish(self, seqs: Sequence[int]) -> int:
-        """Publish these outbox rows (in order) and mark them published."""
+        """Publish these outbox rows and mark them published.
+
+        Rows an earlier attempt left unpublished (seq below these) go first, in seq order, so
+        that a worker's later state never reaches a topic before its earlier state (the
+        compacted pmi.worker-state.v1 keeps the last one).
+        """
         if not seqs:
             return 0
         async with self._lock:
             async with self.db.pool.acquire() as conn:
                 rows = await conn.fetch(
                     "SELECT seq, topic, key, value, headers FROM outbox"
-                    " WHERE seq = ANY($1) AND published_at IS NULL ORDER BY seq",
-                    list(seqs),
+                    " WHERE published_at IS NULL AND seq <= $1 ORDER BY seq LIMIT $2",
+                    max(seqs), len(seqs) + 5000,
                 )
                 done = await self._send(rows)
                 await conn.execute(
