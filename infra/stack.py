@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -80,6 +81,16 @@ async def _terminate(proc: subprocess.Popen, grace: float) -> None:
                 proc.kill()
             await asyncio.to_thread(proc.wait)
     _live.discard(proc)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the child gets SIGTERM when Garda dies, even by kill -9 (no orphan broker)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort; other systems keep the atexit cleanup
+        pass
 
 
 def _spawn(cmd: list[str], log_path: Path, **kwargs: object) -> subprocess.Popen:
@@ -187,7 +198,10 @@ class EmbeddedBroker(_AsyncLifecycle):
                 "--storage-engine",
                 "memory://tansu/",
             ]
-            self._proc = _spawn(cmd, self.log_path)
+            self._proc = _spawn(
+                cmd, self.log_path,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
             self.port = port
             try:
                 await self._wait_ready()
