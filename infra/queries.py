@@ -128,7 +128,11 @@ async def case_post(conn: asyncpg.Connection, case_id: str) -> tuple[set[str], s
     return responsible_posts(case), case.post_id, case.worker_id
 
 
-async def list_posts(conn: asyncpg.Connection, policy: Policy) -> list[dict[str, Any]]:
+async def list_posts(
+    conn: asyncpg.Connection, policy: Policy, posts: frozenset[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every post of the policy; case counts only for the caller's posts (``posts``; None:
+    headquarters, all counts), null for the others."""
     counts = {
         r["post_id"]: (r["open"], r["critical"])
         for r in await conn.fetch(
@@ -139,7 +143,8 @@ async def list_posts(conn: asyncpg.Connection, policy: Policy) -> list[dict[str,
     }
     out = []
     for p in policy.posts.values():
-        open_, critical = counts.get(p.post_id, (0, 0))
+        visible = posts is None or p.post_id in posts
+        open_, critical = counts.get(p.post_id, (0, 0)) if visible else (None, None)
         out.append(
             {
                 "post_id": p.post_id,

@@ -217,7 +217,7 @@ def register(app: Any) -> None:
             if not isinstance(scope, Scope):
                 return scope
             async with runtime.db.pool.acquire() as conn:
-                posts = await queries.list_posts(conn, runtime.policy)
+                posts = await queries.list_posts(conn, runtime.policy, scope.post_filter)
             return _json(self, {"posts": posts})
 
     @app.page("/api/schemas")

@@ -66,6 +66,11 @@ async def test_post_tokens_see_only_their_cases(settings: Settings, worker: Work
     johor = bearer(jb_token)
 
     # Reads: its own case yes; the other post's case does not exist for it (404, not 403).
+    _, directory = await get_json(f"{url}/api/posts", headers=johor)
+    counts = {p["post_id"]: p["open_cases"] for p in directory["posts"]}
+    assert counts[JOHOR] == 1 and counts[TAIPEI] is None  # other posts' load is not shown
+    _, directory = await get_json(f"{url}/api/posts", headers=bearer(hq))
+    assert {p["post_id"]: p["open_cases"] for p in directory["posts"]}[TAIPEI] == 1
     status, body = await get_json(f"{url}/api/cases/{jb['case_id']}", headers=johor)
     assert status == 200 and body["case_id"] == jb["case_id"] and body["timeline"]
     status, body = await get_json(f"{url}/api/cases/{tpe['case_id']}", headers=johor)
