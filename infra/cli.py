@@ -44,6 +44,7 @@ def _run_worker(settings: Settings, *, demo: dict | None = None) -> int:
         redirect_stdouts=False,
         quiet=True,
     )
+    worker.spinner = None  # its terminal escapes would corrupt the JSON log stream
     log.info("worker starting", bootstrap=settings.kafka_bootstrap, web=f"http://{settings.web_host}:{settings.web_port}",
              partitions=settings.partitions, group=settings.group_id)
     try:
