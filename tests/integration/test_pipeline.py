@@ -140,9 +140,12 @@ async def test_mixed_scenario_routes_cases_and_projects_state(
     states = await read_topic(settings, topics.WORKER_STATE, min_count=len(SCENARIO) + 1)
     assert {json.loads(m.value)["data"]["worker_id"] for m in states} >= {w for w, *_ in SCENARIO}
 
-    # Personal identifiers never reach the log raw.
+    # Personal identifiers never reach the log raw, and every line is one JSON object.
     log = worker.log_text()
     assert "event handled" in log
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    handled = [e for e in lines if e["event"] == "event handled"]
+    assert all({"event_id", "type", "worker_id", "outcome"} <= set(e) for e in handled)
     for raw in ("3201010101010001", "C1234567", "Siti Aminah"):
         assert raw not in log
 
