@@ -40,7 +40,7 @@ Rules decided where the design is silent:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from handlers.cases import open_case
@@ -73,7 +73,7 @@ def update_coverage(agg: Aggregate, ctx: Ctx) -> tuple[datetime, datetime] | Non
     return window
 
 
-def _utc_date(dt: datetime):
+def _utc_date(dt: datetime) -> date:
     return dt.astimezone(UTC).date()
 
 
