@@ -1,5 +1,6 @@
 """Nothing lost, nothing twice: a worker stopped (SIGTERM) or killed (SIGKILL) in the middle of
-a backlog, and a new one taking over, leave every event applied exactly once."""
+a backlog and a new one taking over, or a second worker joining mid-backlog (a rebalance),
+leave every event applied exactly once."""
 
 from __future__ import annotations
 
@@ -58,3 +59,37 @@ async def test_stop_mid_backlog_then_restart_loses_nothing(
     finally:
         w1.kill9()
         await w2.stop()
+
+
+async def test_a_worker_joining_under_load_changes_nothing_twice(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Events keep arriving while a second worker joins: partitions move between the two in
+    the middle of the traffic (a rebalance) and every event is still applied exactly once."""
+    url = settings.database_url
+    w1 = await WorkerProcess(settings, tmp_path, "w1").start()
+    w2 = WorkerProcess(settings, tmp_path, "w2")
+    wids = [f"W-J-{i:05d}" for i in range(N)]
+
+    async def traffic() -> None:
+        for i in range(0, N, 100):  # ~10 s of steady traffic
+            await publish_events(settings, topics.DEPARTURES,
+                                 [departure(w, "HK") for w in wids[i:i + 100]])
+            await asyncio.sleep(0.3)
+
+    try:
+        sender = asyncio.create_task(traffic())
+        await asyncio.sleep(1.0)
+        await w2.start(ready_timeout=60)
+        await sender
+        await eventually(lambda: _count(url, "SELECT count(*) FROM processed_events"),
+                         lambda n: n == N, timeout=90)
+        await asyncio.sleep(1.5)
+        assert await _count(url, "SELECT count(*) FROM processed_events") == N
+        assert await _count(url, "SELECT count(*) FROM workers") == N
+        assert await _count(url, "SELECT count(*) FROM deadletters") == 0
+        both = [w.log_text().count('"event handled"') for w in (w1, w2)]
+        assert all(n > 0 for n in both), both  # both processed part of the traffic
+    finally:
+        await w2.stop()
+        await w1.stop()
