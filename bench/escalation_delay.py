@@ -38,9 +38,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
+from infra.broker import EmbeddedBroker
 from infra.kafka_admin import ensure_topics
+from infra.postgres import EmbeddedPostgres
 from infra.settings import Settings
-from infra.stack import EmbeddedBroker, EmbeddedPostgres
 from schemas import topics
 from tests.integration.harness import WorkerProcess, cloudevent, policy_file, publish_events
 

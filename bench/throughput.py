@@ -72,10 +72,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from infra.broker import EmbeddedBroker
 from infra.kafka_admin import ensure_topics
+from infra.postgres import EmbeddedPostgres
 from infra.settings import Settings
 from infra.simulate import traffic
-from infra.stack import EmbeddedBroker, EmbeddedPostgres
 from schemas import topics
 from tests.integration.harness import REPO, WorkerProcess
 

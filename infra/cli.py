@@ -76,7 +76,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.stack import EmbeddedBroker, EmbeddedPostgres  # noqa: PLC0415
+    from infra.broker import EmbeddedBroker  # noqa: PLC0415
+    from infra.postgres import EmbeddedPostgres  # noqa: PLC0415
 
     data = settings.data_dir
     broker = EmbeddedBroker(data / "broker")

@@ -46,12 +46,12 @@ class ExternalPostgres:
     url: str
 
     async def create_database(self, name: str) -> str:
-        from infra.stack import create_database
+        from infra.postgres import create_database
 
         return await create_database(self.url, name)
 
     async def drop_database(self, name: str) -> None:
-        from infra.stack import drop_database
+        from infra.postgres import drop_database
 
         await drop_database(self.url, name)
 
@@ -63,7 +63,7 @@ async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[obje
     if external:
         yield ExternalBroker(external)
         return
-    from infra.stack import EmbeddedBroker
+    from infra.broker import EmbeddedBroker
 
     async with EmbeddedBroker(tmp_path_factory.mktemp("broker")) as b:
         yield b
@@ -81,7 +81,7 @@ async def pg_server() -> AsyncIterator[object]:
     if external:
         yield ExternalPostgres(external)
         return
-    from infra.stack import EmbeddedPostgres
+    from infra.postgres import EmbeddedPostgres
 
     async with EmbeddedPostgres(temporary=True, durable=False) as pg:
         yield pg

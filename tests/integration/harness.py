@@ -18,8 +18,8 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from infra.processes import free_port
 from infra.settings import Settings
-from infra.stack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

