@@ -41,6 +41,8 @@ CATEGORIES = {
     "mental_health": 2, "lost_contact": 5, "document_withheld": 3, "detention": 2,
     "overstay": 2, "other": 3,
 }
+# The insurer's usual path for a claim; one in five ends rejected instead of paid.
+CLAIM_STEPS = ("docs_pending", "submitted", "verified", "approved", "paid")
 SOURCES = {
     "TW": "kdei-taipei/case-desk", "MY": "kbri-kuala-lumpur/case-desk", "HK": "kjri-hong-kong/case-desk",
     "SA": "kbri-riyadh/case-desk", "JP": "kbri-tokyo/consular", "KR": "kbri-seoul/case-desk",
@@ -63,16 +65,32 @@ def _event(type_: str, source: str, worker_id: str, data: dict[str, Any], at: da
 
 
 def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
-    """An endless stream of (logical topic, worker_id, CloudEvent bytes)."""
+    """An endless stream of (logical topic, worker_id, CloudEvent bytes): departures, arrivals,
+    incidents and, for accidents, deaths and illness, the insurer's claims and their steps."""
     rnd = random.Random(seed)
     countries = list(DESTINATIONS)
     weights = [DESTINATIONS[c][0] for c in countries]
     cats, cat_w = list(CATEGORIES), list(CATEGORIES.values())
     placed: list[tuple[str, str, str | None]] = []
+    claims: list[tuple[str, str, int]] = []  # (claim_id, worker_id, index into CLAIM_STEPS)
     n = 0
     while True:
         n += 1
         now = datetime.now(UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if claims and rnd.random() < 0.05:  # the insurer moves a claim on
+            i = rnd.randrange(len(claims))
+            claim_id, wid, step = claims[i]
+            status = CLAIM_STEPS[step]
+            if status == "approved" and rnd.random() < 0.2:
+                status = "rejected"
+            if status in ("paid", "rejected") or step + 1 >= len(CLAIM_STEPS):
+                claims.pop(i)
+            else:
+                claims[i] = (claim_id, wid, step + 1)
+            data = {"claim_id": claim_id, "worker_id": wid, "status": status, "changed_at": stamp}
+            yield topics.CLAIMS, wid, _event("pmi.claim.status-changed", "bpjs-ketenagakerjaan/claims", wid, data, now)
+            continue
         roll = rnd.random()
         if roll < 0.45 or not placed:
             wid = f"PMI-{seed:04d}-{n:07d}"
@@ -128,6 +146,14 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
             if region:
                 data["region"] = region
             yield topics.INCIDENTS, wid, _event("pmi.incident.reported", SOURCES.get(country, "mission/desk"), wid, data, now)
+            if data["category"] in ("accident", "death", "illness") and rnd.random() < 0.6:
+                claim_id = f"CLM-{seed}-{n}"
+                program = "JKM" if data["category"] == "death" else "JKK"
+                claim = {"claim_id": claim_id, "worker_id": wid, "program": program,
+                         "event_date": data["occurred_at"][:10], "filed_at": stamp,
+                         "incident_id": data["incident_id"]}
+                claims.append((claim_id, wid, 0))
+                yield topics.CLAIMS, wid, _event("pmi.claim.filed", "bpjs-ketenagakerjaan/claims", wid, claim, now)
 
 
 async def simulate(
