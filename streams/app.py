@@ -7,6 +7,7 @@ PostgreSQL transaction committed. Output events go out through the outbox relay.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import faust
@@ -57,6 +58,7 @@ class GardaApp(faust.App):
 
     runtime: Runtime
     fetch_max_wait_ms: int = 100
+    logger = logging.getLogger("faust.app")  # Faust's records keep Faust's logger name
 
     def _new_transport(self) -> Any:
         return FastFetchTransport(self.conf.broker_consumer, self, loop=self.loop)
