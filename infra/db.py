@@ -26,6 +26,10 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
     asyncpg.InterfaceError,
     asyncpg.AdminShutdownError,
+    asyncpg.OperatorInterventionError,  # 57xxx: query cancelled (statement_timeout, a cancel)
+    asyncpg.InsufficientResourcesError,  # 53xxx: disk full, out of memory, too many connections
+    asyncpg.LockNotAvailableError,  # 55P03: lock_timeout
+    asyncpg.ReadOnlySQLTransactionError,  # 25006: a standby during a failover
     TransientError,
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,6 +89,23 @@ async def lock_partitions(conn: asyncpg.Connection, partitions: Iterable[int]) -
     """Serialise two processors that briefly hold the same partition during a rebalance."""
     for p in sorted(set(partitions)):
         await conn.execute("SELECT pg_advisory_xact_lock(7301, $1)", p)
+
+
+WORKER_LOCK_BUCKETS = 256
+
+
+async def lock_workers(conn: asyncpg.Connection, worker_ids: Iterable[str]) -> None:
+    """Serialise two processors that hold one worker's events on different partitions (a
+    producer whose partitioner is not Kafka's murmur2, e.g. librdkafka's default CRC32).
+
+    Locks hash buckets, not workers, so a batch takes at most ``WORKER_LOCK_BUCKETS`` advisory
+    locks (each one uses a slot of PostgreSQL's shared lock table); they are taken in
+    ascending order, after the partition locks, so two processors cannot deadlock.
+    """
+    buckets = sorted({zlib.crc32(w.encode()) % WORKER_LOCK_BUCKETS for w in worker_ids})
+    if buckets:
+        await conn.execute("SELECT pg_advisory_xact_lock(7302, b) FROM unnest($1::int[]) AS b",
+                           buckets)
 
 
 async def claim_new(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:

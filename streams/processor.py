@@ -33,6 +33,7 @@ from infra.store import (
     claim_new,
     load_aggregates,
     lock_partitions,
+    lock_workers,
     write_batch,
 )
 from schemas import topics
@@ -71,6 +72,10 @@ class _Decoded:
 
 
 _Note = tuple[str, str, dict[str, Any]]  # (level, event, fields)
+# A record that fails alone while the database is healthy is tried this many times before it
+# is dead-lettered (a one-off cancel must not lose a valid event; a poison record must not
+# hold its partition forever).
+SINGLE_RECORD_ATTEMPTS = 4
 
 
 def in_time_order(records: Sequence[RawRecord]) -> list[RawRecord]:
@@ -150,8 +155,8 @@ class BatchProcessor:
         A failure counts as transient when its type says so or when the database does not
         answer a plain ``SELECT 1`` right after it (an outage shows up under many error
         types). A batch that fails while the database is healthy is split and retried record
-        by record, so one poison record is dead-lettered and the rest go through. Nothing is
-        ever skipped: when even the dead-letter cannot be written the partition waits here.
+        by record; a record that still fails ``SINGLE_RECORD_ATTEMPTS`` times is dead-lettered
+        with the error and the rest go through. Nothing is ever skipped: when even the dead-letter cannot be written the partition waits here.
         """
         attempt = 0
         while True:
@@ -173,6 +178,12 @@ class BatchProcessor:
                         report.outbox_seqs += one.outbox_seqs
                         report.outcomes.update(one.outcomes)
                     return report
+                if attempt < SINGLE_RECORD_ATTEMPTS:
+                    delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
+                    log.warning("record failed, will retry before dead-lettering it",
+                                error=repr(exc), attempt=attempt, retry_in=round(delay, 2))
+                    await asyncio.sleep(delay)
+                    continue
                 log.exception("record failed permanently; dead-lettering it")
                 try:
                     return await self._dead_letter_only(records[0], f"internal error: {exc!r}")
@@ -217,6 +228,7 @@ class BatchProcessor:
 
         async with self.db.pool.acquire() as conn, conn.transaction():
             await lock_partitions(conn, [r.partition for r in records])
+            await lock_workers(conn, (d.envelope.subject for d in decoded))
             keys = list(dict.fromkeys(d.envelope.key for d in decoded))
             new = await claim_new(conn, keys)
             todo: list[_Decoded] = []
