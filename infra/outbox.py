@@ -86,10 +86,14 @@ class OutboxRelay:
         if not seqs:
             return 0
         async with self._lock:
-            async with self.db.pool.acquire() as conn:
+            async with self.db.pool.acquire() as conn, conn.transaction():
+                # Row locks (waited for, in seq order) keep another worker's sweep from
+                # re-sending an older row after these: the last value on a topic stays the
+                # newest.
                 rows = await conn.fetch(
                     "SELECT seq, topic, key, value, headers FROM outbox"
-                    " WHERE published_at IS NULL AND seq <= $1 ORDER BY seq LIMIT $2",
+                    " WHERE published_at IS NULL AND seq <= $1 ORDER BY seq LIMIT $2"
+                    " FOR UPDATE",
                     max(seqs), len(seqs) + 5000,
                 )
                 done = await self._send(rows)
