@@ -8,6 +8,7 @@ PostgreSQL transaction committed. Output events go out through the outbox relay.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import faust
@@ -70,6 +71,9 @@ class GardaApp(faust.App):
     async def on_stop(self) -> None:
         await super().on_stop()
         await self.runtime.stop()
+
+
+ACTIONS_WAIT = 30.0  # seconds a deadline scan may wait for a partition's pending case actions
 
 
 def _hold_back(events: list[Any]) -> None:
@@ -157,6 +161,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
 
     input_names = {settings.topic(t) for t in topics.INPUTS}
     actions_topic = settings.topic(topics.CASE_ACTIONS)
+    behind_since: dict[int, float] = {}
 
     @app.timer(settings.timer_interval)
     async def fire_deadlines() -> None:
@@ -164,11 +169,17 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
             return
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_names}
         # A partition with responders' actions not yet handled (after a restart or an outage)
-        # waits: an acknowledgement in that backlog must count before its deadline does.
+        # waits: an acknowledgement in that backlog must count before its deadline does. It
+        # waits at most ACTIONS_WAIT seconds, so steady action traffic cannot starve it.
+        now = time.monotonic()
         behind = {p for (t, p), n in partition_lag(app).items() if t == actions_topic and n != 0}
-        if behind & owned:
-            log.info("deadline scan waits for pending case actions", partitions=sorted(behind))
-        owned -= behind
+        for p in list(behind_since):
+            if p not in behind:
+                del behind_since[p]
+        waiting = {p for p in behind if now - behind_since.setdefault(p, now) < ACTIONS_WAIT}
+        if waiting & owned:
+            log.info("deadline scan waits for pending case actions", partitions=sorted(waiting))
+        owned -= waiting
         try:
             await runtime.timer.tick(owned)
         except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
