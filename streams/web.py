@@ -106,6 +106,9 @@ def register(app: Any) -> None:
             return await _scope(runtime, request)
         except Unauthorized as exc:
             return _error(view, 401, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the token store is unreachable
+            log.warning("token check failed", error=repr(exc))
+            return _error(view, 503, "the database is unavailable; retry shortly")
 
     @app.page("/health")
     class Health(View):
@@ -261,7 +264,13 @@ def register(app: Any) -> None:
                 await _audit(runtime, scope, "POST", "/api/events", 422, env.id, {"error": reason})
                 return _error(self, 422, reason, field="type", accepted=sorted(TOPIC_OF_TYPE))
             topic = runtime.settings.topic(TOPIC_OF_TYPE[env.type])
-            await runtime.relay.send_raw(topic, env.subject.encode(), body, headers)
+            try:
+                await runtime.relay.send_raw(topic, env.subject.encode(), body, headers)
+            except Exception as exc:  # noqa: BLE001 - broker down or record too large
+                log.warning("ingest not published", event_id=env.id, error=repr(exc))
+                await _audit(runtime, scope, "POST", "/api/events", 503, env.id,
+                             {"error": repr(exc)})
+                return _error(self, 503, "the event could not be published; retry it")
             await _audit(runtime, scope, "POST", "/api/events", 202, env.id, {"type": env.type})
             log.info("event ingested", event_id=env.id, type=env.type, worker_id=env.subject)
             return _json(self, {"accepted": True, "id": env.id, "topic": topic}, status=202)
@@ -341,8 +350,12 @@ async def _case_action(
         status = 404 if exc.status in (403, 404) else exc.status
         return status, {"error": exc.reason}
     topic = runtime.settings.topic(topics.CASE_ACTIONS)
-    await runtime.relay.send_raw(topic, worker_id.encode(), encode(env),
-                                 [("content-type", b"application/cloudevents+json")])
+    try:
+        await runtime.relay.send_raw(topic, worker_id.encode(), encode(env),
+                                     [("content-type", b"application/cloudevents+json")])
+    except Exception as exc:  # noqa: BLE001 - broker down or record too large
+        log.warning("case action not published", event_id=event_id, error=repr(exc))
+        return 503, {"error": "the action could not be published; retry it", "id": event_id}
     log.info("case action accepted", event_id=event_id, type=type_, case_id=case_id,
              worker_id=worker_id, actor=actor)
     return 202, {"accepted": True, "id": event_id, "type": type_, "case_id": case_id}

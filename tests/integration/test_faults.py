@@ -8,7 +8,15 @@ import asyncpg
 
 from infra.settings import Settings
 from schemas import topics
-from tests.integration.harness import WorkerProcess, db_fetch, eventually, get_json, publish_events
+from tests.integration.harness import (
+    WorkerProcess,
+    bearer,
+    db_fetch,
+    eventually,
+    get_json,
+    new_token,
+    publish_events,
+)
 from tests.integration.test_pipeline import departure
 
 
@@ -36,6 +44,7 @@ async def test_database_outage_holds_events_until_it_returns(
     await publish_events(settings, topics.DEPARTURES, [departure(f"W-F-{i}", "TW") for i in range(20)])
     await eventually(lambda: _count(url, "SELECT count(*) FROM processed_events"), lambda n: n == 20)
 
+    _, hq = await new_token(settings, hq=True)
     await _set_connections(pg_server.url, db, allow=False)
     try:
         await publish_events(settings, topics.DEPARTURES,
@@ -43,6 +52,8 @@ async def test_database_outage_holds_events_until_it_returns(
         await asyncio.sleep(3)
         status, health = await get_json(f"{worker.url}/health")
         assert status == 503 and health["database"] != "ok"
+        status, body = await get_json(f"{worker.url}/api/cases", headers=bearer(hq))
+        assert status == 503 and "unavailable" in body["error"]  # not a 500
     finally:
         await _set_connections(pg_server.url, db, allow=True)
 
