@@ -214,19 +214,26 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
             [(p.source, p.id, p.type, p.worker_id, p.topic, p.partition, p.offset, p.outcome)
              for p in batch.processed],
         )
-    fresh_dl: list[tuple[int, DeadLetter]] = []
-    for d in batch.deadletters:
-        inserted = await conn.fetchval(
+    rows = list(batch.outbox)
+    if batch.deadletters:
+        dls = batch.deadletters
+        # One statement for the whole batch; only dead letters not recorded before (a
+        # redelivery records nothing twice) get an outbox row.
+        fresh = await conn.fetch(
             """INSERT INTO deadletters (topic, partition, "offset", digest, error, source,
                    event_id)
-               VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING RETURNING seq""",
-            d.topic, d.partition, d.offset, d.digest, d.error, d.source, d.event_id,
+               SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[],
+                                    $5::text[], $6::text[], $7::text[])
+               ON CONFLICT DO NOTHING RETURNING topic, partition, "offset", digest""",
+            [d.topic for d in dls], [d.partition for d in dls], [d.offset for d in dls],
+            [d.digest for d in dls], [d.error for d in dls], [d.source for d in dls],
+            [d.event_id for d in dls],
         )
-        if inserted is not None:
-            fresh_dl.append((inserted, d))
-    rows = list(batch.outbox)
-    for _, d in fresh_dl:
-        rows.append(dead_letter_row(d, batch.deadletter_topic))
+        new = {(r["topic"], r["partition"], r["offset"], r["digest"]) for r in fresh}
+        for d in dls:
+            if (d.topic, d.partition, d.offset, d.digest) in new:
+                new.discard((d.topic, d.partition, d.offset, d.digest))
+                rows.append(dead_letter_row(d, batch.deadletter_topic))
     if not rows:
         return []
     inserted = await conn.fetch(
