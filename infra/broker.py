@@ -54,13 +54,8 @@ class EmbeddedBroker(AsyncLifecycle):
 
     @property
     def bootstrap(self) -> str:
-        if self._proc is None or self.port is None:
-            raise StackError("EmbeddedBroker is not started")
-        return f"{LOCALHOST}:{self.port}"
+        return self._address()
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def _resolve_binary(self) -> str:
         if self._binary:

@@ -205,17 +205,12 @@ class EmbeddedPostgres(AsyncLifecycle):
 
     @property
     def url(self) -> str:
-        if self._proc is None or self.port is None:
-            raise StackError("EmbeddedPostgres is not started")
-        return f"postgresql://postgres@{LOCALHOST}:{self.port}/postgres"
+        return f"postgresql://postgres@{self._address()}/postgres"
 
     @property
     def log_path(self) -> Path:
         return self._log_path or self.data_dir.parent / "postgres.log"
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     async def create_database(self, name: str) -> str:
         """Create database ``name`` if missing; returns its URL."""

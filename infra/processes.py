@@ -95,6 +95,21 @@ def spawn(cmd: list[str], log_path: Path, **kwargs: object) -> subprocess.Popen:
 
 
 class AsyncLifecycle:
+    """A child server with an explicit ``start()/stop()`` (and ``async with``)."""
+
+    _proc: subprocess.Popen | None = None
+    port: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _address(self) -> str:
+        """``host:port`` of the running server; StackError before ``start()``."""
+        if self._proc is None or self.port is None:
+            raise StackError(f"{type(self).__name__} is not started")
+        return f"{LOCALHOST}:{self.port}"
+
     async def start(self) -> Self:  # pragma: no cover - overridden
         raise NotImplementedError
 
