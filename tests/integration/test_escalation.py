@@ -103,6 +103,14 @@ async def open_cases(settings: Settings, url: str, headers: dict[str, str],
     return out
 
 
+def escalations_once_per_level(published: list[dict[str, Any]], case_id: str) -> list[dict]:
+    """The case's escalation events; asserts one distinct event id at level 1 and at level 2."""
+    events = [v for v in published if is_escalation(case_id)(v)]
+    ids = {lv: {v["id"] for v in events if v["data"]["event"]["level"] == lv} for lv in (1, 2)}
+    assert {lv: len(s) for lv, s in ids.items()} == {1: 1, 2: 1}, events
+    return events
+
+
 def expected_deadline(case: dict[str, Any], clock: str, level: int) -> datetime:
     sla = load_policy(POLICY).sla[case["severity"]]
     opened = parse(case["opened_at"])
@@ -200,10 +208,7 @@ async def test_unacknowledged_case_climbs_to_level_1_then_level_2(
         all_alerts = [v for _, v in await read_events(settings, topics.ALERTS) if v]
         for case in (crit, high):
             cid = case["case_id"]
-            events = [v for v in all_cases if is_escalation(cid)(v)]
-            by_level = {lv: {v["id"] for v in events if v["data"]["event"]["level"] == lv}
-                        for lv in (1, 2)}
-            assert {lv: len(ids) for lv, ids in by_level.items()} == {1: 1, 2: 1}, events
+            events = escalations_once_per_level(all_cases, cid)
             assert len(events) == 2, "the same escalation published twice"
 
             alerts = [v for v in all_alerts if is_alert(cid)(v)]
@@ -310,10 +315,7 @@ async def test_kill9_between_deadlines_each_level_fires_exactly_once(
             all_alerts = [v for _, v in await read_events(settings, topics.ALERTS) if v]
             for case in (crit, high):
                 cid = case["case_id"]
-                events = [v for v in published if is_escalation(cid)(v)]
-                ids = {lv: {v["id"] for v in events if v["data"]["event"]["level"] == lv}
-                       for lv in (1, 2)}
-                assert {lv: len(s) for lv, s in ids.items()} == {1: 1, 2: 1}, events
+                events = escalations_once_per_level(published, cid)
                 alerts = {v["id"] for v in all_alerts if is_alert(cid)(v)}
                 assert len(alerts) == 2
                 # At least once on the topic: a record published twice keeps its id.
