@@ -8,7 +8,7 @@ from typing import Any
 
 from handlers.context import Ctx
 from handlers.model import Aggregate, Worker
-from handlers.policy import Policy, load_policy
+from handlers.policy import Policy, Post, Sla, load_policy
 from schemas.envelope import Envelope
 
 T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
@@ -101,3 +101,36 @@ def incident(
     if region is not None:
         data["region"] = region
     return data
+
+
+S = timedelta(seconds=1)
+
+
+def fast_policy() -> Policy:
+    """A policy with seconds-long SLAs and a consulate -> embassy -> HQ ladder (plus a second
+    consulate and another country's embassy for the who-may-act rules)."""
+    posts = {
+        "HQ": Post("HQ", "Headquarters", None, "headquarters", "none", head_of_mission="HQ"),
+        "EMB": Post("EMB", "KBRI Test", "MY", "embassy", "attache", head_of_mission="EMB"),
+        "CON": Post(
+            "CON", "KJRI Test", "MY", "consulate", "none", ("MY-01",), "EMB", protection_desk=True
+        ),
+        "CON2": Post(
+            "CON2", "KJRI Other", "MY", "consulate", "none", ("MY-13",), "EMB", protection_desk=True
+        ),
+        "OTHER": Post(
+            "OTHER", "KBRI Elsewhere", "SG", "embassy", "attache", head_of_mission="OTHER"
+        ),
+    }
+    return Policy(
+        dedup_window=timedelta(seconds=30),
+        category_severity={"death": "critical", "accident": "high", "other": "low"},
+        posts=posts,
+        headquarters="HQ",
+        sla={
+            "critical": Sla(ack=10 * S, level2=40 * S, resolve=300 * S),
+            "high": Sla(ack=20 * S, level2=60 * S, resolve=600 * S),
+            "medium": Sla(ack=30 * S, level2=90 * S, resolve=900 * S),
+            "low": Sla(ack=70 * S, level2=None, resolve=1200 * S),
+        },
+    )

@@ -11,9 +11,10 @@ from handlers.cases import deadlines
 from handlers.context import Ctx
 from handlers.escalation import clock_start, next_deadline
 from handlers.model import CASE_STATUSES, Aggregate, Case, Worker, iso
-from handlers.policy import Policy, Post, Sla, load_policy
+from handlers.policy import Policy, load_policy
 from infra.errors import Rejected
 from schemas.envelope import Envelope
+from tests.unit.factories import fast_policy
 
 T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -21,32 +22,6 @@ WORKER = "PMI-2024-000123"
 CASE = "case-1"
 
 
-def fast_policy() -> Policy:
-    posts = {
-        "HQ": Post("HQ", "Headquarters", None, "headquarters", "none", head_of_mission="HQ"),
-        "EMB": Post("EMB", "KBRI Test", "MY", "embassy", "attache", head_of_mission="EMB"),
-        "CON": Post(
-            "CON", "KJRI Test", "MY", "consulate", "none", ("MY-01",), "EMB", protection_desk=True
-        ),
-        "CON2": Post(
-            "CON2", "KJRI Other", "MY", "consulate", "none", ("MY-13",), "EMB", protection_desk=True
-        ),
-        "OTHER": Post(
-            "OTHER", "KBRI Elsewhere", "SG", "embassy", "attache", head_of_mission="OTHER"
-        ),
-    }
-    return Policy(
-        dedup_window=timedelta(seconds=30),
-        category_severity={"accident": "high"},
-        posts=posts,
-        headquarters="HQ",
-        sla={
-            "critical": Sla(ack=10 * S, level2=40 * S, resolve=300 * S),
-            "high": Sla(ack=20 * S, level2=60 * S, resolve=600 * S),
-            "medium": Sla(ack=30 * S, level2=90 * S, resolve=900 * S),
-            "low": Sla(ack=70 * S, level2=None, resolve=1200 * S),
-        },
-    )
 
 
 FAST = fast_policy()

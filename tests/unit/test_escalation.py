@@ -17,10 +17,11 @@ from handlers.escalation import (
     next_deadline,
 )
 from handlers.model import Aggregate, Case, Worker, iso
-from handlers.policy import Policy, Post, Sla, load_policy
+from handlers.policy import Policy, Sla, load_policy
 from handlers.routing import escalation_target
 from infra.errors import Rejected
 from schemas.envelope import Envelope
+from tests.unit.factories import fast_policy
 
 T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -31,27 +32,6 @@ WORKER = "PMI-2024-000123"
 DEFAULT = load_policy()
 
 
-def fast_policy() -> Policy:
-    """A policy with seconds-long SLAs and a consulate -> embassy -> HQ ladder."""
-    posts = {
-        "HQ": Post("HQ", "Headquarters", None, "headquarters", "none", head_of_mission="HQ"),
-        "EMB": Post("EMB", "KBRI Test", "MY", "embassy", "attache", head_of_mission="EMB"),
-        "CON": Post(
-            "CON", "KJRI Test", "MY", "consulate", "none", ("MY-01",), "EMB", protection_desk=True
-        ),
-    }
-    return Policy(
-        dedup_window=timedelta(seconds=30),
-        category_severity={"death": "critical", "accident": "high", "other": "low"},
-        posts=posts,
-        headquarters="HQ",
-        sla={
-            "critical": Sla(ack=10 * S, level2=40 * S, resolve=300 * S),
-            "high": Sla(ack=20 * S, level2=60 * S, resolve=600 * S),
-            "medium": Sla(ack=30 * S, level2=90 * S, resolve=900 * S),
-            "low": Sla(ack=70 * S, level2=None, resolve=1200 * S),
-        },
-    )
 
 
 FAST = fast_policy()
