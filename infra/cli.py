@@ -45,8 +45,13 @@ def _run_worker(settings: Settings, *, demo: dict | None = None) -> int:
         quiet=True,
     )
     worker.spinner = None  # its terminal escapes would corrupt the JSON log stream
-    log.info("worker starting", bootstrap=settings.kafka_bootstrap, web=f"http://{settings.web_host}:{settings.web_port}",
-             partitions=settings.partitions, group=settings.group_id)
+    log.info(
+        "worker starting",
+        bootstrap=settings.kafka_bootstrap,
+        web=f"http://{settings.web_host}:{settings.web_port}",
+        partitions=settings.partitions,
+        group=settings.group_id,
+    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -99,8 +104,10 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
         async with Database(s.database_url or "", max_size=1) as db, db.pool.acquire() as conn:
             # One session token at a time: the previous session's stops working.
-            await conn.execute("UPDATE api_tokens SET revoked_at = now()"
-                               " WHERE label = $1 AND revoked_at IS NULL", DEV_TOKEN_LABEL)
+            await conn.execute(
+                "UPDATE api_tokens SET revoked_at = now() WHERE label = $1 AND revoked_at IS NULL",
+                DEV_TOKEN_LABEL,
+            )
             _, token = await create_token(conn, posts=[], hq=True, label=DEV_TOKEN_LABEL)
         return token
 
@@ -152,8 +159,13 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from infra.simulate import simulate  # noqa: PLC0415
 
     asyncio.run(
-        simulate(settings, rate=args.rate, duration=args.duration, seed=args.seed,
-                 progress=not args.quiet)
+        simulate(
+            settings,
+            rate=args.rate,
+            duration=args.duration,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
     )
     return 0
 
@@ -177,7 +189,9 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
                     known = load_policy(settings.policy).posts
                     unknown = [p for p in args.post if p not in known]
                     if unknown:
-                        raise GardaError(f"unknown post(s) {', '.join(unknown)}; see GET /api/posts")
+                        raise GardaError(
+                            f"unknown post(s) {', '.join(unknown)}; see GET /api/posts"
+                        )
                 token_id, token = await create_token(
                     conn, posts=args.post or [], hq=args.hq, label=args.label
                 )
@@ -204,8 +218,15 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.policy import load_policy  # noqa: PLC0415
     from streams.rebuild import rebuild  # noqa: PLC0415
 
-    asyncio.run(rebuild(settings, load_policy(settings.policy), batch_size=args.batch_size,
-                        force=args.force, republish=args.republish))
+    asyncio.run(
+        rebuild(
+            settings,
+            load_policy(settings.policy),
+            batch_size=args.batch_size,
+            force=args.force,
+            republish=args.republish,
+        )
+    )
     return 0
 
 
@@ -217,8 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--demo", action="store_true", help="feed simulated traffic")
     dev.add_argument("--rate", type=float, default=20.0, help="demo events per second")
     dev.add_argument("--duration", type=float, default=60.0, help="demo seconds")
-    dev.add_argument("--seed", type=int, default=None,
-                     help="traffic seed (default: a new one each run, so workers are new)")
+    dev.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="traffic seed (default: a new one each run, so workers are new)",
+    )
     dev.set_defaults(func=cmd_dev, log_format="console")
 
     w = sub.add_parser("worker", help="processors + API against GARDA_KAFKA_BOOTSTRAP/DATABASE_URL")
@@ -230,11 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_migrate)
 
     s = sub.add_parser("simulate", help="publish realistic traffic to the input topics")
-    s.add_argument("--rate", type=float, default=50.0, help="events per second (0: as fast as possible)")
+    s.add_argument(
+        "--rate", type=float, default=50.0, help="events per second (0: as fast as possible)"
+    )
     s.add_argument("--duration", type=float, default=30.0, help="seconds")
-    s.add_argument("--seed", type=int, default=None,
-                   help="traffic seed; the same seed gives the same workers and incidents "
-                        "(default: a new one each run)")
+    s.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="traffic seed; the same seed gives the same workers and incidents "
+        "(default: a new one each run)",
+    )
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_simulate)
     r = sub.add_parser("rebuild", help="replay the input topics into an empty read model")
@@ -272,6 +303,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-

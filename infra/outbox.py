@@ -94,7 +94,8 @@ class OutboxRelay:
                     "SELECT seq, topic, key, value, headers FROM outbox"
                     " WHERE published_at IS NULL AND seq <= $1 ORDER BY seq LIMIT $2"
                     " FOR UPDATE",
-                    max(seqs), len(seqs) + 5000,
+                    max(seqs),
+                    len(seqs) + 5000,
                 )
                 done = await self._send(rows)
                 await conn.execute(

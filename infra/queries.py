@@ -57,8 +57,9 @@ async def list_cases(
             where.append(f"{name} = ${len(args)}")
     if posts is not None:
         args.append(sorted(posts))
-        where.append(f"(post_id = ANY(${len(args)})"
-                     f" OR doc->'detail'->>'{ESCALATED_TO}' = ANY(${len(args)}))")
+        where.append(
+            f"(post_id = ANY(${len(args)}) OR doc->'detail'->>'{ESCALATED_TO}' = ANY(${len(args)}))"
+        )
     if after:
         opened_at, case_id = _parse_cursor(after)
         args += [opened_at, case_id]

@@ -81,7 +81,9 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
-def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
+def load_settings(
+    env: dict[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> Settings:
     """Build Settings from ``GARDA_*`` variables; ``.env`` values fill what the environment lacks."""
     merged: dict[str, str] = {}
     if dotenv is not None:
@@ -93,7 +95,7 @@ def load_settings(env: dict[str, str] | None = None, dotenv: Path | None = Path(
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     kwargs: dict[str, object] = {}
     for key, raw in merged.items():
-        name = key[len(PREFIX):].lower()
+        name = key[len(PREFIX) :].lower()
         if name not in fields:
             known = ", ".join(PREFIX + n.upper() for n in fields)
             raise ConfigError(f"unknown setting {key}; known settings: {known}")
@@ -122,5 +124,7 @@ def _check(s: Settings) -> None:
         raise ConfigError("GARDA_BATCH_SIZE must be at least 1")
     if s.policy is not None and not s.policy.is_file():
         raise ConfigError(f"GARDA_POLICY={s.policy}: no such file")
-    if s.database_url is not None and not s.database_url.startswith(("postgres://", "postgresql://")):
+    if s.database_url is not None and not s.database_url.startswith(
+        ("postgres://", "postgresql://")
+    ):
         raise ConfigError("GARDA_DATABASE_URL must start with postgresql:// or postgres://")

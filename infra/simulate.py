@@ -35,17 +35,35 @@ DESTINATIONS: dict[str, tuple[int, list[str | None]]] = {
     "TR": (2289, [None]),
 }
 CATEGORIES = {
-    "wants_to_go_home": 20, "unpaid_wages": 14, "deportation": 8, "failed_departure": 4,
-    "death": 3, "job_fraud": 6, "illness": 7, "accident": 4, "social_security": 4,
-    "trafficking": 3, "contract_mismatch": 8, "employer_violence": 4, "sexual_violence": 2,
-    "mental_health": 2, "lost_contact": 5, "document_withheld": 3, "detention": 2,
-    "overstay": 2, "other": 3,
+    "wants_to_go_home": 20,
+    "unpaid_wages": 14,
+    "deportation": 8,
+    "failed_departure": 4,
+    "death": 3,
+    "job_fraud": 6,
+    "illness": 7,
+    "accident": 4,
+    "social_security": 4,
+    "trafficking": 3,
+    "contract_mismatch": 8,
+    "employer_violence": 4,
+    "sexual_violence": 2,
+    "mental_health": 2,
+    "lost_contact": 5,
+    "document_withheld": 3,
+    "detention": 2,
+    "overstay": 2,
+    "other": 3,
 }
 # The insurer's usual path for a claim; one in five ends rejected instead of paid.
 CLAIM_STEPS = ("docs_pending", "submitted", "verified", "approved", "paid")
 SOURCES = {
-    "TW": "kdei-taipei/case-desk", "MY": "kbri-kuala-lumpur/case-desk", "HK": "kjri-hong-kong/case-desk",
-    "SA": "kbri-riyadh/case-desk", "JP": "kbri-tokyo/consular", "KR": "kbri-seoul/case-desk",
+    "TW": "kdei-taipei/case-desk",
+    "MY": "kbri-kuala-lumpur/case-desk",
+    "HK": "kjri-hong-kong/case-desk",
+    "SA": "kbri-riyadh/case-desk",
+    "JP": "kbri-tokyo/consular",
+    "KR": "kbri-seoul/case-desk",
 }
 
 
@@ -89,7 +107,11 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
             else:
                 claims[i] = (claim_id, wid, step + 1)
             data = {"claim_id": claim_id, "worker_id": wid, "status": status, "changed_at": stamp}
-            yield topics.CLAIMS, wid, _event("pmi.claim.status-changed", "bpjs-ketenagakerjaan/claims", wid, data, now)
+            yield (
+                topics.CLAIMS,
+                wid,
+                _event("pmi.claim.status-changed", "bpjs-ketenagakerjaan/claims", wid, data, now),
+            )
             continue
         roll = rnd.random()
         if roll < 0.45 or not placed:
@@ -100,7 +122,9 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
             data: dict[str, Any] = {
                 "worker_id": wid,
                 "destination_country": country,
-                "departed_at": (now - timedelta(hours=rnd.randint(1, 48))).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "departed_at": (now - timedelta(hours=rnd.randint(1, 48))).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
                 "embarkation_point": rnd.choice(["CGK", "SUB", "KNO", "BTH"]),
                 "scheme": rnd.choices(["p2p", "g2g", "individual"], [85, 10, 5])[0],
                 "employer_type": "household" if household else "legal_entity",
@@ -109,7 +133,9 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
                 "contract_end": (now.date() + timedelta(days=730)).isoformat(),
                 "nik": f"35{rnd.randint(10**13, 10**14 - 1)}",
                 "passport_no": f"C{rnd.randint(10**6, 10**7 - 1)}",
-                "full_name": rnd.choice(["Siti Aminah", "Sri Wahyuni", "Dewi Lestari", "Agus Salim"]),
+                "full_name": rnd.choice(
+                    ["Siti Aminah", "Sri Wahyuni", "Dewi Lestari", "Agus Salim"]
+                ),
             }
             if region:
                 data["destination_region"] = region
@@ -120,13 +146,27 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
             if rnd.random() < 0.92:
                 data["bpjs_membership_no"] = f"BPJS{rnd.randint(10**9, 10**10 - 1)}"
             placed.append((wid, country, region))
-            yield topics.DEPARTURES, wid, _event("pmi.departure.recorded", "siskop2mi/embarkation", wid, data, now)
+            yield (
+                topics.DEPARTURES,
+                wid,
+                _event("pmi.departure.recorded", "siskop2mi/embarkation", wid, data, now),
+            )
         elif roll < 0.75:
             wid, country, region = rnd.choice(placed)
-            data = {"worker_id": wid, "country": country, "reported_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            data = {
+                "worker_id": wid,
+                "country": country,
+                "reported_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
             if region:
                 data["region"] = region
-            yield topics.DEPARTURES, wid, _event("pmi.arrival.reported", SOURCES.get(country, "mission/desk"), wid, data, now)
+            yield (
+                topics.DEPARTURES,
+                wid,
+                _event(
+                    "pmi.arrival.reported", SOURCES.get(country, "mission/desk"), wid, data, now
+                ),
+            )
         else:
             if rnd.random() < 0.2:  # a worker nobody saw leave
                 wid = f"PMI-X{seed:04d}-{n:07d}"
@@ -138,27 +178,51 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
                 "incident_id": f"INC-{seed}-{n}",
                 "worker_id": wid,
                 "category": rnd.choices(cats, cat_w)[0],
-                "occurred_at": (now - timedelta(hours=rnd.randint(0, 72))).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "occurred_at": (now - timedelta(hours=rnd.randint(0, 72))).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
                 "country": country,
-                "reporter_type": rnd.choice(["mission", "worker", "family", "hotline", "panic_button"]),
+                "reporter_type": rnd.choice(
+                    ["mission", "worker", "family", "hotline", "panic_button"]
+                ),
                 "description": "reported through the simulator",
             }
             if region:
                 data["region"] = region
-            yield topics.INCIDENTS, wid, _event("pmi.incident.reported", SOURCES.get(country, "mission/desk"), wid, data, now)
+            yield (
+                topics.INCIDENTS,
+                wid,
+                _event(
+                    "pmi.incident.reported", SOURCES.get(country, "mission/desk"), wid, data, now
+                ),
+            )
             if data["category"] in ("accident", "death", "illness") and rnd.random() < 0.6:
                 claim_id = f"CLM-{seed}-{n}"
                 program = "JKM" if data["category"] == "death" else "JKK"
-                claim = {"claim_id": claim_id, "worker_id": wid, "program": program,
-                         "event_date": data["occurred_at"][:10], "filed_at": stamp,
-                         "incident_id": data["incident_id"]}
+                claim = {
+                    "claim_id": claim_id,
+                    "worker_id": wid,
+                    "program": program,
+                    "event_date": data["occurred_at"][:10],
+                    "filed_at": stamp,
+                    "incident_id": data["incident_id"],
+                }
                 claims.append((claim_id, wid, 0))
-                yield topics.CLAIMS, wid, _event("pmi.claim.filed", "bpjs-ketenagakerjaan/claims", wid, claim, now)
+                yield (
+                    topics.CLAIMS,
+                    wid,
+                    _event("pmi.claim.filed", "bpjs-ketenagakerjaan/claims", wid, claim, now),
+                )
 
 
 async def simulate(
-    settings: Settings, *, rate: float = 50.0, duration: float = 30.0, seed: int | None = None,
-    progress: bool = True, limit: int | None = None,
+    settings: Settings,
+    *,
+    rate: float = 50.0,
+    duration: float = 30.0,
+    seed: int | None = None,
+    progress: bool = True,
+    limit: int | None = None,
 ) -> int:
     """Publish traffic at ``rate`` events/s for ``duration`` s (or ``limit`` events).
 
@@ -168,9 +232,14 @@ async def simulate(
     if seed is None:
         seed = random.SystemRandom().randrange(1, 10_000)
         if progress:
-            print(f"simulate: seed {seed} (pass --seed {seed} to repeat this traffic)",
-                  file=sys.stderr, flush=True)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=10)
+            print(
+                f"simulate: seed {seed} (pass --seed {seed} to repeat this traffic)",
+                file=sys.stderr,
+                flush=True,
+            )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=10
+    )
     await producer.start()
     sent = 0
     total = limit if limit is not None else (int(rate * duration) if rate > 0 else None)
@@ -191,11 +260,16 @@ async def simulate(
             if progress and time.monotonic() - last_report >= 1.0:
                 last_report = time.monotonic()
                 of = f"/{total}" if total else ""
-                print(f"simulate: sent {sent}{of} events ({sent / (last_report - started):.0f}/s)",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"simulate: sent {sent}{of} events ({sent / (last_report - started):.0f}/s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         await producer.flush()
     finally:
         await producer.stop()
     if progress:
-        print(f"simulate: done, {sent} events in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        print(
+            f"simulate: done, {sent} events in {time.monotonic() - started:.1f}s", file=sys.stderr
+        )
     return sent

@@ -70,7 +70,9 @@ class ProcessedId:
 @dataclass
 class BatchWrite:
     aggregates: list[tuple[Aggregate, int | None]] = field(default_factory=list)
-    timeline: list[tuple[TimelineEntry, str, str]] = field(default_factory=list)  # entry, source, id
+    timeline: list[tuple[TimelineEntry, str, str]] = field(
+        default_factory=list
+    )  # entry, source, id
     processed: list[ProcessedId] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
@@ -104,11 +106,14 @@ async def lock_workers(conn: asyncpg.Connection, worker_ids: Iterable[str]) -> N
     """
     buckets = sorted({zlib.crc32(w.encode()) % WORKER_LOCK_BUCKETS for w in worker_ids})
     if buckets:
-        await conn.execute("SELECT pg_advisory_xact_lock(7302, b) FROM unnest($1::int[]) AS b",
-                           buckets)
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(7302, b) FROM unnest($1::int[]) AS b", buckets
+        )
 
 
-async def claim_new(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+async def claim_new(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
     """Of these (source, id) keys, the ones never processed before (not yet recorded)."""
     if not keys:
         return set()
@@ -122,7 +127,9 @@ async def claim_new(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -
     return {k for k in keys if k not in seen}
 
 
-async def load_aggregates(conn: asyncpg.Connection, worker_ids: Iterable[str]) -> dict[str, Aggregate]:
+async def load_aggregates(
+    conn: asyncpg.Connection, worker_ids: Iterable[str]
+) -> dict[str, Aggregate]:
     ids = sorted(set(worker_ids))
     aggs = {w: Aggregate(worker=Worker(worker_id=w)) for w in ids}
     if not ids:
@@ -153,19 +160,49 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
     for agg, partition in batch.aggregates:
         w = agg.worker
         workers.append(
-            (w.worker_id, w.state, w.country, w.region, agg.in_crisis(), w.non_procedural,
-             w.insured_until, partition, w.to_doc())
+            (
+                w.worker_id,
+                w.state,
+                w.country,
+                w.region,
+                agg.in_crisis(),
+                w.non_procedural,
+                w.insured_until,
+                partition,
+                w.to_doc(),
+            )
         )
         for c in agg.cases.values():
             cases.append(
-                (c.case_id, c.worker_id, c.kind, c.category, c.severity, c.status, c.post_id,
-                 c.escalation_level, c.ack_due, c.resolve_due, c.opened_at, c.reports,
-                 clocks.next_due(c), partition, c.to_doc())
+                (
+                    c.case_id,
+                    c.worker_id,
+                    c.kind,
+                    c.category,
+                    c.severity,
+                    c.status,
+                    c.post_id,
+                    c.escalation_level,
+                    c.ack_due,
+                    c.resolve_due,
+                    c.opened_at,
+                    c.reports,
+                    clocks.next_due(c),
+                    partition,
+                    c.to_doc(),
+                )
             )
         for cl in agg.claims.values():
             claims.append(
-                (cl.claim_id, cl.worker_id, cl.status, cl.last_change_at, clocks.stall_due(cl),
-                 partition, cl.to_doc())
+                (
+                    cl.claim_id,
+                    cl.worker_id,
+                    cl.status,
+                    cl.last_change_at,
+                    clocks.stall_due(cl),
+                    partition,
+                    cl.to_doc(),
+                )
             )
     if workers:
         await conn.executemany(
@@ -203,16 +240,20 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
             """INSERT INTO case_timeline (entry_id, case_id, at, type, actor, detail, source,
                    event_id)
                VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (entry_id) DO NOTHING""",
-            [(e.entry_id, e.case_id, e.at, e.type, e.actor, e.detail, src, eid)
-             for e, src, eid in batch.timeline],
+            [
+                (e.entry_id, e.case_id, e.at, e.type, e.actor, e.detail, src, eid)
+                for e, src, eid in batch.timeline
+            ],
         )
     if batch.processed:
         await conn.executemany(
             """INSERT INTO processed_events (source, id, type, worker_id, topic, partition,
                    "offset", outcome)
                VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING""",
-            [(p.source, p.id, p.type, p.worker_id, p.topic, p.partition, p.offset, p.outcome)
-             for p in batch.processed],
+            [
+                (p.source, p.id, p.type, p.worker_id, p.topic, p.partition, p.offset, p.outcome)
+                for p in batch.processed
+            ],
         )
     rows = list(batch.outbox)
     if batch.deadletters:
@@ -225,8 +266,12 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
                SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[],
                                     $5::text[], $6::text[], $7::text[])
                ON CONFLICT DO NOTHING RETURNING topic, partition, "offset", digest""",
-            [d.topic for d in dls], [d.partition for d in dls], [d.offset for d in dls],
-            [d.digest for d in dls], [d.error for d in dls], [d.source for d in dls],
+            [d.topic for d in dls],
+            [d.partition for d in dls],
+            [d.offset for d in dls],
+            [d.digest for d in dls],
+            [d.error for d in dls],
+            [d.source for d in dls],
             [d.event_id for d in dls],
         )
         new = {(r["topic"], r["partition"], r["offset"], r["digest"]) for r in fresh}

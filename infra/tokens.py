@@ -58,7 +58,11 @@ async def create_token(
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     await conn.execute(
         "INSERT INTO api_tokens (token_id, token_hash, posts, hq, label) VALUES ($1,$2,$3,$4,$5)",
-        token_id, hash_token(token), sorted(set(posts)), hq, label,
+        token_id,
+        hash_token(token),
+        sorted(set(posts)),
+        hq,
+        label,
     )
     return token_id, token
 
@@ -68,8 +72,12 @@ async def list_tokens(conn: asyncpg.Connection) -> list[TokenInfo]:
         "SELECT token_id, posts, hq, label, created_at, revoked_at FROM api_tokens"
         " ORDER BY created_at"
     )
-    return [TokenInfo(r["token_id"], list(r["posts"]), r["hq"], r["label"], r["created_at"],
-                      r["revoked_at"]) for r in rows]
+    return [
+        TokenInfo(
+            r["token_id"], list(r["posts"]), r["hq"], r["label"], r["created_at"], r["revoked_at"]
+        )
+        for r in rows
+    ]
 
 
 async def revoke_token(conn: asyncpg.Connection, token_id: str) -> bool:
@@ -91,11 +99,21 @@ async def resolve_token(conn: asyncpg.Connection, token: str) -> Scope | None:
 
 
 async def audit(
-    conn: asyncpg.Connection, scope: Scope | None, method: str, path: str, status: int,
-    event_id: str | None = None, detail: dict | None = None,
+    conn: asyncpg.Connection,
+    scope: Scope | None,
+    method: str,
+    path: str,
+    status: int,
+    event_id: str | None = None,
+    detail: dict | None = None,
 ) -> None:
     await conn.execute(
         "INSERT INTO audit_log (token_id, method, path, status, event_id, detail)"
         " VALUES ($1,$2,$3,$4,$5,$6)",
-        scope.token_id if scope else None, method, path, status, event_id, detail or {},
+        scope.token_id if scope else None,
+        method,
+        path,
+        status,
+        event_id,
+        detail or {},
     )

@@ -166,8 +166,13 @@ class BatchProcessor:
                 attempt += 1
                 if isinstance(exc, TRANSIENT_DB_ERRORS) or not await self._database_answers():
                     delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * (0.5 + random.random())
-                    log.warning("batch failed, will retry", error=repr(exc), attempt=attempt,
-                                retry_in=round(delay, 2), records=len(records))
+                    log.warning(
+                        "batch failed, will retry",
+                        error=repr(exc),
+                        attempt=attempt,
+                        retry_in=round(delay, 2),
+                        records=len(records),
+                    )
                     await asyncio.sleep(delay)
                     continue
                 if len(records) > 1:
@@ -180,17 +185,25 @@ class BatchProcessor:
                     return report
                 if attempt < SINGLE_RECORD_ATTEMPTS:
                     delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
-                    log.warning("record failed, will retry before dead-lettering it",
-                                error=repr(exc), attempt=attempt, retry_in=round(delay, 2))
+                    log.warning(
+                        "record failed, will retry before dead-lettering it",
+                        error=repr(exc),
+                        attempt=attempt,
+                        retry_in=round(delay, 2),
+                    )
                     await asyncio.sleep(delay)
                     continue
                 log.exception("record failed permanently; dead-lettering it")
                 try:
                     return await self._dead_letter_only(records[0], f"internal error: {exc!r}")
                 except Exception:
-                    log.critical("dead-letter write failed; retrying", exc_info=True,
-                                 topic=records[0].topic, partition=records[0].partition,
-                                 offset=records[0].offset)
+                    log.critical(
+                        "dead-letter write failed; retrying",
+                        exc_info=True,
+                        topic=records[0].topic,
+                        partition=records[0].partition,
+                        offset=records[0].offset,
+                    )
                     await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
 
     async def _database_answers(self) -> bool:
@@ -222,9 +235,18 @@ class BatchProcessor:
             except InvalidEvent as exc:
                 batch.deadletters.append(self._dead_letter(rec, str(exc)))
                 report.outcomes["invalid"] += 1
-                notes.append(("warning", "invalid event dead-lettered",
-                              {"topic": rec.topic, "partition": rec.partition,
-                               "offset": rec.offset, "error": str(exc)}))
+                notes.append(
+                    (
+                        "warning",
+                        "invalid event dead-lettered",
+                        {
+                            "topic": rec.topic,
+                            "partition": rec.partition,
+                            "offset": rec.offset,
+                            "error": str(exc),
+                        },
+                    )
+                )
 
         async with self.db.pool.acquire() as conn, conn.transaction():
             await lock_partitions(conn, [r.partition for r in records])
@@ -238,9 +260,18 @@ class BatchProcessor:
                     todo.append(d)
                 else:
                     report.outcomes["duplicate"] += 1
-                    notes.append(("info", "event handled",
-                                  {"event_id": d.envelope.id, "type": d.envelope.type,
-                                   "worker_id": d.envelope.subject, "outcome": "duplicate"}))
+                    notes.append(
+                        (
+                            "info",
+                            "event handled",
+                            {
+                                "event_id": d.envelope.id,
+                                "type": d.envelope.type,
+                                "worker_id": d.envelope.subject,
+                                "outcome": "duplicate",
+                            },
+                        )
+                    )
             aggs = await load_aggregates(conn, (d.envelope.subject for d in todo))
             touched: dict[str, tuple[Aggregate, int]] = {}
             for d in todo:
@@ -248,8 +279,16 @@ class BatchProcessor:
                 outcome = self._apply(env, rec, aggs, touched, batch, now, notes)
                 report.outcomes[outcome] += 1
                 batch.processed.append(
-                    ProcessedId(env.source, env.id, env.type, env.subject, rec.topic,
-                                rec.partition, rec.offset, outcome)
+                    ProcessedId(
+                        env.source,
+                        env.id,
+                        env.type,
+                        env.subject,
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                        outcome,
+                    )
                 )
             batch.aggregates = list(touched.values())
             report.outbox_seqs = await write_batch(conn, batch, self)
@@ -273,14 +312,29 @@ class BatchProcessor:
             result = handle(agg, env, self.policy, now)
         except Rejected as exc:
             batch.deadletters.append(self._dead_letter(rec, f"rejected: {exc.reason}", env))
-            notes.append(("warning", "event handled",
-                          {"event_id": env.id, "type": env.type, "worker_id": env.subject,
-                           "outcome": "rejected", "reason": exc.reason}))
+            notes.append(
+                (
+                    "warning",
+                    "event handled",
+                    {
+                        "event_id": env.id,
+                        "type": env.type,
+                        "worker_id": env.subject,
+                        "outcome": "rejected",
+                        "reason": exc.reason,
+                    },
+                )
+            )
             return "rejected"
         except Exception as exc:  # a bug must not stop the worker nor lose the event
             batch.deadletters.append(self._dead_letter(rec, f"internal error: {exc!r}", env))
-            log.exception("event handled", event_id=env.id, type=env.type,
-                          worker_id=env.subject, outcome="error")
+            log.exception(
+                "event handled",
+                event_id=env.id,
+                type=env.type,
+                worker_id=env.subject,
+                outcome="error",
+            )
             return "error"
         aggs[env.subject] = result.aggregate
         result.aggregate.exists = True
@@ -289,15 +343,30 @@ class BatchProcessor:
             batch.timeline.append((entry, env.source, env.id))
         for ev in result.effects.events:
             if ev.type in ("garda.case.opened", "garda.case.escalated"):
-                notes.append(("info", ev.type.removeprefix("garda.").replace(".", " "),
-                              {"case_id": ev.data.get("case_id"), "worker_id": env.subject,
-                               "kind": ev.data.get("kind"), "category": ev.data.get("category"),
-                               "severity": ev.data.get("severity"),
-                               "post_id": ev.data.get("post_id"),
-                               "level": ev.data.get("escalation_level")}))
+                notes.append(
+                    (
+                        "info",
+                        ev.type.removeprefix("garda.").replace(".", " "),
+                        {
+                            "case_id": ev.data.get("case_id"),
+                            "worker_id": env.subject,
+                            "kind": ev.data.get("kind"),
+                            "category": ev.data.get("category"),
+                            "severity": ev.data.get("severity"),
+                            "post_id": ev.data.get("post_id"),
+                            "level": ev.data.get("escalation_level"),
+                        },
+                    )
+                )
             # Garda's own output: built directly (the handlers made it; no input validation).
-            out = Envelope(id=ev.id, source=GARDA_SOURCE, type=ev.type,
-                           subject=ev.subject or ev.key, data=ev.data, time=now)
+            out = Envelope(
+                id=ev.id,
+                source=GARDA_SOURCE,
+                type=ev.type,
+                subject=ev.subject or ev.key,
+                data=ev.data,
+                time=now,
+            )
             batch.outbox.append(
                 OutboxRow(
                     event_id=f"{ev.topic}:{ev.id}",
@@ -307,7 +376,16 @@ class BatchProcessor:
                     headers=[("content-type", b"application/cloudevents+json")],
                 )
             )
-        notes.append(("info", "event handled",
-                      {"event_id": env.id, "type": env.type, "worker_id": env.subject,
-                       "outcome": result.outcome}))
+        notes.append(
+            (
+                "info",
+                "event handled",
+                {
+                    "event_id": env.id,
+                    "type": env.type,
+                    "worker_id": env.subject,
+                    "outcome": result.outcome,
+                },
+            )
+        )
         return result.outcome

@@ -25,12 +25,20 @@ from streams.processor import BatchProcessor, RawRecord
 
 log = get_logger("garda.rebuild")
 
-READ_MODEL_TABLES = ("workers", "cases", "claims", "case_timeline", "processed_events",
-                     "deadletters", "outbox")
+READ_MODEL_TABLES = (
+    "workers",
+    "cases",
+    "claims",
+    "case_timeline",
+    "processed_events",
+    "deadletters",
+    "outbox",
+)
 
 
-async def _read_all(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
-                    progress: bool) -> list[tuple]:
+async def _read_all(
+    consumer: AIOKafkaConsumer, parts: list[TopicPartition], progress: bool
+) -> list[tuple]:
     """Every record of the given partitions up to their high-water marks."""
     consumer.assign(parts)
     await consumer.seek_to_beginning(*parts)
@@ -61,8 +69,13 @@ async def _read_all(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
 
 
 async def rebuild(
-    settings: Settings, policy: Policy, *, batch_size: int = 5000, force: bool = False,
-    republish: bool = False, progress: bool = True,
+    settings: Settings,
+    policy: Policy,
+    *,
+    batch_size: int = 5000,
+    force: bool = False,
+    republish: bool = False,
+    progress: bool = True,
 ) -> dict[str, int]:
     if not settings.database_url:
         raise GardaError("garda rebuild needs GARDA_DATABASE_URL")
@@ -78,19 +91,28 @@ async def rebuild(
             if present:
                 await conn.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 << 20, fetch_max_wait_ms=100,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 << 20,
+            fetch_max_wait_ms=100,
         )
         await consumer.start()
         try:
             names = [settings.topic(t) for t in topics.INPUTS]
-            parts = [TopicPartition(n, p) for n in names
-                     for p in sorted(consumer.partitions_for_topic(n) or [])]
+            parts = [
+                TopicPartition(n, p)
+                for n in names
+                for p in sorted(consumer.partitions_for_topic(n) or [])
+            ]
             if not parts:
                 await consumer.topics()
-                parts = [TopicPartition(n, p) for n in names
-                         for p in sorted(consumer.partitions_for_topic(n) or [])]
+                parts = [
+                    TopicPartition(n, p)
+                    for n in names
+                    for p in sorted(consumer.partitions_for_topic(n) or [])
+                ]
             started = time.monotonic()
             records = await _read_all(consumer, parts, progress)
         finally:
@@ -100,29 +122,44 @@ async def rebuild(
         done = 0
         last = time.monotonic()
         for chunk in _chunks(ordered, batch_size):
-            report = await processor.process([
-                RawRecord(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or []),
-                          m.timestamp / 1000 if m.timestamp is not None else None)
-                for m in chunk
-            ])
+            report = await processor.process(
+                [
+                    RawRecord(
+                        m.topic,
+                        m.partition,
+                        m.offset,
+                        m.key,
+                        m.value,
+                        list(m.headers or []),
+                        m.timestamp / 1000 if m.timestamp is not None else None,
+                    )
+                    for m in chunk
+                ]
+            )
             if not republish and report.outbox_seqs:
                 async with db.pool.acquire() as conn:
-                    await conn.execute("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)",
-                                       report.outbox_seqs)
+                    await conn.execute(
+                        "UPDATE outbox SET published_at = now() WHERE seq = ANY($1)",
+                        report.outbox_seqs,
+                    )
             done += len(chunk)
             if progress and time.monotonic() - last > 1:
                 last = time.monotonic()
-                print(f"rebuild: applied {done}/{len(ordered)} records", file=sys.stderr, flush=True)
+                print(
+                    f"rebuild: applied {done}/{len(ordered)} records", file=sys.stderr, flush=True
+                )
         elapsed = time.monotonic() - started
         totals = dict(processor.totals)
     if progress:
         rate = done / elapsed if elapsed > 0 else 0
-        print(f"rebuild: done, {done} records in {elapsed:.1f}s ({rate:.0f}/s): {totals}",
-              file=sys.stderr)
+        print(
+            f"rebuild: done, {done} records in {elapsed:.1f}s ({rate:.0f}/s): {totals}",
+            file=sys.stderr,
+        )
     log.info("rebuild finished", records=done, seconds=round(elapsed, 2), **totals)
     return {"records": done, **totals}
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]

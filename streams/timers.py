@@ -60,12 +60,14 @@ class DeadlineTimer:
             case_rows = await conn.fetch(
                 "SELECT doc FROM cases WHERE partition = ANY($1) AND next_due <= $2"
                 " ORDER BY next_due LIMIT 5000",
-                parts, now,
+                parts,
+                now,
             )
             claim_rows = await conn.fetch(
                 "SELECT doc FROM claims WHERE partition = ANY($1) AND stall_due <= $2"
                 " ORDER BY stall_due LIMIT 5000",
-                parts, now,
+                parts,
+                now,
             )
         commands: list[tuple[str, str, dict[str, Any]]] = []
         cases = [Case.from_doc(r["doc"]) for r in case_rows]
@@ -78,8 +80,11 @@ class DeadlineTimer:
             if due is None or due > now:
                 continue
             last = claim.last_change_at or claim.filed_at
-            data = {"claim_id": claim.claim_id, "worker_id": claim.worker_id,
-                    "last_change_at": iso(last)}
+            data = {
+                "claim_id": claim.claim_id,
+                "worker_id": claim.worker_id,
+                "last_change_at": iso(last),
+            }
             commands.append(("garda.claim.stalled", f"stalled:{claim.claim_id}:{iso(last)}", data))
         sent = 0
         topic = rt.settings.topic(topics.COMMANDS)
@@ -89,12 +94,27 @@ class DeadlineTimer:
             # A fresh id per send: commands are made idempotent by the state they are checked
             # against (a level fires once), not by their id, so that a command judged early
             # (clock skew between workers) never blocks the ones sent after it.
-            env = new_envelope(type=type_, subject=data["worker_id"], data=data,
-                               id=f"{cid}:{uuid.uuid4().hex[:12]}", source=TIMER_SOURCE, time=now)
-            await rt.relay.send_raw(topic, data["worker_id"].encode(), encode(env),
-                                    [("content-type", b"application/cloudevents+json")])
-            log.info("deadline command sent", type=type_, command_id=cid,
-                     worker_id=data["worker_id"], due_at=data.get("due_at"))
+            env = new_envelope(
+                type=type_,
+                subject=data["worker_id"],
+                data=data,
+                id=f"{cid}:{uuid.uuid4().hex[:12]}",
+                source=TIMER_SOURCE,
+                time=now,
+            )
+            await rt.relay.send_raw(
+                topic,
+                data["worker_id"].encode(),
+                encode(env),
+                [("content-type", b"application/cloudevents+json")],
+            )
+            log.info(
+                "deadline command sent",
+                type=type_,
+                command_id=cid,
+                worker_id=data["worker_id"],
+                due_at=data.get("due_at"),
+            )
             sent += 1
         self.fired += sent
         self._forget_old()

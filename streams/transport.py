@@ -16,6 +16,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, T
 
 class _ConsumerThread(AIOKafkaConsumerThread):
     logger = logging.getLogger("faust.transport")  # Faust's records keep Faust's logger name
+
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = int(getattr(self.app, "fetch_max_wait_ms", 100))
@@ -24,6 +25,7 @@ class _ConsumerThread(AIOKafkaConsumerThread):
 
 class _Consumer(Consumer):
     logger = logging.getLogger("faust.transport")
+
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 

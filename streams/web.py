@@ -178,8 +178,12 @@ def register(app: Any) -> None:
             q = request.query
             unknown = set(q) - set(queries.CASE_FILTERS) - {"limit", "after"}
             if unknown:
-                return _error(self, 400, f"unknown filter(s): {', '.join(sorted(unknown))}",
-                              filters=list(queries.CASE_FILTERS))
+                return _error(
+                    self,
+                    400,
+                    f"unknown filter(s): {', '.join(sorted(unknown))}",
+                    filters=list(queries.CASE_FILTERS),
+                )
             for name, allowed in ENUM_FILTERS.items():
                 if q.get(name) and q[name] not in allowed:
                     return _error(self, 400, f"{name} must be one of {', '.join(allowed)}")
@@ -246,8 +250,9 @@ def register(app: Any) -> None:
         async def post(self, request: Request) -> Response:
             scope = await authorized(self, request)
             if not isinstance(scope, Scope):
-                await _audit(runtime, None, "POST", "/api/events", 401, None,
-                             {"error": "unauthorized"})
+                await _audit(
+                    runtime, None, "POST", "/api/events", 401, None, {"error": "unauthorized"}
+                )
                 return scope
             body = await request.read()
             headers = _ce_headers(request)
@@ -258,8 +263,10 @@ def register(app: Any) -> None:
                 await _audit(runtime, scope, "POST", "/api/events", 400, None, {"error": str(exc)})
                 return _error(self, 400, str(exc), field=exc.field)
             if env.type not in TOPIC_OF_TYPE:
-                reason = (f"{env.type} is not accepted here: case actions go to "
-                          "POST /api/cases/{case_id}/<action>, garda.* types are internal")
+                reason = (
+                    f"{env.type} is not accepted here: case actions go to "
+                    "POST /api/cases/{case_id}/<action>, garda.* types are internal"
+                )
                 await _dead_letter_http(runtime, body, headers, reason)
                 await _audit(runtime, scope, "POST", "/api/events", 422, env.id, {"error": reason})
                 return _error(self, 422, reason, field="type", accepted=sorted(TOPIC_OF_TYPE))
@@ -268,8 +275,9 @@ def register(app: Any) -> None:
                 await runtime.relay.send_raw(topic, env.subject.encode(), body, headers)
             except Exception as exc:  # noqa: BLE001 - broker down or record too large
                 log.warning("ingest not published", event_id=env.id, error=repr(exc))
-                await _audit(runtime, scope, "POST", "/api/events", 503, env.id,
-                             {"error": repr(exc)})
+                await _audit(
+                    runtime, scope, "POST", "/api/events", 503, env.id, {"error": repr(exc)}
+                )
                 return _error(self, 503, "the event could not be published; retry it")
             await _audit(runtime, scope, "POST", "/api/events", 202, env.id, {"type": env.type})
             log.info("event ingested", event_id=env.id, type=env.type, worker_id=env.subject)
@@ -297,22 +305,39 @@ def _register_actions(app: Any, runtime: Any, authorized: Any) -> None:
                 if not isinstance(body, dict):
                     early = (400, "body must be a JSON object")
             if early is not None:  # refused writes are audited too
-                await _audit(runtime, scope if isinstance(scope, Scope) else None, "POST", path,
-                             early[0], None, {"action": action, "case_id": case_id,
-                                              "error": early[1]})
+                await _audit(
+                    runtime,
+                    scope if isinstance(scope, Scope) else None,
+                    "POST",
+                    path,
+                    early[0],
+                    None,
+                    {"action": action, "case_id": case_id, "error": early[1]},
+                )
                 if not isinstance(scope, Scope):
                     return scope
                 extra = {"actions": sorted(ACTIONS)} if early[0] == 404 else {}
                 return _error(self, early[0], early[1], **extra)
             type_, fields = ACTIONS[action]
             status, reply = await _case_action(runtime, scope, case_id, type_, fields, body)
-            await _audit(runtime, scope, "POST", path, status, reply.get("id"),
-                         {"action": action, "case_id": case_id, "error": reply.get("error")})
+            await _audit(
+                runtime,
+                scope,
+                "POST",
+                path,
+                status,
+                reply.get("id"),
+                {"action": action, "case_id": case_id, "error": reply.get("error")},
+            )
             return _json(self, reply, status=status)
 
 
 async def _case_action(
-    runtime: Any, scope: Scope, case_id: str, type_: str, fields: tuple[str, ...],
+    runtime: Any,
+    scope: Scope,
+    case_id: str,
+    type_: str,
+    fields: tuple[str, ...],
     body: dict[str, Any],
 ) -> tuple[int, dict[str, Any]]:
     """Check the action against the current case (same rules as the processor), then publish
@@ -330,19 +355,32 @@ async def _case_action(
         acting = _acting_post(scope, body, runtime.policy, post_id, responsible)
     except Rejected as exc:
         return exc.status, {"error": exc.reason}
-    data: dict[str, Any] = {"case_id": case_id, "worker_id": worker_id, "actor": actor,
-                            "post_id": acting, "at": _now_iso()}
+    data: dict[str, Any] = {
+        "case_id": case_id,
+        "worker_id": worker_id,
+        "actor": actor,
+        "post_id": acting,
+        "at": _now_iso(),
+    }
     for name in fields:
         if body.get(name) is not None:
             data[name] = body[name]
     extra = set(body) - {"actor", "post_id", *fields}
     if extra:
-        return 400, {"error": f"unexpected field(s): {', '.join(sorted(extra))}",
-                     "allowed": ["actor", "post_id", *fields]}
+        return 400, {
+            "error": f"unexpected field(s): {', '.join(sorted(extra))}",
+            "allowed": ["actor", "post_id", *fields],
+        }
     event_id = str(uuid.uuid4())
     try:
-        env = new_envelope(type=type_, subject=worker_id, data=data, id=event_id,
-                           source=f"garda-api/{scope.token_id}", time=datetime.now(UTC))
+        env = new_envelope(
+            type=type_,
+            subject=worker_id,
+            data=data,
+            id=event_id,
+            source=f"garda-api/{scope.token_id}",
+            time=datetime.now(UTC),
+        )
         handle(aggs[worker_id], env, runtime.policy, datetime.now(UTC))
     except InvalidEvent as exc:
         return 422, {"error": str(exc), "field": exc.field}
@@ -351,13 +389,23 @@ async def _case_action(
         return status, {"error": exc.reason}
     topic = runtime.settings.topic(topics.CASE_ACTIONS)
     try:
-        await runtime.relay.send_raw(topic, worker_id.encode(), encode(env),
-                                     [("content-type", b"application/cloudevents+json")])
+        await runtime.relay.send_raw(
+            topic,
+            worker_id.encode(),
+            encode(env),
+            [("content-type", b"application/cloudevents+json")],
+        )
     except Exception as exc:  # noqa: BLE001 - broker down or record too large
         log.warning("case action not published", event_id=event_id, error=repr(exc))
         return 503, {"error": "the action could not be published; retry it", "id": event_id}
-    log.info("case action accepted", event_id=event_id, type=type_, case_id=case_id,
-             worker_id=worker_id, actor=actor)
+    log.info(
+        "case action accepted",
+        event_id=event_id,
+        type=type_,
+        case_id=case_id,
+        worker_id=worker_id,
+        actor=actor,
+    )
     return 202, {"accepted": True, "id": event_id, "type": type_, "case_id": case_id}
 
 
@@ -365,8 +413,15 @@ def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-async def _audit(runtime: Any, scope: Scope | None, method: str, path: str, status: int,
-                 event_id: str | None, detail: dict[str, Any]) -> None:
+async def _audit(
+    runtime: Any,
+    scope: Scope | None,
+    method: str,
+    path: str,
+    status: int,
+    event_id: str | None,
+    detail: dict[str, Any],
+) -> None:
     async with runtime.db.pool.acquire() as conn:
         await audit(conn, scope, method, path, status, event_id, detail)
 
@@ -390,8 +445,15 @@ def _ce_headers(request: Request) -> list[tuple[str, bytes]]:
 async def _dead_letter_http(runtime: Any, body: bytes, headers: list, error: str) -> None:
     batch = BatchWrite(deadletter_topic=runtime.settings.topic(topics.DEADLETTER))
     batch.deadletters.append(
-        DeadLetter(topic="http:/api/events", partition=0, offset=time.time_ns(), error=error,
-                   key=None, value=body, headers=headers)
+        DeadLetter(
+            topic="http:/api/events",
+            partition=0,
+            offset=time.time_ns(),
+            error=error,
+            key=None,
+            value=body,
+            headers=headers,
+        )
     )
     async with runtime.db.pool.acquire() as conn, conn.transaction():
         seqs = await write_batch(conn, batch, runtime.processor)

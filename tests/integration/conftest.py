@@ -29,7 +29,9 @@ async def worker(settings: Settings, tmp_path: Path) -> AsyncIterator[WorkerProc
         await w.stop()
 
 
-async def make_token(settings: Settings, *, posts: list[str] | None = None, hq: bool = False) -> str:
+async def make_token(
+    settings: Settings, *, posts: list[str] | None = None, hq: bool = False
+) -> str:
     conn = await asyncpg.connect(settings.database_url)
     try:
         _, token = await create_token(conn, posts=posts or [], hq=hq, label="test")

@@ -37,7 +37,9 @@ def worker_env(settings: Settings, web_port: int, **extra: str) -> dict[str, str
         GARDA_WEB_PORT=str(web_port),
         GARDA_LOG_FORMAT="json",
         GARDA_TIMER_INTERVAL=str(settings.timer_interval),
-        GARDA_DATA_DIR=str(Path(os.environ.get("TMPDIR", "/tmp")) / f"garda-{uuid.uuid4().hex[:8]}"),
+        GARDA_DATA_DIR=str(
+            Path(os.environ.get("TMPDIR", "/tmp")) / f"garda-{uuid.uuid4().hex[:8]}"
+        ),
     )
     if settings.policy is not None:
         env["GARDA_POLICY"] = str(settings.policy)
@@ -60,7 +62,10 @@ class WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "worker"],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         log.close()
@@ -107,8 +112,13 @@ class WorkerProcess:
 
 
 def cloudevent(
-    type_: str, data: dict[str, Any], *, source: str = "test/desk", id: str | None = None,
-    subject: str | None = None, time_: str | None = None,
+    type_: str,
+    data: dict[str, Any],
+    *,
+    source: str = "test/desk",
+    id: str | None = None,
+    subject: str | None = None,
+    time_: str | None = None,
 ) -> dict[str, Any]:
     ev = {
         "specversion": "1.0",
@@ -125,7 +135,9 @@ def cloudevent(
 
 
 async def publish(
-    settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes | dict, list | None]]
+    settings: Settings,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | dict, list | None]],
 ) -> None:
     """Publish (key, value, headers) records; dict values are JSON-encoded."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
@@ -143,11 +155,16 @@ async def publish_events(settings: Settings, topic: str, events: Iterable[dict[s
     await publish(settings, topic, [(e["subject"].encode(), e, None) for e in events])
 
 
-async def read_topic(settings: Settings, topic: str, *, min_count: int = 0, timeout: float = 10.0) -> list[Any]:
+async def read_topic(
+    settings: Settings, topic: str, *, min_count: int = 0, timeout: float = 10.0
+) -> list[Any]:
     """Everything on a topic (from the start), waiting for at least ``min_count`` records."""
     consumer = AIOKafkaConsumer(
-        settings.topic(topic), bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+        settings.topic(topic),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     out: list[Any] = []
@@ -166,8 +183,13 @@ async def read_topic(settings: Settings, topic: str, *, min_count: int = 0, time
     return out
 
 
-async def eventually(fn: Callable[[], Awaitable[T]], check: Callable[[T], bool], *,
-                     timeout: float = 20.0, interval: float = 0.2) -> T:
+async def eventually(
+    fn: Callable[[], Awaitable[T]],
+    check: Callable[[T], bool],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.2,
+) -> T:
     """Poll ``fn`` until ``check`` holds; fail with the last value."""
     deadline = time.monotonic() + timeout
     value = await fn()
@@ -235,8 +257,14 @@ def run_cli(settings: Settings, *args: str, timeout: float = 60.0) -> subprocess
     if settings.policy is not None:
         env["GARDA_POLICY"] = str(settings.policy)
     return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False,
+        [sys.executable, "-m", "infra.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
 
 
@@ -250,8 +278,11 @@ class TopicTail:
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.consumer = AIOKafkaConsumer(
-            settings.topic(topic), bootstrap_servers=settings.kafka_bootstrap,
-            auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+            settings.topic(topic),
+            bootstrap_servers=settings.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
             fetch_max_wait_ms=100,
         )
         self.records: list[tuple[Any, Any]] = []
@@ -276,8 +307,9 @@ class TopicTail:
     def matching(self, pred: Callable[[Any], bool]) -> list[tuple[Any, Any]]:
         return [(m, v) for m, v in self.records if v is not None and pred(v)]
 
-    async def wait(self, pred: Callable[[Any], bool], count: int = 1, *,
-                   timeout: float = 20.0) -> list[tuple[Any, Any]]:
+    async def wait(
+        self, pred: Callable[[Any], bool], count: int = 1, *, timeout: float = 20.0
+    ) -> list[tuple[Any, Any]]:
         deadline = time.monotonic() + timeout
         while True:
             found = self.matching(pred)
@@ -298,8 +330,9 @@ class TopicTail:
             await self.poll(timeout_ms=int(max(50, min(300, (deadline - time.monotonic()) * 1000))))
 
 
-async def read_events(settings: Settings, topic: str, *, quiet: float = 1.0,
-                      timeout: float = 15.0) -> list[tuple[Any, Any]]:
+async def read_events(
+    settings: Settings, topic: str, *, quiet: float = 1.0, timeout: float = 15.0
+) -> list[tuple[Any, Any]]:
     """Every record on ``topic`` from the start, as (message, decoded JSON or None), read by a
     fresh consumer until nothing new arrived for ``quiet`` seconds (for exact counts)."""
     tail = TopicTail(settings, topic)

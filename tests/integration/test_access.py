@@ -30,8 +30,12 @@ JOHOR, TAIPEI = "KJRI-JOHOR-BAHRU", "KDEI-TAIPEI"
 
 def incident(wid: str, country: str, region: str | None, category: str = "unpaid_wages") -> dict:
     data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}", "worker_id": wid, "category": category,
-        "occurred_at": "2026-11-28T10:00:00Z", "country": country, "reporter_type": "hotline",
+        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
+        "worker_id": wid,
+        "category": category,
+        "occurred_at": "2026-11-28T10:00:00Z",
+        "country": country,
+        "reporter_type": "hotline",
     }
     if region:
         data["region"] = region
@@ -39,11 +43,13 @@ def incident(wid: str, country: str, region: str | None, category: str = "unpaid
 
 
 async def two_cases(settings: Settings, url: str, hq: str) -> tuple[dict, dict]:
-    await publish_events(settings, topics.INCIDENTS,
-                         [incident("W-JB", "MY", "MY-01"), incident("W-TPE", "TW", None)])
+    await publish_events(
+        settings, topics.INCIDENTS, [incident("W-JB", "MY", "MY-01"), incident("W-TPE", "TW", None)]
+    )
     _, body = await eventually(
         lambda: get_json(f"{url}/api/cases?kind=protection", headers=bearer(hq)),
-        lambda r: r[0] == 200 and len(r[1]["cases"]) == 2, timeout=15,
+        lambda r: r[0] == 200 and len(r[1]["cases"]) == 2,
+        timeout=15,
     )
     by_worker = {c["worker_id"]: c for c in body["cases"]}
     jb, tpe = by_worker["W-JB"], by_worker["W-TPE"]
@@ -52,9 +58,10 @@ async def two_cases(settings: Settings, url: str, hq: str) -> tuple[dict, dict]:
 
 
 async def audit_rows(settings: Settings) -> list[dict]:
-    rows = await db_fetch(settings.database_url,
-                          "SELECT token_id, method, path, status, event_id, detail"
-                          " FROM audit_log ORDER BY seq")
+    rows = await db_fetch(
+        settings.database_url,
+        "SELECT token_id, method, path, status, event_id, detail FROM audit_log ORDER BY seq",
+    )
     return [dict(r, detail=json.loads(r["detail"])) for r in rows]
 
 
@@ -88,20 +95,27 @@ async def test_post_tokens_see_only_their_cases(settings: Settings, worker: Work
     assert (await get_json(f"{url}/api/workers/W-TPE", headers=johor))[0] == 404
 
     # Writes: 404 on the other post's case, nothing published.
-    status, body = await post_json(f"{url}/api/cases/{tpe['case_id']}/acknowledge",
-                                   {"actor": "officer-jb-1"}, headers=johor)
+    status, body = await post_json(
+        f"{url}/api/cases/{tpe['case_id']}/acknowledge", {"actor": "officer-jb-1"}, headers=johor
+    )
     assert status == 404 and body["error"] == f"unknown case {tpe['case_id']}"
-    status, body = await post_json(f"{url}/api/cases/{tpe['case_id']}/notes",
-                                   {"actor": "officer-jb-1", "note": "x"}, headers=johor)
+    status, body = await post_json(
+        f"{url}/api/cases/{tpe['case_id']}/notes",
+        {"actor": "officer-jb-1", "note": "x"},
+        headers=johor,
+    )
     assert status == 404
-    status, body = await post_json(f"{url}/api/cases/{jb['case_id']}/acknowledge",
-                                   {"actor": "officer-jb-1"}, headers=johor)
+    status, body = await post_json(
+        f"{url}/api/cases/{jb['case_id']}/acknowledge", {"actor": "officer-jb-1"}, headers=johor
+    )
     assert status == 202
     ack_id = body["id"]
     # Acting for a post the token does not hold.
-    status, body = await post_json(f"{url}/api/cases/{jb['case_id']}/notes",
-                                   {"actor": "officer-jb-1", "note": "x", "post_id": TAIPEI},
-                                   headers=johor)
+    status, body = await post_json(
+        f"{url}/api/cases/{jb['case_id']}/notes",
+        {"actor": "officer-jb-1", "note": "x", "post_id": TAIPEI},
+        headers=johor,
+    )
     assert status == 403, body
 
     # Headquarters sees and acts on everything.
@@ -109,9 +123,11 @@ async def test_post_tokens_see_only_their_cases(settings: Settings, worker: Work
     assert {JOHOR, TAIPEI} <= {c["post_id"] for c in body["cases"]}
     assert (await get_json(f"{url}/api/cases/{tpe['case_id']}", headers=bearer(hq)))[0] == 200
     assert (await get_json(f"{url}/api/workers/W-TPE", headers=bearer(hq)))[0] == 200
-    status, body = await post_json(f"{url}/api/cases/{tpe['case_id']}/notes",
-                                   {"actor": "hq-duty-1", "note": "following up"},
-                                   headers=bearer(hq))
+    status, body = await post_json(
+        f"{url}/api/cases/{tpe['case_id']}/notes",
+        {"actor": "hq-duty-1", "note": "following up"},
+        headers=bearer(hq),
+    )
     assert status == 202
     note_id = body["id"]
     _, case = await eventually(
@@ -127,18 +143,26 @@ async def test_post_tokens_see_only_their_cases(settings: Settings, worker: Work
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{url}/api/events", data=json.dumps(ev), headers=ce) as r:
             assert r.status == 401
-        async with http.post(f"{url}/api/events", data=json.dumps(ev),
-                             headers={**ce, **johor}) as r:
+        async with http.post(
+            f"{url}/api/events", data=json.dumps(ev), headers={**ce, **johor}
+        ) as r:
             assert r.status == 202, await r.text()
 
     # Without a token, or with a bad one: 401 everywhere under /api; /health and /metrics open.
-    for path in ("/api/cases", f"/api/cases/{jb['case_id']}", "/api/workers/W-JB",
-                 "/api/posts", "/api/schemas", "/api/schemas/pmi.incident.reported"):
+    for path in (
+        "/api/cases",
+        f"/api/cases/{jb['case_id']}",
+        "/api/workers/W-JB",
+        "/api/posts",
+        "/api/schemas",
+        "/api/schemas/pmi.incident.reported",
+    ):
         assert (await get_json(url + path))[0] == 401, path
         assert (await get_json(url + path, headers=bearer("garda_nope")))[0] == 401, path
         assert (await get_json(url + path, headers={"Authorization": jb_token}))[0] == 401, path
-    status, _ = await post_json(f"{url}/api/cases/{jb['case_id']}/notes",
-                                {"actor": "a", "note": "n"})
+    status, _ = await post_json(
+        f"{url}/api/cases/{jb['case_id']}/notes", {"actor": "a", "note": "n"}
+    )
     assert status == 401
     status, health = await get_json(f"{url}/health")
     assert status == 200 and health["status"] == "ok"
@@ -164,13 +188,16 @@ async def test_post_tokens_see_only_their_cases(settings: Settings, worker: Work
     assert rows[2]["detail"]["action"] == "acknowledge"
 
     # A revoked token is refused from then on.
-    conn_rows = await db_fetch(settings.database_url,
-                               "UPDATE api_tokens SET revoked_at = now() WHERE token_id = $1"
-                               " RETURNING token_id", jb_id)
+    conn_rows = await db_fetch(
+        settings.database_url,
+        "UPDATE api_tokens SET revoked_at = now() WHERE token_id = $1 RETURNING token_id",
+        jb_id,
+    )
     assert conn_rows
     assert (await get_json(f"{url}/api/cases", headers=johor))[0] == 401
-    status, _ = await post_json(f"{url}/api/cases/{jb['case_id']}/notes",
-                                {"actor": "a", "note": "n"}, headers=johor)
+    status, _ = await post_json(
+        f"{url}/api/cases/{jb['case_id']}/notes", {"actor": "a", "note": "n"}, headers=johor
+    )
     assert status == 401
 
 
@@ -183,8 +210,9 @@ async def test_tokens_cli(settings: Settings, worker: WorkerProcess) -> None:
     assert "shown once" in created.stderr
 
     # Only the hash is stored; the secret appears in no column.
-    rows = await db_fetch(settings.database_url, "SELECT * FROM api_tokens WHERE token_id = $1",
-                          token_id)
+    rows = await db_fetch(
+        settings.database_url, "SELECT * FROM api_tokens WHERE token_id = $1", token_id
+    )
     assert len(rows) == 1
     row = dict(rows[0])
     assert row["token_hash"] == hashlib.sha256(token.encode()).hexdigest()
@@ -236,25 +264,35 @@ async def test_head_of_mission_sees_a_case_once_it_is_escalated_to_it(
     try:
         _, hq = await new_token(fast, hq=True)
         _, kl = await new_token(fast, posts=["KBRI-KUALA-LUMPUR"])
-        await publish_events(fast, topics.INCIDENTS,
-                             [incident("W-HOM", "MY", "MY-01", category="lost_contact")])
+        await publish_events(
+            fast, topics.INCIDENTS, [incident("W-HOM", "MY", "MY-01", category="lost_contact")]
+        )
         _, body = await eventually(
             lambda: get_json(f"{worker.url}/api/cases?worker_id=W-HOM", headers=bearer(hq)),
-            lambda r: r[0] == 200 and len(r[1]["cases"]) == 1, timeout=15)
+            lambda r: r[0] == 200 and len(r[1]["cases"]) == 1,
+            timeout=15,
+        )
         case = body["cases"][0]
         assert case["post_id"] == JOHOR and case["escalation_level"] == 0
         url = f"{worker.url}/api/cases/{case['case_id']}"
         status, _ = await get_json(url, headers=bearer(kl))
         assert status == 404  # not the embassy's case yet
-        await eventually(lambda: get_json(url, headers=bearer(kl)),
-                         lambda r: r[0] == 200 and r[1]["escalation_level"] >= 1, timeout=15)
+        await eventually(
+            lambda: get_json(url, headers=bearer(kl)),
+            lambda r: r[0] == 200 and r[1]["escalation_level"] >= 1,
+            timeout=15,
+        )
         _, listed = await get_json(f"{worker.url}/api/cases", headers=bearer(kl))
         assert [c["case_id"] for c in listed["cases"]] == [case["case_id"]]
-        status, reply = await post_json(f"{url}/acknowledge", {"actor": "atnaker-kl-1"},
-                                        headers=bearer(kl))
+        status, reply = await post_json(
+            f"{url}/acknowledge", {"actor": "atnaker-kl-1"}, headers=bearer(kl)
+        )
         assert status == 202, reply
-        _, after = await eventually(lambda: get_json(url, headers=bearer(kl)),
-                                    lambda r: r[1]["status"] == "acknowledged", timeout=15)
+        _, after = await eventually(
+            lambda: get_json(url, headers=bearer(kl)),
+            lambda r: r[1]["status"] == "acknowledged",
+            timeout=15,
+        )
         ack = [e for e in after["timeline"] if e["type"] == "garda.case.acknowledged"]
         assert ack and ack[0]["actor"] == "atnaker-kl-1"
     finally:
@@ -270,12 +308,28 @@ async def test_ingest_cannot_carry_case_actions_or_internal_commands(
     _, seoul = await new_token(settings, posts=["KBRI-SEOUL"])
     jb, _ = await two_cases(settings, worker.url, hq)
     forged = [
-        cloudevent("pmi.case.resolved", {
-            "case_id": jb["case_id"], "worker_id": "W-JB", "actor": "mallory", "post_id": "HQ",
-            "resolution": "closed quietly"}, source="evil"),
-        cloudevent("garda.deadline.due", {
-            "case_id": jb["case_id"], "worker_id": "W-JB", "due_at": jb["ack_due"],
-            "deadline": "ack", "level": 1}, source="garda/timer"),
+        cloudevent(
+            "pmi.case.resolved",
+            {
+                "case_id": jb["case_id"],
+                "worker_id": "W-JB",
+                "actor": "mallory",
+                "post_id": "HQ",
+                "resolution": "closed quietly",
+            },
+            source="evil",
+        ),
+        cloudevent(
+            "garda.deadline.due",
+            {
+                "case_id": jb["case_id"],
+                "worker_id": "W-JB",
+                "due_at": jb["ack_due"],
+                "deadline": "ack",
+                "level": 1,
+            },
+            source="garda/timer",
+        ),
     ]
     for ev in forged:
         status, reply = await post_json(f"{worker.url}/api/events", ev, headers=bearer(seoul))
@@ -283,8 +337,9 @@ async def test_ingest_cannot_carry_case_actions_or_internal_commands(
     _, case = await get_json(f"{worker.url}/api/cases/{jb['case_id']}", headers=bearer(hq))
     assert case["status"] == "open"
     assert [e["type"] for e in case["timeline"]] == ["garda.case.opened", "garda.case.assigned"]
-    dead = await db_fetch(settings.database_url,
-                          "SELECT error FROM deadletters WHERE topic = 'http:/api/events'")
+    dead = await db_fetch(
+        settings.database_url, "SELECT error FROM deadletters WHERE topic = 'http:/api/events'"
+    )
     assert len(dead) == 2 and all("not accepted here" in r["error"] for r in dead)
 
 
@@ -293,11 +348,18 @@ async def test_bad_queries_get_clear_client_errors(
 ) -> None:
     _, hq = await new_token(settings, hq=True)
     for path, status in [
-        ("/api/workers/%00", 400), ("/api/cases/%00", 400), ("/api/cases?worker_id=%00", 400),
-        ("/api/cases?severity=extreme", 400), ("/api/cases?status=bogus", 400),
-        ("/api/cases?kind=x", 400), ("/api/cases?limit=0", 400), ("/api/cases?limit=5000", 400),
-        ("/api/cases?limit=ten", 400), ("/api/cases?after=nonsense", 400),
-        ("/api/cases?severity=critical&limit=1000", 200), ("/api/workers/nobody", 404),
+        ("/api/workers/%00", 400),
+        ("/api/cases/%00", 400),
+        ("/api/cases?worker_id=%00", 400),
+        ("/api/cases?severity=extreme", 400),
+        ("/api/cases?status=bogus", 400),
+        ("/api/cases?kind=x", 400),
+        ("/api/cases?limit=0", 400),
+        ("/api/cases?limit=5000", 400),
+        ("/api/cases?limit=ten", 400),
+        ("/api/cases?after=nonsense", 400),
+        ("/api/cases?severity=critical&limit=1000", 200),
+        ("/api/workers/nobody", 404),
     ]:
         got, body = await get_json(f"{worker.url}{path}", headers=bearer(hq))
         assert got == status, (path, got, body)

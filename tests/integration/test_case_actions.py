@@ -33,17 +33,33 @@ def parse(ts: str) -> datetime:
 
 def incident(wid: str, category: str = "unpaid_wages", region: str = "MY-01") -> dict:
     data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}", "worker_id": wid, "category": category,
-        "occurred_at": "2026-11-28T10:00:00Z", "country": "MY", "region": region,
+        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
+        "worker_id": wid,
+        "category": category,
+        "occurred_at": "2026-11-28T10:00:00Z",
+        "country": "MY",
+        "region": region,
         "reporter_type": "hotline",
     }
     return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline")
 
 
-def action(type_: str, case: dict[str, Any], *, actor: str = "officer-jb-7", post_id: str = JOHOR,
-           id: str | None = None, **extra: Any) -> dict:
-    data = {"case_id": case["case_id"], "worker_id": case["worker_id"], "actor": actor,
-            "post_id": post_id, **extra}
+def action(
+    type_: str,
+    case: dict[str, Any],
+    *,
+    actor: str = "officer-jb-7",
+    post_id: str = JOHOR,
+    id: str | None = None,
+    **extra: Any,
+) -> dict:
+    data = {
+        "case_id": case["case_id"],
+        "worker_id": case["worker_id"],
+        "actor": actor,
+        "post_id": post_id,
+        **extra,
+    }
     return cloudevent(type_, data, source="kjri-johor-bahru/case-desk", id=id)
 
 
@@ -51,7 +67,8 @@ async def open_case(settings: Settings, url: str, headers: dict[str, str], wid: 
     await publish_events(settings, topics.INCIDENTS, [incident(wid)])
     _, body = await eventually(
         lambda: get_json(f"{url}/api/cases?worker_id={wid}&kind=protection", headers=headers),
-        lambda r: r[0] == 200 and len(r[1]["cases"]) == 1, timeout=15,
+        lambda r: r[0] == 200 and len(r[1]["cases"]) == 1,
+        timeout=15,
     )
     case = body["cases"][0]
     assert case["post_id"] == JOHOR and case["status"] == "open"
@@ -62,10 +79,18 @@ class Api:
     def __init__(self, url: str, token: str) -> None:
         self.url, self.headers = url, bearer(token)
 
-    async def act(self, case_id: str, name: str, body: dict | None = None,
-                  headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        return await post_json(f"{self.url}/api/cases/{case_id}/{name}", body or {},
-                               headers=self.headers if headers is None else headers)
+    async def act(
+        self,
+        case_id: str,
+        name: str,
+        body: dict | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        return await post_json(
+            f"{self.url}/api/cases/{case_id}/{name}",
+            body or {},
+            headers=self.headers if headers is None else headers,
+        )
 
     async def case(self, case_id: str) -> dict[str, Any]:
         status, body = await get_json(f"{self.url}/api/cases/{case_id}", headers=self.headers)
@@ -89,8 +114,9 @@ async def test_actions_through_the_api(settings: Settings, worker: WorkerProcess
 
     # Refused before anything is published.
     assert (await api.act(cid, "acknowledge", {"actor": "x"}, headers={}))[0] == 401
-    assert (await api.act(cid, "acknowledge", {"actor": "x"},
-                          headers=bearer("garda_not-a-token")))[0] == 401
+    assert (await api.act(cid, "acknowledge", {"actor": "x"}, headers=bearer("garda_not-a-token")))[
+        0
+    ] == 401
     status, body = await api.act("CASE-does-not-exist", "acknowledge", {"actor": "officer-jb-7"})
     assert status == 404 and "unknown case" in body["error"]
     status, body = await api.act(cid, "reopen", {"actor": "officer-jb-7"})  # open: not resolved
@@ -115,13 +141,18 @@ async def test_actions_through_the_api(settings: Settings, worker: WorkerProcess
     status, body = await api.act(cid, "acknowledge", {"actor": "officer-jb-8"})
     assert status == 409 and "already acknowledged" in body["error"], body
 
-    assert (await api.act(cid, "notes", {"actor": "officer-jb-7", "note": "called employer"}))[0] == 202
+    assert (await api.act(cid, "notes", {"actor": "officer-jb-7", "note": "called employer"}))[
+        0
+    ] == 202
     assert (await api.act(cid, "refer", {"actor": "officer-jb-7", "to": "IOM Malaysia"}))[0] == 202
     await api.until(cid, lambda c: "garda.case.referred" in timeline_types(c))
     status, body = await api.act(cid, "refer", {"actor": "officer-jb-7", "to": "IOM Malaysia"})
     assert status == 409, body  # already referred there
-    status, _ = await api.act(cid, "resolve", {"actor": "officer-jb-9", "resolution": "wages paid",
-                                               "note": "RM 4,200 recovered"})
+    status, _ = await api.act(
+        cid,
+        "resolve",
+        {"actor": "officer-jb-9", "resolution": "wages paid", "note": "RM 4,200 recovered"},
+    )
     assert status == 202
     await api.until(cid, lambda c: c["status"] == "resolved")
     status, body = await api.act(cid, "resolve", {"actor": "officer-jb-9", "resolution": "again"})
@@ -133,10 +164,14 @@ async def test_actions_through_the_api(settings: Settings, worker: WorkerProcess
     assert (await api.act(cid, "reopen", {"actor": "officer-jb-7"}))[0] == 202
     final = await api.until(cid, lambda c: c["status"] == "reopened")
 
-    steps = final["timeline"][len(OPENING):]
+    steps = final["timeline"][len(OPENING) :]
     assert timeline_types(final) == [
-        *OPENING, "garda.case.acknowledged", "garda.case.note-added",
-        "garda.case.referred", "garda.case.resolved", "garda.case.reopened",
+        *OPENING,
+        "garda.case.acknowledged",
+        "garda.case.note-added",
+        "garda.case.referred",
+        "garda.case.resolved",
+        "garda.case.reopened",
     ]
     actors = [e["actor"] for e in steps]
     assert actors == ["officer-jb-7"] * 3 + ["officer-jb-9", "officer-jb-7"]
@@ -171,14 +206,20 @@ async def test_actions_on_the_topic(settings: Settings, worker: WorkerProcess) -
     no_res = action("pmi.case.resolved", case, id="res-1")  # no resolution
     marker = action("pmi.case.note-added", case, note="marker", id="note-marker")
     # The same events again (redelivery): no second effect.
-    await publish_events(settings, topics.CASE_ACTIONS,
-                         [note, ack, note, unknown, foreign, ack, ack_again, no_res])
+    await publish_events(
+        settings, topics.CASE_ACTIONS, [note, ack, note, unknown, foreign, ack, ack_again, no_res]
+    )
     await publish(settings, topics.CASE_ACTIONS, [(case["worker_id"].encode(), note, None)])
     await publish_events(settings, topics.CASE_ACTIONS, [marker])  # same key: comes after
     body = await api.until(
-        cid, lambda c: any(e["detail"].get("note") == "marker" for e in c["timeline"]))
-    assert timeline_types(body) == [*OPENING, "garda.case.note-added",
-                                    "garda.case.acknowledged", "garda.case.note-added"]
+        cid, lambda c: any(e["detail"].get("note") == "marker" for e in c["timeline"])
+    )
+    assert timeline_types(body) == [
+        *OPENING,
+        "garda.case.note-added",
+        "garda.case.acknowledged",
+        "garda.case.note-added",
+    ]
     assert body["status"] == "acknowledged"
     first = body["timeline"][len(OPENING)]
     assert first["actor"] == "officer-jb-7" and first["at"]
@@ -186,7 +227,8 @@ async def test_actions_on_the_topic(settings: Settings, worker: WorkerProcess) -
 
     dead = await eventually(
         lambda: read_events(settings, topics.DEADLETTER, quiet=0.5),
-        lambda recs: len(recs) >= 4, timeout=10,
+        lambda recs: len(recs) >= 4,
+        timeout=10,
     )
     errors = {}
     for m, v in dead:
@@ -204,12 +246,24 @@ async def test_actions_on_the_topic(settings: Settings, worker: WorkerProcess) -
     raw = next(m for m, v in dead if v["id"] == "ack-unknown")
     assert raw.value.decode().startswith("{")
 
-    rows = await db_fetch(settings.database_url,
-                          "SELECT id, outcome FROM processed_events WHERE source = $1 ORDER BY id",
-                          "kjri-johor-bahru/case-desk")
+    rows = await db_fetch(
+        settings.database_url,
+        "SELECT id, outcome FROM processed_events WHERE source = $1 ORDER BY id",
+        "kjri-johor-bahru/case-desk",
+    )
     assert {r["id"]: r["outcome"] for r in rows} == {
-        "ack-1": "acknowledged", "ack-2": "rejected", "ack-unknown": "rejected",
-        "note-1": "noted", "note-marker": "noted", "note-tpe": "rejected",
+        "ack-1": "acknowledged",
+        "ack-2": "rejected",
+        "ack-unknown": "rejected",
+        "note-1": "noted",
+        "note-marker": "noted",
+        "note-tpe": "rejected",
     }  # res-1 is invalid (schema): dead-lettered before the dedup, so not recorded
-    assert len(await db_fetch(settings.database_url,
-                              "SELECT 1 FROM case_timeline WHERE event_id = 'note-1'")) == 1
+    assert (
+        len(
+            await db_fetch(
+                settings.database_url, "SELECT 1 FROM case_timeline WHERE event_id = 'note-1'"
+            )
+        )
+        == 1
+    )

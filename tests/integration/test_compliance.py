@@ -50,7 +50,8 @@ def derived_policy(tmp_path: Path, name: str, **replacements: str) -> Path:
 async def worker(settings: Settings, tmp_path: Path) -> AsyncIterator[WorkerProcess]:
     """Overrides the conftest worker: same, with the compliance policy (``hq_headers`` uses it)."""
     policy = derived_policy(
-        tmp_path, "compliance_policy.toml",
+        tmp_path,
+        "compliance_policy.toml",
         **{"revoked_licenses = []": f'revoked_licenses = ["{REVOKED}"]'},
     )
     w = WorkerProcess(replace(settings, policy=policy), tmp_path, "w1")
@@ -62,17 +63,32 @@ async def worker(settings: Settings, tmp_path: Path) -> AsyncIterator[WorkerProc
 
 
 CLEAN = {
-    "scheme": "p2p", "p3mi_license": "SIP3MI-001", "employer_type": "legal_entity",
-    "visa_type": "work", "e_pmi_id": "EPMI-1", "bpjs_membership_no": "BPJS-1",
-    "contract_start": "2026-11-20", "contract_end": "2028-11-19",
+    "scheme": "p2p",
+    "p3mi_license": "SIP3MI-001",
+    "employer_type": "legal_entity",
+    "visa_type": "work",
+    "e_pmi_id": "EPMI-1",
+    "bpjs_membership_no": "BPJS-1",
+    "contract_start": "2026-11-20",
+    "contract_end": "2028-11-19",
 }
 
 
-def departure(wid: str, country: str, region: str | None = None, *,
-              departed_at: str = "2026-11-20T08:00:00Z", **changes: Any) -> dict:
+def departure(
+    wid: str,
+    country: str,
+    region: str | None = None,
+    *,
+    departed_at: str = "2026-11-20T08:00:00Z",
+    **changes: Any,
+) -> dict:
     """A procedural departure; ``changes`` override fields, a ``None`` value drops one."""
-    data: dict[str, Any] = {"worker_id": wid, "destination_country": country,
-                            "departed_at": departed_at, **CLEAN}
+    data: dict[str, Any] = {
+        "worker_id": wid,
+        "destination_country": country,
+        "departed_at": departed_at,
+        **CLEAN,
+    }
     if region:
         data["destination_region"] = region
     for k, v in changes.items():
@@ -87,10 +103,23 @@ def journey(type_: str, wid: str, **data: Any) -> dict:
     return cloudevent(type_, {"worker_id": wid, **data}, source="siskop2mi/registry")
 
 
-def incident(wid: str, category: str, country: str, *, occurred_at: str,
-             incident_id: str, region: str | None = None) -> dict:
-    data = {"incident_id": incident_id, "worker_id": wid, "category": category,
-            "occurred_at": occurred_at, "country": country, "reporter_type": "hotline"}
+def incident(
+    wid: str,
+    category: str,
+    country: str,
+    *,
+    occurred_at: str,
+    incident_id: str,
+    region: str | None = None,
+) -> dict:
+    data = {
+        "incident_id": incident_id,
+        "worker_id": wid,
+        "category": category,
+        "occurred_at": occurred_at,
+        "country": country,
+        "reporter_type": "hotline",
+    }
     if region:
         data["region"] = region
     return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline")
@@ -116,6 +145,7 @@ class Api:
     async def workers(self, wids: list[str], check=lambda w: w is not None) -> dict[str, dict]:
         async def all_() -> dict[str, Any]:
             return {w: await self.worker_json(w) for w in wids}
+
         return await eventually(all_, lambda d: all(check(v) for v in d.values()))
 
 
@@ -134,35 +164,100 @@ async def alerts(settings: Settings, type_: str, min_count: int = 0) -> list[dic
 
 # worker -> (departure, expected reasons, severity, post)
 NP = {
-    "W-NP-UNLICENSED": (departure("W-NP-UNLICENSED", "MY", "MY-01", p3mi_license=None),
-                        ["unlicensed_agency"], "high", "KJRI-JOHOR-BAHRU"),
-    "W-NP-REVOKED": (departure("W-NP-REVOKED", "TW", p3mi_license=REVOKED.lower()),
-                     ["revoked_agency"], "high", "KDEI-TAIPEI"),
-    "W-NP-NOCARD": (departure("W-NP-NOCARD", "HK", e_pmi_id=None),
-                    ["no_worker_card"], "high", "KJRI-HONG-KONG"),
-    "W-NP-VISA": (departure("W-NP-VISA", "SA", "SA-02", visa_type="umrah"),
-                  ["non_work_visa"], "critical", "KJRI-JEDDAH"),
-    "W-NP-NOBPJS": (departure("W-NP-NOBPJS", "KR", bpjs_membership_no=None),
-                    ["no_social_security"], "high", "KBRI-SEOUL"),
-    "W-NP-MORATORIUM": (departure("W-NP-MORATORIUM", "QA", employer_type="household"),
-                        ["moratorium_destination"], "critical", "KBRI-DOHA"),
+    "W-NP-UNLICENSED": (
+        departure("W-NP-UNLICENSED", "MY", "MY-01", p3mi_license=None),
+        ["unlicensed_agency"],
+        "high",
+        "KJRI-JOHOR-BAHRU",
+    ),
+    "W-NP-REVOKED": (
+        departure("W-NP-REVOKED", "TW", p3mi_license=REVOKED.lower()),
+        ["revoked_agency"],
+        "high",
+        "KDEI-TAIPEI",
+    ),
+    "W-NP-NOCARD": (
+        departure("W-NP-NOCARD", "HK", e_pmi_id=None),
+        ["no_worker_card"],
+        "high",
+        "KJRI-HONG-KONG",
+    ),
+    "W-NP-VISA": (
+        departure("W-NP-VISA", "SA", "SA-02", visa_type="umrah"),
+        ["non_work_visa"],
+        "critical",
+        "KJRI-JEDDAH",
+    ),
+    "W-NP-NOBPJS": (
+        departure("W-NP-NOBPJS", "KR", bpjs_membership_no=None),
+        ["no_social_security"],
+        "high",
+        "KBRI-SEOUL",
+    ),
+    "W-NP-MORATORIUM": (
+        departure("W-NP-MORATORIUM", "QA", employer_type="household"),
+        ["moratorium_destination"],
+        "critical",
+        "KBRI-DOHA",
+    ),
     # Several at once: individual scheme (no licence needed), household in Kuwait, visit visa.
-    "W-NP-MANY": (departure("W-NP-MANY", "KW", scheme="individual", p3mi_license=None,
-                            employer_type="household", visa_type="visit", e_pmi_id=None),
-                  ["moratorium_destination", "no_worker_card", "non_work_visa"], "critical",
-                  "KBRI-KUWAIT-CITY"),
+    "W-NP-MANY": (
+        departure(
+            "W-NP-MANY",
+            "KW",
+            scheme="individual",
+            p3mi_license=None,
+            employer_type="household",
+            visa_type="visit",
+            e_pmi_id=None,
+        ),
+        ["moratorium_destination", "no_worker_card", "non_work_visa"],
+        "critical",
+        "KBRI-KUWAIT-CITY",
+    ),
     # Moratorium boundaries: QA in force from 2015-05-26 (the local date of departed_at
     # counts), SA lifted on 2025-03-14 (exclusive).
-    "W-MOR-QA-BEFORE": (departure("W-MOR-QA-BEFORE", "QA", employer_type="household",
-                                  departed_at="2015-05-25T23:30:00Z"), [], None, None),
-    "W-MOR-QA-FIRST-DAY": (departure("W-MOR-QA-FIRST-DAY", "QA", employer_type="household",
-                                     departed_at="2015-05-26T00:30:00+03:00"),
-                           ["moratorium_destination"], "critical", "KBRI-DOHA"),
-    "W-MOR-SA-LAST-DAY": (departure("W-MOR-SA-LAST-DAY", "SA", employer_type="household",
-                                    departed_at="2025-03-13T22:00:00+03:00"),
-                          ["moratorium_destination"], "critical", "KBRI-RIYADH"),
-    "W-MOR-SA-LIFTED": (departure("W-MOR-SA-LIFTED", "SA", employer_type="household",
-                                  departed_at="2025-03-14T01:00:00+03:00"), [], None, None),
+    "W-MOR-QA-BEFORE": (
+        departure(
+            "W-MOR-QA-BEFORE", "QA", employer_type="household", departed_at="2015-05-25T23:30:00Z"
+        ),
+        [],
+        None,
+        None,
+    ),
+    "W-MOR-QA-FIRST-DAY": (
+        departure(
+            "W-MOR-QA-FIRST-DAY",
+            "QA",
+            employer_type="household",
+            departed_at="2015-05-26T00:30:00+03:00",
+        ),
+        ["moratorium_destination"],
+        "critical",
+        "KBRI-DOHA",
+    ),
+    "W-MOR-SA-LAST-DAY": (
+        departure(
+            "W-MOR-SA-LAST-DAY",
+            "SA",
+            employer_type="household",
+            departed_at="2025-03-13T22:00:00+03:00",
+        ),
+        ["moratorium_destination"],
+        "critical",
+        "KBRI-RIYADH",
+    ),
+    "W-MOR-SA-LIFTED": (
+        departure(
+            "W-MOR-SA-LIFTED",
+            "SA",
+            employer_type="household",
+            departed_at="2025-03-14T01:00:00+03:00",
+        ),
+        [],
+        None,
+        None,
+    ),
     "W-MOR-LEGAL-ENTITY": (departure("W-MOR-LEGAL-ENTITY", "QA"), [], None, None),
     "W-NP-CLEAN": (departure("W-NP-CLEAN", "MY", "MY-01"), [], None, None),
 }
@@ -217,10 +312,20 @@ async def test_a_worker_first_seen_abroad_is_suspected_non_procedural(
     settings: Settings, worker: WorkerProcess, hq_headers: dict[str, str]
 ) -> None:
     api = Api(worker, hq_headers)
-    await publish_events(settings, topics.INCIDENTS, [
-        incident("W-GHOST", "unpaid_wages", "MY", region="MY-01",
-                 occurred_at="2026-11-27T10:00:00Z", incident_id="INC-GHOST-1"),
-    ])
+    await publish_events(
+        settings,
+        topics.INCIDENTS,
+        [
+            incident(
+                "W-GHOST",
+                "unpaid_wages",
+                "MY",
+                region="MY-01",
+                occurred_at="2026-11-27T10:00:00Z",
+                incident_id="INC-GHOST-1",
+            ),
+        ],
+    )
     w = (await api.workers(["W-GHOST"]))["W-GHOST"]
     assert w["state"] == "unregistered_abroad"
     assert w["non_procedural"] is True
@@ -231,9 +336,13 @@ async def test_a_worker_first_seen_abroad_is_suspected_non_procedural(
     assert cases[0]["post_id"] == "KJRI-JOHOR-BAHRU"
 
     # A procedural departure record answers the suspicion; a non-procedural one replaces it.
-    await publish_events(settings, topics.DEPARTURES, [
-        departure("W-GHOST", "MY", "MY-01", departed_at="2026-10-01T08:00:00Z"),
-    ])
+    await publish_events(
+        settings,
+        topics.DEPARTURES,
+        [
+            departure("W-GHOST", "MY", "MY-01", departed_at="2026-10-01T08:00:00Z"),
+        ],
+    )
     w = (await api.workers(["W-GHOST"], lambda w: w["state"] == "departed"))["W-GHOST"]
     assert w["non_procedural"] is False and w["non_procedural_reasons"] == []
 
@@ -248,32 +357,61 @@ async def test_coverage_windows_gaps_and_claim_suggestions(
 ) -> None:
     api = Api(worker, hq_headers)
     ret = "pmi.return.recorded"
-    await publish_events(settings, topics.DEPARTURES, [
-        # Inside the window: contract to 2028-11-19 -> insured until 2028-12-19.
-        departure("W-COV-IN", "TW"),
-        # Returned long ago: window ended 2022-02-09.
-        departure("W-COV-OLD", "TW", departed_at="2020-01-10T08:00:00Z",
-                  contract_start="2020-01-10", contract_end="2022-01-09"),
-        journey(ret, "W-COV-OLD", returned_at="2022-01-10T00:00:00Z",
-                reason="contract_completed"),
-        # No BPJS membership: no window at all.
-        departure("W-COV-NOBPJS", "TW", bpjs_membership_no=None),
-        # Contract to 2025-01-01, extended to 2027-01-01.
-        departure("W-COV-EXT", "TW", departed_at="2023-01-01T08:00:00Z",
-                  contract_start="2023-01-01", contract_end="2025-01-01"),
-        # Returned 2026-10-01T10:00Z: covered through the UTC day 2026-10-31.
-        departure("W-COV-EDGE-IN", "HK", departed_at="2024-10-01T08:00:00Z"),
-        journey(ret, "W-COV-EDGE-IN", returned_at="2026-10-01T10:00:00Z", reason="medical"),
-        departure("W-COV-EDGE-OUT", "HK", departed_at="2024-10-01T08:00:00Z"),
-        journey(ret, "W-COV-EDGE-OUT", returned_at="2026-10-01T10:00:00Z", reason="medical"),
-        departure("W-COV-DEATH", "MY", "MY-01"),
-    ])
-    wids = ["W-COV-IN", "W-COV-OLD", "W-COV-NOBPJS", "W-COV-EXT", "W-COV-EDGE-IN",
-            "W-COV-EDGE-OUT", "W-COV-DEATH"]
-    got = await api.workers(wids, lambda w: w is not None and w["state"] in ("departed", "returned")
-                            and (w["worker_id"] not in ("W-COV-OLD", "W-COV-EDGE-IN",
-                                                        "W-COV-EDGE-OUT")
-                                 or w["state"] == "returned"))
+    await publish_events(
+        settings,
+        topics.DEPARTURES,
+        [
+            # Inside the window: contract to 2028-11-19 -> insured until 2028-12-19.
+            departure("W-COV-IN", "TW"),
+            # Returned long ago: window ended 2022-02-09.
+            departure(
+                "W-COV-OLD",
+                "TW",
+                departed_at="2020-01-10T08:00:00Z",
+                contract_start="2020-01-10",
+                contract_end="2022-01-09",
+            ),
+            journey(
+                ret, "W-COV-OLD", returned_at="2022-01-10T00:00:00Z", reason="contract_completed"
+            ),
+            # No BPJS membership: no window at all.
+            departure("W-COV-NOBPJS", "TW", bpjs_membership_no=None),
+            # Contract to 2025-01-01, extended to 2027-01-01.
+            departure(
+                "W-COV-EXT",
+                "TW",
+                departed_at="2023-01-01T08:00:00Z",
+                contract_start="2023-01-01",
+                contract_end="2025-01-01",
+            ),
+            # Returned 2026-10-01T10:00Z: covered through the UTC day 2026-10-31.
+            departure("W-COV-EDGE-IN", "HK", departed_at="2024-10-01T08:00:00Z"),
+            journey(ret, "W-COV-EDGE-IN", returned_at="2026-10-01T10:00:00Z", reason="medical"),
+            departure("W-COV-EDGE-OUT", "HK", departed_at="2024-10-01T08:00:00Z"),
+            journey(ret, "W-COV-EDGE-OUT", returned_at="2026-10-01T10:00:00Z", reason="medical"),
+            departure("W-COV-DEATH", "MY", "MY-01"),
+        ],
+    )
+    wids = [
+        "W-COV-IN",
+        "W-COV-OLD",
+        "W-COV-NOBPJS",
+        "W-COV-EXT",
+        "W-COV-EDGE-IN",
+        "W-COV-EDGE-OUT",
+        "W-COV-DEATH",
+    ]
+    got = await api.workers(
+        wids,
+        lambda w: (
+            w is not None
+            and w["state"] in ("departed", "returned")
+            and (
+                w["worker_id"] not in ("W-COV-OLD", "W-COV-EDGE-IN", "W-COV-EDGE-OUT")
+                or w["state"] == "returned"
+            )
+        ),
+    )
     assert got["W-COV-IN"]["insured_until"] == "2028-12-19T00:00:00Z"
     assert got["W-COV-IN"]["insured_from"] == "2026-06-23T08:00:00Z"  # 150 days before
     assert got["W-COV-OLD"]["insured_until"] == "2022-02-09T00:00:00Z"
@@ -281,28 +419,62 @@ async def test_coverage_windows_gaps_and_claim_suggestions(
     assert got["W-COV-EXT"]["insured_until"] == "2025-01-31T00:00:00Z"
     assert got["W-COV-EDGE-IN"]["insured_until"] == "2026-10-31T10:00:00Z"
 
-    await publish_events(settings, topics.DEPARTURES, [
-        journey("pmi.contract.extended", "W-COV-EXT", contract_end="2027-01-01"),
-    ])
+    await publish_events(
+        settings,
+        topics.DEPARTURES,
+        [
+            journey("pmi.contract.extended", "W-COV-EXT", contract_end="2027-01-01"),
+        ],
+    )
     await api.workers(["W-COV-EXT"], lambda w: w["insured_until"] == "2027-01-31T00:00:00Z")
 
     accident = "2026-11-28T10:00:00Z"
-    await publish_events(settings, topics.INCIDENTS, [
-        incident("W-COV-IN", "accident", "TW", occurred_at=accident, incident_id="INC-COV-IN"),
-        incident("W-COV-OLD", "accident", "TW", occurred_at=accident, incident_id="INC-COV-OLD"),
-        incident("W-COV-NOBPJS", "illness", "TW", occurred_at=accident,
-                 incident_id="INC-COV-NOBPJS"),
-        incident("W-COV-EXT", "accident", "TW", occurred_at=accident, incident_id="INC-COV-EXT"),
-        incident("W-COV-EDGE-IN", "accident", "HK", occurred_at="2026-10-31T23:59:59Z",
-                 incident_id="INC-COV-EDGE-IN"),
-        incident("W-COV-EDGE-OUT", "accident", "HK", occurred_at="2026-11-01T00:00:00Z",
-                 incident_id="INC-COV-EDGE-OUT"),
-        # Not a gap category: never a coverage_gap, even outside the window.
-        incident("W-COV-OLD", "unpaid_wages", "TW", occurred_at=accident,
-                 incident_id="INC-COV-OLD-WAGES"),
-        incident("W-COV-DEATH", "death", "MY", region="MY-01", occurred_at=accident,
-                 incident_id="INC-COV-DEATH"),
-    ])
+    await publish_events(
+        settings,
+        topics.INCIDENTS,
+        [
+            incident("W-COV-IN", "accident", "TW", occurred_at=accident, incident_id="INC-COV-IN"),
+            incident(
+                "W-COV-OLD", "accident", "TW", occurred_at=accident, incident_id="INC-COV-OLD"
+            ),
+            incident(
+                "W-COV-NOBPJS", "illness", "TW", occurred_at=accident, incident_id="INC-COV-NOBPJS"
+            ),
+            incident(
+                "W-COV-EXT", "accident", "TW", occurred_at=accident, incident_id="INC-COV-EXT"
+            ),
+            incident(
+                "W-COV-EDGE-IN",
+                "accident",
+                "HK",
+                occurred_at="2026-10-31T23:59:59Z",
+                incident_id="INC-COV-EDGE-IN",
+            ),
+            incident(
+                "W-COV-EDGE-OUT",
+                "accident",
+                "HK",
+                occurred_at="2026-11-01T00:00:00Z",
+                incident_id="INC-COV-EDGE-OUT",
+            ),
+            # Not a gap category: never a coverage_gap, even outside the window.
+            incident(
+                "W-COV-OLD",
+                "unpaid_wages",
+                "TW",
+                occurred_at=accident,
+                incident_id="INC-COV-OLD-WAGES",
+            ),
+            incident(
+                "W-COV-DEATH",
+                "death",
+                "MY",
+                region="MY-01",
+                occurred_at=accident,
+                incident_id="INC-COV-DEATH",
+            ),
+        ],
+    )
 
     async def kinds() -> dict[str, list[str]]:
         return {w: sorted(c["kind"] for c in await api.cases(w)) for w in wids}
@@ -319,14 +491,18 @@ async def test_coverage_windows_gaps_and_claim_suggestions(
     await eventually(kinds, lambda k: k == expected)
 
     gap = (await api.cases("W-COV-OLD", "coverage_gap"))[0]
-    protection = next(c for c in await api.cases("W-COV-OLD", "protection")
-                      if c["category"] == "accident")
+    protection = next(
+        c for c in await api.cases("W-COV-OLD", "protection") if c["category"] == "accident"
+    )
     assert gap["category"] is None and gap["severity"] == protection["severity"] == "high"
     assert gap["post_id"] == protection["post_id"] == "KDEI-TAIPEI"
     assert gap["detail"] == {
-        "reason": "outside_window", "insured_from": "2019-08-13T08:00:00Z",
-        "insured_until": "2022-02-09T00:00:00Z", "occurred_at": accident,
-        "incident_id": "INC-COV-OLD", "incident_category": "accident",
+        "reason": "outside_window",
+        "insured_from": "2019-08-13T08:00:00Z",
+        "insured_until": "2022-02-09T00:00:00Z",
+        "occurred_at": accident,
+        "incident_id": "INC-COV-OLD",
+        "incident_category": "accident",
         "protection_case_id": protection["case_id"],
     }
     nobpjs = (await api.cases("W-COV-NOBPJS", "coverage_gap"))[0]
@@ -336,10 +512,22 @@ async def test_coverage_windows_gaps_and_claim_suggestions(
     assert edge["detail"]["insured_until"] == "2026-10-31T10:00:00Z"
 
     # An illness later updated to a death gets the death's claim suggestion too.
-    await publish_events(settings, topics.INCIDENTS, [cloudevent(
-        "pmi.incident.updated", {"incident_id": "INC-COV-NOBPJS", "worker_id": "W-COV-NOBPJS",
-                                 "category": "death", "note": "died in hospital"},
-        source="kp2mi/hotline")])
+    await publish_events(
+        settings,
+        topics.INCIDENTS,
+        [
+            cloudevent(
+                "pmi.incident.updated",
+                {
+                    "incident_id": "INC-COV-NOBPJS",
+                    "worker_id": "W-COV-NOBPJS",
+                    "category": "death",
+                    "note": "died in hospital",
+                },
+                source="kp2mi/hotline",
+            )
+        ],
+    )
 
     async def suggestions() -> dict[str, dict]:
         found = await alerts(settings, "garda.alert.claim_suggested")
@@ -399,8 +587,9 @@ async def test_rules_doc_departure_example(
         lambda: read_topic(settings, topics.CASES, min_count=1),
         lambda ms: any(json.loads(m.value)["type"] == "garda.case.opened" for m in ms),
     )
-    event = next(json.loads(m.value) for m in opened
-                 if json.loads(m.value)["type"] == "garda.case.opened")
+    event = next(
+        json.loads(m.value) for m in opened if json.loads(m.value)["type"] == "garda.case.opened"
+    )
     assert_subset(ex["departure-case"], event["data"])
     alert = await alerts(settings, "garda.alert.non_procedural_departure", min_count=1)
     assert_subset(ex["departure-alert"], alert[0]["data"])

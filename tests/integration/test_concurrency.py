@@ -20,12 +20,24 @@ TOPIC = "pmi.incidents.v1"
 
 
 def incident(ev_id: str, inc: str, category: str, worker: str = "PMI-1") -> bytes:
-    return json.dumps({
-        "specversion": "1.0", "id": ev_id, "source": "kjri/desk",
-        "type": "pmi.incident.reported", "subject": worker, "time": "2026-01-01T00:00:00Z",
-        "data": {"incident_id": inc, "worker_id": worker, "category": category,
-                 "occurred_at": "2026-01-01T00:00:00Z", "country": "MY",
-                 "reporter_type": "mission"}}).encode()
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": ev_id,
+            "source": "kjri/desk",
+            "type": "pmi.incident.reported",
+            "subject": worker,
+            "time": "2026-01-01T00:00:00Z",
+            "data": {
+                "incident_id": inc,
+                "worker_id": worker,
+                "category": category,
+                "occurred_at": "2026-01-01T00:00:00Z",
+                "country": "MY",
+                "reporter_type": "mission",
+            },
+        }
+    ).encode()
 
 
 @pytest.fixture
@@ -45,12 +57,17 @@ def processor(db: Database) -> BatchProcessor:
 
 async def _state(db: Database) -> tuple:
     async with db.pool.acquire() as conn:
-        cases = [tuple(r) for r in await conn.fetch(
-            "SELECT case_id, kind, status, reports FROM cases ORDER BY case_id")]
+        cases = [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT case_id, kind, status, reports FROM cases ORDER BY case_id"
+            )
+        ]
         timeline = await conn.fetchval("SELECT count(*) FROM case_timeline")
         outbox = await conn.fetchval("SELECT count(*) FROM outbox")
-        await conn.execute("TRUNCATE workers, cases, claims, case_timeline, processed_events,"
-                           " deadletters, outbox")
+        await conn.execute(
+            "TRUNCATE workers, cases, claims, case_timeline, processed_events, deadletters, outbox"
+        )
     return cases, timeline, outbox
 
 
@@ -97,7 +114,8 @@ async def test_a_one_off_query_cancel_does_not_dead_letter_a_valid_event(
 
     monkeypatch.setattr(processor_mod, "write_batch", cancelled_once)
     report = await processor(db).process(
-        [RawRecord(TOPIC, 0, 0, b"PMI-1", incident("e1", "I1", "death"), timestamp=1.0)])
+        [RawRecord(TOPIC, 0, 0, b"PMI-1", incident("e1", "I1", "death"), timestamp=1.0)]
+    )
     assert report.outcomes["opened"] == 1 and not report.outcomes["deadletter"]
     async with db.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM deadletters") == 0

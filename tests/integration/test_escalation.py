@@ -54,8 +54,12 @@ def parse(ts: str) -> datetime:
 
 def incident(wid: str, category: str, country: str = "MY", region: str | None = "MY-01") -> dict:
     data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}", "worker_id": wid, "category": category,
-        "occurred_at": "2026-11-28T10:00:00Z", "country": country, "reporter_type": "hotline",
+        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
+        "worker_id": wid,
+        "category": category,
+        "occurred_at": "2026-11-28T10:00:00Z",
+        "country": country,
+        "reporter_type": "hotline",
     }
     if region:
         data["region"] = region
@@ -88,16 +92,19 @@ def _report_delays() -> Iterator[None]:
         )
 
 
-async def open_cases(settings: Settings, url: str, headers: dict[str, str],
-                     specs: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+async def open_cases(
+    settings: Settings, url: str, headers: dict[str, str], specs: list[tuple[str, str]]
+) -> dict[str, dict[str, Any]]:
     """Publish one incident per (worker_id, category); returns {worker_id: case} once open."""
     await publish_events(settings, topics.INCIDENTS, [incident(w, c) for w, c in specs])
     out: dict[str, dict[str, Any]] = {}
     for wid, _ in specs:
         _, body = await eventually(
-            lambda wid=wid: get_json(f"{url}/api/cases?worker_id={wid}&kind=protection",
-                                        headers=headers),
-            lambda r: r[0] == 200 and len(r[1]["cases"]) == 1, timeout=15,
+            lambda wid=wid: get_json(
+                f"{url}/api/cases?worker_id={wid}&kind=protection", headers=headers
+            ),
+            lambda r: r[0] == 200 and len(r[1]["cases"]) == 1,
+            timeout=15,
         )
         out[wid] = body["cases"][0]
     return out
@@ -122,9 +129,11 @@ def expected_deadline(case: dict[str, Any], clock: str, level: int) -> datetime:
 def is_escalation(case_id: str, level: int | None = None):
     def pred(v: Any) -> bool:
         return (
-            v.get("type") == ESCALATED and v["data"]["case_id"] == case_id
+            v.get("type") == ESCALATED
+            and v["data"]["case_id"] == case_id
             and (level is None or v["data"]["event"]["level"] == level)
         )
+
     return pred
 
 
@@ -132,8 +141,15 @@ def is_alert(case_id: str):
     return lambda v: v.get("type") == "garda.alert.escalated" and v["data"]["case_id"] == case_id
 
 
-def check_escalation(case: dict[str, Any], msg: Any, ev: dict[str, Any], *, level: int,
-                     clock: str, bound: float | None = LATE_BOUND) -> float:
+def check_escalation(
+    case: dict[str, Any],
+    msg: Any,
+    ev: dict[str, Any],
+    *,
+    level: int,
+    clock: str,
+    bound: float | None = LATE_BOUND,
+) -> float:
     """The event's shape and timing; returns its delay (processing time - deadline)."""
     data = ev["data"]
     assert ev["specversion"] == "1.0" and ev["subject"] == case["worker_id"]
@@ -168,8 +184,9 @@ def check_escalation(case: dict[str, Any], msg: Any, ev: dict[str, Any], *, leve
 async def timeline_escalations(settings: Settings, case_id: str) -> list[dict[str, Any]]:
     rows = await db_fetch(
         settings.database_url,
-        "SELECT at, actor, detail FROM case_timeline WHERE case_id = $1 AND type = $2"
-        " ORDER BY seq", case_id, ESCALATED,
+        "SELECT at, actor, detail FROM case_timeline WHERE case_id = $1 AND type = $2 ORDER BY seq",
+        case_id,
+        ESCALATED,
     )
     return [{"at": r["at"], "actor": r["actor"], "detail": json.loads(r["detail"])} for r in rows]
 
@@ -187,8 +204,12 @@ async def test_unacknowledged_case_climbs_to_level_1_then_level_2(
     settings, url = fast_settings, fast_worker.url
     _, hq = await new_token(settings, hq=True)
     async with TopicTail(settings, topics.CASES) as cases_t:
-        cases = await open_cases(settings, url, bearer(hq),
-                                 [("W-ESC-CRIT", "trafficking"), ("W-ESC-HIGH", "unpaid_wages")])
+        cases = await open_cases(
+            settings,
+            url,
+            bearer(hq),
+            [("W-ESC-CRIT", "trafficking"), ("W-ESC-HIGH", "unpaid_wages")],
+        )
         crit, high = cases["W-ESC-CRIT"], cases["W-ESC-HIGH"]
         assert crit["severity"] == "critical" and high["severity"] == "high"
         assert crit["post_id"] == high["post_id"] == "KJRI-JOHOR-BAHRU"
@@ -235,9 +256,11 @@ async def test_unacknowledged_case_climbs_to_level_1_then_level_2(
             assert [e["detail"]["level"] for e in esc] == [1, 2]
             assert all(e["actor"] == "garda" and e["at"] for e in esc)
 
-        next_due = await db_fetch(settings.database_url,
-                                  "SELECT next_due FROM cases WHERE case_id = ANY($1)",
-                                  [crit["case_id"], high["case_id"]])
+        next_due = await db_fetch(
+            settings.database_url,
+            "SELECT next_due FROM cases WHERE case_id = ANY($1)",
+            [crit["case_id"], high["case_id"]],
+        )
         assert [r["next_due"] for r in next_due] == [None, None]
 
 
@@ -248,15 +271,18 @@ async def test_acknowledged_case_stops_the_ack_clock_but_escalates_at_resolve_du
     _, post = await new_token(settings, posts=["KJRI-JOHOR-BAHRU"])
     async with TopicTail(settings, topics.CASES) as cases_t:
         case = (await open_cases(settings, url, bearer(post), [("W-ESC-ACK", "detention")]))[
-            "W-ESC-ACK"]
+            "W-ESC-ACK"
+        ]
         cid = case["case_id"]
         assert case["severity"] == "critical"
-        status, reply = await post_json(f"{url}/api/cases/{cid}/acknowledge",
-                                        {"actor": "officer-jb-1"}, headers=bearer(post))
+        status, reply = await post_json(
+            f"{url}/api/cases/{cid}/acknowledge", {"actor": "officer-jb-1"}, headers=bearer(post)
+        )
         assert status == 202, reply
         _, body = await eventually(
             lambda: get_json(f"{url}/api/cases/{cid}", headers=bearer(post)),
-            lambda r: r[1]["status"] == "acknowledged", timeout=5,
+            lambda r: r[1]["status"] == "acknowledged",
+            timeout=5,
         )
         ack = next(e for e in body["timeline"] if e["type"] == "garda.case.acknowledged")
         assert parse(ack["at"]) < parse(case["ack_due"]), "acknowledged too late for this test"
@@ -278,8 +304,9 @@ async def test_acknowledged_case_stops_the_ack_clock_but_escalates_at_resolve_du
         assert [(r["detail"]["level"], r["detail"]["deadline"]) for r in rows] == [(1, "resolve")]
         _, body = await get_json(f"{url}/api/cases/{cid}", headers=bearer(post))
         assert body["status"] == "acknowledged" and body["escalation_level"] == 1
-        nd = await db_fetch(settings.database_url,
-                            "SELECT next_due FROM cases WHERE case_id = $1", cid)
+        nd = await db_fetch(
+            settings.database_url, "SELECT next_due FROM cases WHERE case_id = $1", cid
+        )
         assert nd[0]["next_due"] is None
 
 
@@ -293,8 +320,12 @@ async def test_kill9_between_deadlines_each_level_fires_exactly_once(
     try:
         _, hq = await new_token(settings, hq=True)
         async with TopicTail(settings, topics.CASES) as cases_t:
-            cases = await open_cases(settings, w1.url, bearer(hq),
-                                     [("W-KILL-CRIT", "lost_contact"), ("W-KILL-HIGH", "document_withheld")])
+            cases = await open_cases(
+                settings,
+                w1.url,
+                bearer(hq),
+                [("W-KILL-CRIT", "lost_contact"), ("W-KILL-HIGH", "document_withheld")],
+            )
             crit, high = cases["W-KILL-CRIT"], cases["W-KILL-HIGH"]
             l1 = await cases_t.wait(is_escalation(crit["case_id"], 1), timeout=12)
             check_escalation(crit, *l1[0], level=1, clock="ack")
@@ -356,10 +387,17 @@ async def test_acknowledgement_made_while_down_counts_before_the_missed_deadline
         await w1.stop()
         ack_at = datetime.now(UTC)
         assert ack_at < expected_deadline(case, "ack", 1)
-        action = cloudevent("pmi.case.acknowledged", {
-            "case_id": case["case_id"], "worker_id": "W-DOWN-ACK", "actor": "officer-7",
-            "post_id": case["post_id"], "at": ack_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        }, source="kjri-johor-bahru/desk")
+        action = cloudevent(
+            "pmi.case.acknowledged",
+            {
+                "case_id": case["case_id"],
+                "worker_id": "W-DOWN-ACK",
+                "actor": "officer-7",
+                "post_id": case["post_id"],
+                "at": ack_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            },
+            source="kjri-johor-bahru/desk",
+        )
         await publish_events(settings, topics.CASE_ACTIONS, [action])
         # Both ack deadlines pass while no worker runs.
         wait = (expected_deadline(case, "ack", 2) - datetime.now(UTC)).total_seconds() + 1

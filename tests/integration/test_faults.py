@@ -31,7 +31,9 @@ async def _set_connections(server_url: str, db: str, allow: bool) -> None:
         if not allow:
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = $1 AND pid <> pg_backend_pid()", db)
+                " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                db,
+            )
     finally:
         await conn.close()
 
@@ -41,14 +43,19 @@ async def test_database_outage_holds_events_until_it_returns(
 ) -> None:
     url = settings.database_url
     db = url.rsplit("/", 1)[1]
-    await publish_events(settings, topics.DEPARTURES, [departure(f"W-F-{i}", "TW") for i in range(20)])
-    await eventually(lambda: _count(url, "SELECT count(*) FROM processed_events"), lambda n: n == 20)
+    await publish_events(
+        settings, topics.DEPARTURES, [departure(f"W-F-{i}", "TW") for i in range(20)]
+    )
+    await eventually(
+        lambda: _count(url, "SELECT count(*) FROM processed_events"), lambda n: n == 20
+    )
 
     _, hq = await new_token(settings, hq=True)
     await _set_connections(pg_server.url, db, allow=False)
     try:
-        await publish_events(settings, topics.DEPARTURES,
-                             [departure(f"W-F-{i}", "HK") for i in range(20, 50)])
+        await publish_events(
+            settings, topics.DEPARTURES, [departure(f"W-F-{i}", "HK") for i in range(20, 50)]
+        )
         await asyncio.sleep(3)
         status, health = await get_json(f"{worker.url}/health")
         assert status == 503 and health["database"] != "ok"
@@ -57,11 +64,15 @@ async def test_database_outage_holds_events_until_it_returns(
     finally:
         await _set_connections(pg_server.url, db, allow=True)
 
-    await eventually(lambda: _count(url, "SELECT count(*) FROM processed_events"),
-                     lambda n: n == 50, timeout=40)
+    await eventually(
+        lambda: _count(url, "SELECT count(*) FROM processed_events"), lambda n: n == 50, timeout=40
+    )
     assert await _count(url, "SELECT count(*) FROM deadletters") == 0
     assert await _count(url, "SELECT count(*) FROM workers WHERE country = 'HK'") == 30
     # The outbox drains once the database is back.
-    await eventually(lambda: _count(url, "SELECT count(*) FROM outbox WHERE published_at IS NULL"),
-                     lambda n: n == 0, timeout=30)
+    await eventually(
+        lambda: _count(url, "SELECT count(*) FROM outbox WHERE published_at IS NULL"),
+        lambda n: n == 0,
+        timeout=30,
+    )
     assert worker.proc is not None and worker.proc.poll() is None

@@ -20,8 +20,18 @@ async def test_migrations_apply_once_and_are_idempotent(database_url: str) -> No
             r["tablename"]
             for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
         }
-        assert {"workers", "cases", "claims", "case_timeline", "processed_events", "outbox",
-                "deadletters", "api_tokens", "audit_log", "schema_migrations"} <= tables
+        assert {
+            "workers",
+            "cases",
+            "claims",
+            "case_timeline",
+            "processed_events",
+            "outbox",
+            "deadletters",
+            "api_tokens",
+            "audit_log",
+            "schema_migrations",
+        } <= tables
     finally:
         await conn.close()
 

@@ -23,23 +23,43 @@ T0 = "2026-11-20T08:00:00Z"
 
 def departure(wid: str, country: str, region: str | None = None, **extra: object) -> dict:
     data = {
-        "worker_id": wid, "destination_country": country, "departed_at": T0, "scheme": "p2p",
-        "p3mi_license": "SIP3MI-001", "employer_type": "legal_entity", "visa_type": "work",
-        "e_pmi_id": "EPMI-1", "bpjs_membership_no": "BPJS-1", "contract_start": "2026-11-20",
-        "contract_end": "2028-11-19", "nik": "3201010101010001", "passport_no": "C1234567",
-        "full_name": "Siti Aminah", **extra,
+        "worker_id": wid,
+        "destination_country": country,
+        "departed_at": T0,
+        "scheme": "p2p",
+        "p3mi_license": "SIP3MI-001",
+        "employer_type": "legal_entity",
+        "visa_type": "work",
+        "e_pmi_id": "EPMI-1",
+        "bpjs_membership_no": "BPJS-1",
+        "contract_start": "2026-11-20",
+        "contract_end": "2028-11-19",
+        "nik": "3201010101010001",
+        "passport_no": "C1234567",
+        "full_name": "Siti Aminah",
+        **extra,
     }
     if region:
         data["destination_region"] = region
     return cloudevent("pmi.departure.recorded", data, source="siskop2mi/embarkation")
 
 
-def incident(wid: str, country: str, category: str, region: str | None = None,
-             incident_id: str | None = None, **extra: object) -> dict:
+def incident(
+    wid: str,
+    country: str,
+    category: str,
+    region: str | None = None,
+    incident_id: str | None = None,
+    **extra: object,
+) -> dict:
     data = {
-        "incident_id": incident_id or f"INC-{uuid.uuid4().hex[:8]}", "worker_id": wid,
-        "category": category, "occurred_at": "2026-11-28T10:00:00Z", "country": country,
-        "reporter_type": "hotline", **extra,
+        "incident_id": incident_id or f"INC-{uuid.uuid4().hex[:8]}",
+        "worker_id": wid,
+        "category": category,
+        "occurred_at": "2026-11-28T10:00:00Z",
+        "country": country,
+        "reporter_type": "hotline",
+        **extra,
     }
     if region:
         data["region"] = region
@@ -65,12 +85,16 @@ SCENARIO = [
 async def test_mixed_scenario_routes_cases_and_projects_state(
     settings: Settings, worker: WorkerProcess, hq_headers: dict[str, str]
 ) -> None:
-    await publish_events(settings, topics.DEPARTURES,
-                         [departure(w, c, r) for w, c, r, _, _ in SCENARIO])
-    await publish_events(settings, topics.INCIDENTS,
-                         [incident(w, c, cat, r) for w, c, r, cat, _ in SCENARIO])
+    await publish_events(
+        settings, topics.DEPARTURES, [departure(w, c, r) for w, c, r, _, _ in SCENARIO]
+    )
+    await publish_events(
+        settings, topics.INCIDENTS, [incident(w, c, cat, r) for w, c, r, cat, _ in SCENARIO]
+    )
     # A worker nobody saw leave.
-    await publish_events(settings, topics.INCIDENTS, [incident("W-GHOST", "MY", "trafficking", "MY-01")])
+    await publish_events(
+        settings, topics.INCIDENTS, [incident("W-GHOST", "MY", "trafficking", "MY-01")]
+    )
 
     async def cases() -> list[dict]:
         _, body = await get_json(f"{worker.url}/api/cases?limit=100", headers=hq_headers)
@@ -95,9 +119,17 @@ async def test_mixed_scenario_routes_cases_and_projects_state(
     assert ghost["in_crisis"] is True and ghost["open_cases"]
     status, placed = await get_json(f"{worker.url}/api/workers/W-TW", headers=hq_headers)
     assert placed["state"] == "departed" and placed["country"] == "TW"
-    assert set(placed) >= {"worker_id", "state", "in_crisis", "non_procedural",
-                           "non_procedural_reasons", "insured_until", "open_cases", "country",
-                           "region"}
+    assert set(placed) >= {
+        "worker_id",
+        "state",
+        "in_crisis",
+        "non_procedural",
+        "non_procedural_reasons",
+        "insured_until",
+        "open_cases",
+        "country",
+        "region",
+    }
 
     # One case in detail, with its timeline.
     cid = by_worker["W-MY-JOHOR"]["case_id"]
@@ -108,8 +140,9 @@ async def test_mixed_scenario_routes_cases_and_projects_state(
     # Filters.
     _, body = await get_json(f"{worker.url}/api/cases?post_id=KDEI-TAIPEI", headers=hq_headers)
     assert {c["worker_id"] for c in body["cases"]} == {"W-TW"}
-    _, body = await get_json(f"{worker.url}/api/cases?severity=critical&status=open",
-                             headers=hq_headers)
+    _, body = await get_json(
+        f"{worker.url}/api/cases?severity=critical&status=open", headers=hq_headers
+    )
     assert {"W-MY-KL", "W-SA-JEDDAH", "W-FR", "W-GHOST"} <= {c["worker_id"] for c in body["cases"]}
     status, body = await get_json(f"{worker.url}/api/cases?colour=red", headers=hq_headers)
     assert status == 400
@@ -184,8 +217,9 @@ async def test_duplicates_and_replays_change_nothing(
     assert after[1] == before[1] + 0  # the re-forwarded incident is a recorded no-op
     _, case = await get_json(f"{worker.url}/api/cases?worker_id=W-DUP", headers=hq_headers)
     assert case["cases"][0]["reports"] == 1
-    outcomes = await db_fetch(settings.database_url,
-                              "SELECT outcome FROM processed_events WHERE id = $1", again["id"])
+    outcomes = await db_fetch(
+        settings.database_url, "SELECT outcome FROM processed_events WHERE id = $1", again["id"]
+    )
     assert outcomes[0]["outcome"] == "duplicate-incident"
 
 
@@ -201,8 +235,11 @@ async def test_malformed_input_is_dead_lettered_and_valid_events_go_on(
     unknown_type = cloudevent("pmi.departure.teleported", {"worker_id": "W-BAD-6"})
     wrong_topic = incident("W-BAD-7", "MY", "other")  # an incident on the departures topic
     binary_bad = [
-        ("ce_specversion", b"1.0"), ("ce_id", b"bin-1"), ("ce_source", b"test/binary"),
-        ("ce_type", b"pmi.departure.recorded"), ("ce_subject", b"W-BAD-8"),
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"bin-1"),
+        ("ce_source", b"test/binary"),
+        ("ce_type", b"pmi.departure.recorded"),
+        ("ce_subject", b"W-BAD-8"),
         ("content-type", b"application/json"),
     ]
     records = [
@@ -214,7 +251,13 @@ async def test_malformed_input_is_dead_lettered_and_valid_events_go_on(
         (b"someone-else", mismatch, None),
         (b"W-BAD-6", unknown_type, None),
         (b"W-BAD-7", wrong_topic, None),
-        (b"W-BAD-8", json.dumps(dict(departure("W-BAD-8", "MY")["data"], destination_country="Malaysia")).encode(), binary_bad),
+        (
+            b"W-BAD-8",
+            json.dumps(
+                dict(departure("W-BAD-8", "MY")["data"], destination_country="Malaysia")
+            ).encode(),
+            binary_bad,
+        ),
         (b"W-OK-2", good2, None),
     ]
     await publish(settings, topics.DEPARTURES, records)
@@ -257,7 +300,8 @@ async def test_two_workers_share_the_partitions(settings: Settings, tmp_path) ->
         await publish_events(settings, topics.DEPARTURES, [departure(w, "TW") for w in wids])
         await eventually(
             lambda: _count(settings.database_url, "SELECT count(*) FROM workers"),
-            lambda n: n == len(wids), timeout=40,
+            lambda n: n == len(wids),
+            timeout=40,
         )
         handled = [w.log_text().count('"event handled"') for w in (w1, w2)]
         assert all(n > 0 for n in handled), handled

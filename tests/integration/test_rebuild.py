@@ -17,7 +17,7 @@ from tests.integration.test_pipeline import SCENARIO, departure, incident
 STATE_SQL = {
     "workers": "SELECT worker_id, state, country, region, in_crisis, non_procedural FROM workers ORDER BY 1",
     "cases": "SELECT case_id, kind, category, severity, status, post_id, escalation_level, reports,"
-             " ack_due, resolve_due FROM cases ORDER BY 1",
+    " ack_due, resolve_due FROM cases ORDER BY 1",
     "timeline": "SELECT entry_id, case_id, type FROM case_timeline ORDER BY 1",
     "processed": "SELECT source, id, outcome FROM processed_events ORDER BY 1, 2",
 }
@@ -34,7 +34,9 @@ async def test_rebuild_derives_the_same_read_model(settings: Settings, worker, p
     total = len(events) + len(incidents)
 
     async def processed() -> int:
-        return (await db_fetch(settings.database_url, "SELECT count(*) FROM processed_events"))[0][0]
+        return (await db_fetch(settings.database_url, "SELECT count(*) FROM processed_events"))[0][
+            0
+        ]
 
     # Departures are recorded before incidents happen (different topics are ordered only by
     # the time they are published; see streams.processor.in_time_order).
@@ -51,7 +53,9 @@ async def test_rebuild_derives_the_same_read_model(settings: Settings, worker, p
         result = await rebuild(fresh, load_policy(), batch_size=4, progress=False)
         assert result["records"] == total
         assert await _state(fresh_url) == live
-        unpublished = await db_fetch(fresh_url, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        unpublished = await db_fetch(
+            fresh_url, "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
         assert unpublished[0][0] == 0
         with pytest.raises(GardaError, match="not empty"):
             await rebuild(fresh, load_policy(), progress=False)

@@ -31,30 +31,44 @@ async def test_stop_mid_backlog_then_restart_loses_nothing(
     try:
         wids = [f"W-R-{i:05d}" for i in range(N)]
         await publish_events(settings, topics.DEPARTURES, [departure(w, "TW") for w in wids])
-        await publish_events(settings, topics.INCIDENTS,
-                             [incident(w, "TW", "unpaid_wages") for w in wids[: N // 3]])
+        await publish_events(
+            settings, topics.INCIDENTS, [incident(w, "TW", "unpaid_wages") for w in wids[: N // 3]]
+        )
         total = N + N // 3
         # Stop the worker once it is part-way through.
-        await eventually(lambda: _count(url, "SELECT count(*) FROM processed_events"),
-                         lambda n: n >= 400, timeout=30, interval=0.02)
+        await eventually(
+            lambda: _count(url, "SELECT count(*) FROM processed_events"),
+            lambda n: n >= 400,
+            timeout=30,
+            interval=0.02,
+        )
         if how == "sigkill":
             w1.kill9()
         else:
             await w1.stop()
         done_before = await _count(url, "SELECT count(*) FROM processed_events")
         await w2.start(ready_timeout=60)
-        await eventually(lambda: _count(url, "SELECT count(*) FROM processed_events"),
-                         lambda n: n == total, timeout=90)
+        await eventually(
+            lambda: _count(url, "SELECT count(*) FROM processed_events"),
+            lambda n: n == total,
+            timeout=90,
+        )
         await asyncio.sleep(1.5)  # anything replayed after this would show up as duplicates
         assert await _count(url, "SELECT count(*) FROM processed_events") == total
         assert await _count(url, "SELECT count(*) FROM workers") == N
         assert await _count(url, "SELECT count(*) FROM cases WHERE kind = 'protection'") == N // 3
-        assert await _count(url, "SELECT coalesce(sum(reports), 0) FROM cases"
-                                 " WHERE kind = 'protection'") == N // 3
+        assert (
+            await _count(
+                url, "SELECT coalesce(sum(reports), 0) FROM cases WHERE kind = 'protection'"
+            )
+            == N // 3
+        )
         assert await _count(url, "SELECT count(*) FROM deadletters") == 0
         await eventually(
             lambda: _count(url, "SELECT count(*) FROM outbox WHERE published_at IS NULL"),
-            lambda n: n == 0, timeout=30)
+            lambda n: n == 0,
+            timeout=30,
+        )
         print(f"\n{how}: {done_before}/{total} done before the stop")
     finally:
         w1.kill9()
@@ -73,8 +87,9 @@ async def test_a_worker_joining_under_load_changes_nothing_twice(
 
     async def traffic() -> None:
         for i in range(0, N, 100):  # ~10 s of steady traffic
-            await publish_events(settings, topics.DEPARTURES,
-                                 [departure(w, "HK") for w in wids[i:i + 100]])
+            await publish_events(
+                settings, topics.DEPARTURES, [departure(w, "HK") for w in wids[i : i + 100]]
+            )
             await asyncio.sleep(0.3)
 
     try:
@@ -82,8 +97,11 @@ async def test_a_worker_joining_under_load_changes_nothing_twice(
         await asyncio.sleep(1.0)
         await w2.start(ready_timeout=60)
         await sender
-        await eventually(lambda: _count(url, "SELECT count(*) FROM processed_events"),
-                         lambda n: n == N, timeout=90)
+        await eventually(
+            lambda: _count(url, "SELECT count(*) FROM processed_events"),
+            lambda n: n == N,
+            timeout=90,
+        )
         await asyncio.sleep(1.5)
         assert await _count(url, "SELECT count(*) FROM processed_events") == N
         assert await _count(url, "SELECT count(*) FROM workers") == N

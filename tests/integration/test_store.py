@@ -17,8 +17,15 @@ class NoClocks:
 
 
 def dead(value: bytes) -> DeadLetter:
-    return DeadLetter(topic="pmi.departures.v1", partition=0, offset=0, error="invalid JSON",
-                      key=b"W1", value=value, headers=[])
+    return DeadLetter(
+        topic="pmi.departures.v1",
+        partition=0,
+        offset=0,
+        error="invalid JSON",
+        key=b"W1",
+        value=value,
+        headers=[],
+    )
 
 
 async def test_redelivered_dead_letter_once_new_bytes_at_a_reused_offset_again(
@@ -31,7 +38,9 @@ async def test_redelivered_dead_letter_once_new_bytes_at_a_reused_offset_again(
         seqs = []
         for value in (b"{bad", b"{bad", b"{other"):  # redelivery, then a new broker's offset 0
             async with conn.transaction():
-                seqs.append(await write_batch(conn, BatchWrite(deadletters=[dead(value)]), NoClocks()))
+                seqs.append(
+                    await write_batch(conn, BatchWrite(deadletters=[dead(value)]), NoClocks())
+                )
         assert [len(s) for s in seqs] == [1, 0, 1]
         rows = await conn.fetch("SELECT value FROM outbox ORDER BY seq")
         assert [bytes(r["value"]) for r in rows] == [b"{bad", b"{other"]

@@ -22,8 +22,6 @@ WORKER = "PMI-2024-000123"
 CASE = "case-1"
 
 
-
-
 FAST = fast_policy()
 
 # Minimal valid data per action type (besides case_id, worker_id, actor, post_id).

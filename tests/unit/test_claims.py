@@ -515,8 +515,9 @@ def test_a_handled_stall_is_not_due_again_until_the_claim_moves() -> None:
 
     policy = load_policy()
     last = datetime(2026, 11, 1, tzinfo=UTC)
-    claim = Claim(claim_id="C1", worker_id="W1", program="JKM", status="submitted",
-                  last_change_at=last)
+    claim = Claim(
+        claim_id="C1", worker_id="W1", program="JKM", status="submitted", last_change_at=last
+    )
     assert stall_due(claim, policy) == last + policy.claims.stall
     claim.stall_handled_for = last
     assert stall_due(claim, policy) is None

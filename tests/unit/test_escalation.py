@@ -32,8 +32,6 @@ WORKER = "PMI-2024-000123"
 DEFAULT = load_policy()
 
 
-
-
 FAST = fast_policy()
 POLICIES = {"default": DEFAULT, "fast": FAST}
 

@@ -11,16 +11,24 @@ from infra.logging import configure_logging, get_logger, mask_pii, mask_value
 
 @pytest.mark.parametrize(
     ("raw", "masked"),
-    [("3201010101010001", "32************01"), ("C1234567", "C1****67"), ("Ani", "***"), (None, None)],
+    [
+        ("3201010101010001", "32************01"),
+        ("C1234567", "C1****67"),
+        ("Ani", "***"),
+        (None, None),
+    ],
 )
 def test_mask_value(raw: str | None, masked: str | None) -> None:
     assert mask_value(raw) == masked
 
 
 def test_mask_pii_nested() -> None:
-    event = {"event": "x", "nik": "3201010101010001",
-             "data": {"full_name": "Siti Aminah", "passport_no": "C1234567", "worker_id": "PMI-1"},
-             "items": [{"nik": "1234567890"}]}
+    event = {
+        "event": "x",
+        "nik": "3201010101010001",
+        "data": {"full_name": "Siti Aminah", "passport_no": "C1234567", "worker_id": "PMI-1"},
+        "items": [{"nik": "1234567890"}],
+    }
     out = mask_pii(None, "info", dict(event))
     text = json.dumps(out)
     for raw in ("3201010101010001", "Siti Aminah", "C1234567", "1234567890"):

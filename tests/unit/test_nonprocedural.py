@@ -317,8 +317,9 @@ def test_second_departure_unions_reasons_and_opens_its_own_case():
     a = agg()
     c1 = check_departure(a, ctx_for(dep(visa_type="visit"), "dep-1"))
     later = "2027-06-01T08:00:00+07:00"  # a second journey
-    c2 = check_departure(a, ctx_for(dep(e_pmi_id=None, visa_type="visit", departed_at=later),
-                                    "dep-2"))
+    c2 = check_departure(
+        a, ctx_for(dep(e_pmi_id=None, visa_type="visit", departed_at=later), "dep-2")
+    )
     assert c1.case_id != c2.case_id
     assert len(a.cases) == 2
     assert a.worker.non_procedural_reasons == ["no_worker_card", "non_work_visa"]

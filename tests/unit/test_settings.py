@@ -43,7 +43,9 @@ def test_test_variables_are_not_settings() -> None:
 
 
 def test_database_password_hidden_in_repr() -> None:
-    s = load_settings({"GARDA_DATABASE_URL": "postgresql://garda:s3cret@db:5432/garda"}, dotenv=None)
+    s = load_settings(
+        {"GARDA_DATABASE_URL": "postgresql://garda:s3cret@db:5432/garda"}, dotenv=None
+    )
     assert "s3cret" not in repr(s)
     assert "garda:***@db:5432/garda" in repr(s)
     assert s.database_url.endswith("s3cret@db:5432/garda")
