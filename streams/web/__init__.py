@@ -1,0 +1,26 @@
+"""The HTTP API as Faust web views, one module per concern; reads come from PostgreSQL.
+
+Each module exports ``ROUTES`` (path → view class); :func:`register` mounts them all. To add
+an endpoint, add a view to the module of its concern (or a new module) and list it there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.web import actions, health, ingest, reads
+
+MODULES = (health, reads, ingest, actions)
+
+
+def routes() -> dict[str, type]:
+    """Every path Garda serves, with its view class."""
+    out: dict[str, type] = {}
+    for module in MODULES:
+        out.update(module.ROUTES)
+    return out
+
+
+def register(app: Any) -> None:
+    for path, view in routes().items():
+        app.page(path)(view)

@@ -1,0 +1,164 @@
+"""``POST /api/cases/{case_id}/<action>``: responders act on a case.
+
+The action is checked against the current case with the same pure rules the processor uses,
+then published on ``pmi.case-actions.v1``, where the processor applies it in order with the
+worker's other events. Every outcome, refusals included, is audited.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from faust.web import Request, Response
+
+from handlers.dispatch import handle
+from handlers.policy import Policy
+from infra import queries
+from infra.errors import InvalidEvent, Rejected
+from infra.store import load_aggregates
+from infra.tokens import Scope
+from schemas import topics
+from schemas.envelope import encode, new_envelope
+from streams.web.common import ApiView, log, write_endpoint
+
+ACTIONS = {
+    "acknowledge": ("pmi.case.acknowledged", ()),
+    "notes": ("pmi.case.note-added", ("note",)),
+    "refer": ("pmi.case.referred", ("to",)),
+    "resolve": ("pmi.case.resolved", ("resolution", "note")),
+    "reopen": ("pmi.case.reopened", ()),
+}
+
+
+class CaseAction(ApiView):
+    @write_endpoint
+    async def post(self, request: Request, scope: Scope, case_id: str, action: str) -> Response:
+        detail: dict[str, Any] = {"action": action, "case_id": case_id}
+        if action not in ACTIONS:
+            error = f"unknown action {action}"
+            await self.audit(scope, request, 404, None, {**detail, "error": error})
+            return self.fail(404, error, actions=sorted(ACTIONS))
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            error = "body must be a JSON object"
+            await self.audit(scope, request, 400, None, {**detail, "error": error})
+            return self.fail(400, error)
+        type_, fields = ACTIONS[action]
+        status, reply = await case_action(self.runtime, scope, case_id, type_, fields, body)
+        await self.audit(
+            scope, request, status, reply.get("id"), {**detail, "error": reply.get("error")}
+        )
+        return self.reply(reply, status=status)
+
+
+def acting_post(
+    scope: Scope, body: dict[str, Any], policy: Policy, case_post: str, responsible: set[str]
+) -> str:
+    """Which post the action is taken as: the body's post_id if the token holds it, else the
+    case's post, else the post it was escalated to, when the token holds one; else
+    headquarters for an HQ token."""
+    wanted = body.get("post_id")
+    if wanted:
+        if wanted == policy.headquarters and scope.hq:
+            return wanted
+        if wanted in scope.posts:
+            return wanted
+        raise Rejected(f"this token does not act for post {wanted}", status=403)
+    if case_post in scope.posts:
+        return case_post
+    mine = sorted(responsible & scope.posts)
+    if mine:
+        return mine[0]
+    if scope.hq:
+        return policy.headquarters
+    return sorted(scope.posts)[0]
+
+
+async def case_action(
+    runtime: Any,
+    scope: Scope,
+    case_id: str,
+    type_: str,
+    fields: tuple[str, ...],
+    body: dict[str, Any],
+) -> tuple[int, dict[str, Any]]:
+    """Check the action against the current case (same rules as the processor), then publish
+    it on pmi.case-actions.v1. Returns the HTTP status and the reply body."""
+    async with runtime.db.pool.acquire() as conn:
+        found = await queries.case_post(conn, case_id)
+        if found is None or not scope.can_see_any(found[0]):
+            return 404, {"error": f"unknown case {case_id}"}
+        responsible, post_id, worker_id = found
+        aggs = await load_aggregates(conn, [worker_id])
+    actor = body.get("actor")
+    if not isinstance(actor, str) or not actor.strip():
+        return 422, {"error": "actor (the officer id) is required", "field": "actor"}
+    try:
+        acting = acting_post(scope, body, runtime.policy, post_id, responsible)
+    except Rejected as exc:
+        return exc.status, {"error": exc.reason}
+    data: dict[str, Any] = {
+        "case_id": case_id,
+        "worker_id": worker_id,
+        "actor": actor,
+        "post_id": acting,
+        "at": _now_iso(),
+    }
+    for name in fields:
+        if body.get(name) is not None:
+            data[name] = body[name]
+    extra = set(body) - {"actor", "post_id", *fields}
+    if extra:
+        return 400, {
+            "error": f"unexpected field(s): {', '.join(sorted(extra))}",
+            "allowed": ["actor", "post_id", *fields],
+        }
+    event_id = str(uuid.uuid4())
+    try:
+        env = new_envelope(
+            type=type_,
+            subject=worker_id,
+            data=data,
+            id=event_id,
+            source=f"garda-api/{scope.token_id}",
+            time=datetime.now(UTC),
+        )
+        handle(aggs[worker_id], env, runtime.policy, datetime.now(UTC))
+    except InvalidEvent as exc:
+        return 422, {"error": str(exc), "field": exc.field}
+    except Rejected as exc:
+        status = 404 if exc.status in (403, 404) else exc.status
+        return status, {"error": exc.reason}
+    topic = runtime.settings.topic(topics.CASE_ACTIONS)
+    try:
+        await runtime.relay.send_raw(
+            topic,
+            worker_id.encode(),
+            encode(env),
+            [("content-type", b"application/cloudevents+json")],
+        )
+    except Exception as exc:  # noqa: BLE001 - broker down or record too large
+        log.warning("case action not published", event_id=event_id, error=repr(exc))
+        return 503, {"error": "the action could not be published; retry it", "id": event_id}
+    log.info(
+        "case action accepted",
+        event_id=event_id,
+        type=type_,
+        case_id=case_id,
+        worker_id=worker_id,
+        actor=actor,
+    )
+    return 202, {"accepted": True, "id": event_id, "type": type_, "case_id": case_id}
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+ROUTES = {"/api/cases/{case_id}/{action}": CaseAction}

@@ -1,0 +1,106 @@
+"""What every view shares: JSON replies, the bearer-token check and the audit write.
+
+Every view that needs a token is decorated with :func:`token_required`, the one place the
+``Authorization`` header is read; the handler receives the caller's :class:`Scope`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec
+
+from faust.web import Request, Response, View
+
+from infra.errors import GardaError
+from infra.logging import get_logger
+from infra.tokens import Scope, audit, resolve_token
+
+log = get_logger("garda.api")
+
+P = ParamSpec("P")
+
+
+class Unauthorized(GardaError):
+    """No valid bearer token (HTTP 401)."""
+
+
+class ApiView(View):
+    """A Faust view with Garda's runtime and JSON helpers."""
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.runtime  # type: ignore[attr-defined]
+
+    def reply(self, body: Any, status: int = 200) -> Response:
+        return self.bytes(
+            json.dumps(body, ensure_ascii=False, default=str).encode(),
+            content_type="application/json",
+            status=status,
+        )
+
+    def fail(self, status: int, message: str, **extra: Any) -> Response:
+        return self.reply({"error": message, **extra}, status=status)
+
+    async def audit(
+        self,
+        scope: Scope | None,
+        request: Request,
+        status: int,
+        event_id: str | None,
+        detail: dict[str, Any],
+    ) -> None:
+        async with self.runtime.db.pool.acquire() as conn:
+            await audit(conn, scope, request.method, request.path, status, event_id, detail)
+
+
+async def resolve_scope(runtime: Any, request: Request) -> Scope:
+    """The caller's token scope; raises Unauthorized without a valid bearer token."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("a bearer token is required (garda tokens create --post ID | --hq)")
+    async with runtime.db.pool.acquire() as conn:
+        scope = await resolve_token(conn, token.strip())
+    if scope is None:
+        raise Unauthorized("unknown or revoked token")
+    return scope
+
+
+Handler = Callable[Concatenate[Any, Request, Scope, P], Awaitable[Response]]
+
+
+def token_required(
+    handler: Handler[P], *, audit_refusal: bool = False
+) -> Callable[Concatenate[Any, Request, P], Awaitable[Response]]:
+    """Run ``handler(self, request, scope, **path_args)`` only for a valid bearer token.
+
+    Without one the reply is 401 (503 when the token store is unreachable); with
+    ``audit_refusal`` the refusal is written to the audit log (write endpoints)."""
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: ApiView, request: Request, *args: P.args, **kwargs: P.kwargs
+    ) -> Response:
+        if "\x00" in request.path or any("\x00" in v for v in request.query.values()):
+            return self.fail(400, "NUL characters are not allowed in the path or query")
+        try:
+            scope = await resolve_scope(self.runtime, request)
+        except Unauthorized as exc:
+            if audit_refusal:
+                await self.audit(None, request, 401, None, {"error": "unauthorized", **kwargs})
+            return self.fail(401, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the token store is unreachable
+            log.warning("token check failed", error=repr(exc))
+            return self.fail(503, "the database is unavailable; retry shortly")
+        return await handler(self, request, scope, *args, **kwargs)
+
+    return wrapper
+
+
+def write_endpoint(
+    handler: Handler[P],
+) -> Callable[Concatenate[Any, Request, P], Awaitable[Response]]:
+    """:func:`token_required` for endpoints that change something: refusals are audited."""
+    return token_required(handler, audit_refusal=True)

@@ -1,0 +1,92 @@
+"""``POST /api/events``: producers that cannot speak Kafka send the same CloudEvents here.
+
+Rules decided where the design is silent: only producers' event types are accepted (case
+actions go through ``/api/cases/{id}/<action>``, which checks the token's scope, and
+``garda.*`` commands are Garda's own); an invalid event is refused with 400 *and*
+dead-lettered like a Kafka record, so both channels leave the same trace.
+"""
+
+from __future__ import annotations
+
+import time
+
+from faust.web import Request, Response
+
+from infra.errors import InvalidEvent
+from infra.store import BatchWrite, DeadLetter, write_batch
+from infra.tokens import Scope
+from schemas import topics
+from schemas.envelope import decode
+from streams.web.common import ApiView, log, write_endpoint
+
+INGEST_TOPICS = (topics.DEPARTURES, topics.INCIDENTS, topics.CLAIMS)
+TOPIC_OF_TYPE = {t: topic for topic in INGEST_TOPICS for t in topics.TYPES_BY_TOPIC[topic]}
+
+
+class Ingest(ApiView):
+    @write_endpoint
+    async def post(self, request: Request, scope: Scope) -> Response:
+        runtime = self.runtime
+        body = await request.read()
+        headers = ce_headers(request)
+        try:
+            env = decode(None, body, headers)
+        except InvalidEvent as exc:
+            await self.dead_letter(body, headers, str(exc))
+            await self.audit(scope, request, 400, None, {"error": str(exc)})
+            return self.fail(400, str(exc), field=exc.field)
+        if env.type not in TOPIC_OF_TYPE:
+            reason = (
+                f"{env.type} is not accepted here: case actions go to "
+                "POST /api/cases/{case_id}/<action>, garda.* types are internal"
+            )
+            await self.dead_letter(body, headers, reason)
+            await self.audit(scope, request, 422, env.id, {"error": reason})
+            return self.fail(422, reason, field="type", accepted=sorted(TOPIC_OF_TYPE))
+        topic = runtime.settings.topic(TOPIC_OF_TYPE[env.type])
+        try:
+            await runtime.relay.send_raw(topic, env.subject.encode(), body, headers)
+        except Exception as exc:  # noqa: BLE001 - broker down or record too large
+            log.warning("ingest not published", event_id=env.id, error=repr(exc))
+            await self.audit(scope, request, 503, env.id, {"error": repr(exc)})
+            return self.fail(503, "the event could not be published; retry it")
+        await self.audit(scope, request, 202, env.id, {"type": env.type})
+        log.info("event ingested", event_id=env.id, type=env.type, worker_id=env.subject)
+        return self.reply({"accepted": True, "id": env.id, "topic": topic}, status=202)
+
+    async def dead_letter(self, body: bytes, headers: list[tuple[str, bytes]], error: str) -> None:
+        runtime = self.runtime
+        batch = BatchWrite(deadletter_topic=runtime.settings.topic(topics.DEADLETTER))
+        batch.deadletters.append(
+            DeadLetter(
+                topic="http:/api/events",
+                partition=0,
+                offset=time.time_ns(),
+                error=error,
+                key=None,
+                value=body,
+                headers=headers,
+            )
+        )
+        async with runtime.db.pool.acquire() as conn, conn.transaction():
+            seqs = await write_batch(conn, batch, runtime.processor)
+        await runtime.relay.publish_with_retry(seqs)
+
+
+def ce_headers(request: Request) -> list[tuple[str, bytes]]:
+    """CloudEvents HTTP binary mode: ``ce-*`` headers become Kafka ``ce_*`` headers."""
+    out: list[tuple[str, bytes]] = []
+    for k, v in request.headers.items():
+        lk = k.lower()
+        if lk.startswith("ce-"):
+            out.append(("ce_" + lk[3:], v.encode()))
+        elif lk == "content-type":
+            out.append(("content-type", v.encode()))
+    if not any(k.startswith("ce_") for k, _ in out):
+        # No ce-* headers: the body is a structured CloudEvent, whatever JSON type it was sent as.
+        out = [(k, v) for k, v in out if k != "content-type"]
+        out.append(("content-type", b"application/cloudevents+json"))
+    return out
+
+
+ROUTES = {"/api/events": Ingest}

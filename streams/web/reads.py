@@ -1,0 +1,100 @@
+"""Read endpoints: workers, cases, posts, schemas. Everything comes from PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.web import Request, Response
+
+from handlers.model import CASE_KINDS, CASE_STATUSES, SEVERITIES
+from infra import queries
+from infra.tokens import Scope
+from schemas.types import json_schema, list_types
+from streams.web.common import ApiView, token_required
+
+ENUM_FILTERS = {"severity": SEVERITIES, "status": CASE_STATUSES, "kind": CASE_KINDS}
+
+
+class WorkerView(ApiView):
+    @token_required
+    async def get(self, request: Request, scope: Scope, worker_id: str) -> Response:
+        async with self.runtime.db.pool.acquire() as conn:
+            body = await queries.get_worker(conn, worker_id, scope.post_filter)
+        if body is None:
+            return self.fail(404, f"unknown worker {worker_id}")
+        return self.reply(body)
+
+
+class CaseList(ApiView):
+    @token_required
+    async def get(self, request: Request, scope: Scope) -> Response:
+        q = request.query
+        unknown = set(q) - set(queries.CASE_FILTERS) - {"limit", "after"}
+        if unknown:
+            return self.fail(
+                400,
+                f"unknown filter(s): {', '.join(sorted(unknown))}",
+                filters=list(queries.CASE_FILTERS),
+            )
+        for name, allowed in ENUM_FILTERS.items():
+            if q.get(name) and q[name] not in allowed:
+                return self.fail(400, f"{name} must be one of {', '.join(allowed)}")
+        try:
+            limit = int(q.get("limit", "100"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            return self.fail(400, "limit must be an integer from 1 to 1000")
+        try:
+            async with self.runtime.db.pool.acquire() as conn:
+                cases = await queries.list_cases(
+                    conn, dict(q), posts=scope.post_filter, limit=limit, after=q.get("after")
+                )
+        except ValueError as exc:
+            return self.fail(400, str(exc))
+        body: dict[str, Any] = {"cases": cases, "count": len(cases)}
+        if len(cases) == limit:
+            body["next"] = queries.page_cursor(cases[-1])
+        return self.reply(body)
+
+
+class CaseView(ApiView):
+    @token_required
+    async def get(self, request: Request, scope: Scope, case_id: str) -> Response:
+        async with self.runtime.db.pool.acquire() as conn:
+            body = await queries.get_case(conn, case_id)
+        if body is None or not scope.can_see_any(queries.responsible_posts(body)):
+            return self.fail(404, f"unknown case {case_id}")
+        return self.reply(body)
+
+
+class Posts(ApiView):
+    @token_required
+    async def get(self, request: Request, scope: Scope) -> Response:
+        async with self.runtime.db.pool.acquire() as conn:
+            posts = await queries.list_posts(conn, self.runtime.policy, scope.post_filter)
+        return self.reply({"posts": posts})
+
+
+class SchemaList(ApiView):
+    @token_required
+    async def get(self, request: Request, scope: Scope) -> Response:
+        return self.reply({"types": list_types()})
+
+
+class SchemaView(ApiView):
+    @token_required
+    async def get(self, request: Request, scope: Scope, type_: str) -> Response:
+        if type_ not in list_types():
+            return self.fail(404, f"unknown event type {type_}", types=list_types())
+        return self.reply(json_schema(type_))
+
+
+ROUTES = {
+    "/api/workers/{worker_id}": WorkerView,
+    "/api/cases": CaseList,
+    "/api/cases/{case_id}": CaseView,
+    "/api/posts": Posts,
+    "/api/schemas": SchemaList,
+    "/api/schemas/{type_}": SchemaView,
+}
