@@ -34,9 +34,28 @@ def max_severity(a: str, b: str) -> str:
     return a if severity_rank(a) >= severity_rank(b) else b
 
 
+_ID_SEPARATOR = "\x1f"
+_ID_ESCAPE = "\x1e"
+
+
+def _id_part(part: str) -> str:
+    """``part`` with the separator and the escape character escaped (unchanged without them)."""
+    if _ID_SEPARATOR not in part and _ID_ESCAPE not in part:
+        return part
+    return part.replace(_ID_ESCAPE, _ID_ESCAPE * 2).replace(_ID_SEPARATOR, _ID_ESCAPE + "s")
+
+
 def stable_id(*parts: str, prefix: str = "", length: int = 16) -> str:
-    """A deterministic id from its cause, so that a replay derives the same id."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
+    """A deterministic id from its cause, so that a replay derives the same id.
+
+    The parts are joined injectively: the separator (U+001F) and the escape (U+001E) are
+    escaped inside a part, so ``("a\x1fb", "c")`` and ``("a", "b\x1fc")`` hash different
+    texts. Parts without either character hash exactly as before (ids already derived stay
+    valid); inputs cannot hold control characters anyway (``schemas`` refuses them).
+    Surrogates are written with ``surrogatepass`` so that no text can make this raise.
+    """
+    text = _ID_SEPARATOR.join(_id_part(p) for p in parts)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
     return f"{prefix}{digest}"
 
 

@@ -19,8 +19,16 @@ from typing import Protocol
 import asyncpg
 
 from handlers.model import Aggregate, Case, Claim, TimelineEntry, Worker
+from infra.errors import GardaError
 
 Headers = list[tuple[str, bytes]]
+
+
+class CaseConflict(GardaError):
+    """A case write would move an existing case to another worker or post (two causes
+    derived one case id): refused, the record that caused it is dead-lettered."""
+
+    retriable = False
 
 
 @dataclass
@@ -215,17 +223,8 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
             workers,
         )
     if cases:
-        await conn.executemany(
-            """INSERT INTO cases (case_id, worker_id, kind, category, severity, status, post_id,
-                   escalation_level, ack_due, resolve_due, opened_at, reports, next_due,
-                   partition, doc, updated_at)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15, now())
-               ON CONFLICT (case_id) DO UPDATE SET kind=$3, category=$4, severity=$5,
-                   status=$6, post_id=$7, escalation_level=$8, ack_due=$9, resolve_due=$10,
-                   reports=$12, next_due=$13, partition=$14, doc=$15, updated_at=now()
-               WHERE cases.doc IS DISTINCT FROM $15 OR cases.next_due IS DISTINCT FROM $13""",
-            cases,
-        )
+        await _check_case_owners(conn, cases)
+        await conn.executemany(CASE_UPSERT, cases)
     if claims:
         await conn.executemany(
             """INSERT INTO claims (claim_id, worker_id, status, last_change_at, stall_due,
@@ -294,6 +293,38 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
         [json.dumps(encode_headers(r.headers)) for r in rows],
     )
     return sorted(r["seq"] for r in inserted)
+
+
+# The WHERE guard: an existing case never moves to another worker or post (the row stays as
+# it is); ``_check_case_owners`` makes such a write fail loudly before it gets here.
+CASE_UPSERT = """INSERT INTO cases (case_id, worker_id, kind, category, severity, status, post_id,
+       escalation_level, ack_due, resolve_due, opened_at, reports, next_due, partition, doc,
+       updated_at)
+   VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15, now())
+   ON CONFLICT (case_id) DO UPDATE SET kind=$3, category=$4, severity=$5,
+       status=$6, post_id=$7, escalation_level=$8, ack_due=$9, resolve_due=$10,
+       reports=$12, next_due=$13, partition=$14, doc=$15, updated_at=now()
+   WHERE cases.worker_id = $2 AND cases.post_id = $7
+     AND (cases.doc IS DISTINCT FROM $15 OR cases.next_due IS DISTINCT FROM $13)"""
+
+
+async def _check_case_owners(conn: asyncpg.Connection, cases: Sequence[tuple]) -> None:
+    """Refuse (``CaseConflict``) a case row whose id exists with another worker or post.
+
+    A case never changes worker or post (escalation raises its level, the post stays). The
+    upsert's ``WHERE`` guard keeps such a row from ever being overwritten; this check makes
+    the refusal loud instead of silent.
+    """
+    rows = await conn.fetch(
+        "SELECT case_id, worker_id, post_id FROM cases WHERE case_id = ANY($1::text[])",
+        [c[0] for c in cases],
+    )
+    stored = {r["case_id"]: (r["worker_id"], r["post_id"]) for r in rows}
+    for c in cases:
+        owner = stored.get(c[0])
+        if owner is not None and owner != (c[1], c[6]):
+            what = "worker" if owner[0] != c[1] else "post"
+            raise CaseConflict(f"case {c[0]} already exists for another {what}; not moved")
 
 
 def dead_letter_row(d: DeadLetter, deadletter_topic: str) -> OutboxRow:

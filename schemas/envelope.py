@@ -19,7 +19,13 @@ from datetime import date, datetime
 from typing import Any
 
 from infra.errors import InvalidEvent
-from schemas.fields import format_datetime, parse_datetime, show
+from schemas.fields import (
+    check_identifier,
+    format_datetime,
+    parse_datetime,
+    show,
+    surrogate_free,
+)
 from schemas.topics import TYPES_BY_TOPIC
 from schemas.types import SPECS, parsed_data, validate_data
 
@@ -202,11 +208,38 @@ def _json(value: bytes | None) -> Any:
     if not text.strip():
         raise InvalidEvent("invalid JSON: empty value")
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        doc = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
     except RecursionError:
         raise InvalidEvent("invalid JSON: nested too deeply") from None
     except ValueError as exc:
         raise InvalidEvent(f"invalid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text) is not None:  # strict UTF-8 text has none otherwise
+        _no_surrogates(doc, "")
+    return doc
+
+
+# A JSON escape of a UTF-16 surrogate; a valid pair becomes one character when parsed.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _no_surrogates(value: Any, path: str) -> None:
+    """Raise ``InvalidEvent`` at the first lone surrogate in a key or string of ``value``."""
+    if isinstance(value, str):
+        surrogate_free(value, path or None)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            where = f"{path}.{name}" if path else name
+            try:
+                surrogate_free(name, None)
+            except InvalidEvent as exc:
+                # the name itself cannot be shown as is: escape it
+                shown = name.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+                where = f"{path}.{shown}" if path else shown
+                raise InvalidEvent(f"field name {exc.reason}", where) from None
+            _no_surrogates(item, where)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _no_surrogates(item, f"{path}[{i}]")
 
 
 def _string_attribute(attrs: Mapping[str, Any], name: str) -> str:
@@ -223,7 +256,7 @@ def _string_attribute(attrs: Mapping[str, Any], name: str) -> str:
         raise InvalidEvent(
             f"must be at most {MAX_ATTRIBUTE_LENGTH} characters, got {len(value)}", name
         )
-    return value
+    return check_identifier(value, name)
 
 
 def _build(

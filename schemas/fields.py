@@ -14,6 +14,17 @@ Decisions:
   depends on a time zone the sender did not state.
 - Integers reject ``true``/``false``; an integral float such as ``5.0`` is accepted and
   normalized to ``5`` (JSON Schema counts it as an integer too).
+- Years of dates and date-times are 1900 to 8999 as written. Anything else is refused: such
+  an instant cannot be a real report, and far from ``datetime``'s limits (years 1 to 9999)
+  every policy duration can be added to it or taken from it without overflowing (an offset
+  such as ``0001-01-01T00:00:00+23:59`` passed the format but overflowed on conversion).
+- Identifiers (ids, worker, case, post and officer ids) refuse control characters
+  (Unicode ``Cc``: U+0000-U+001F, U+007F-U+009F): Garda derives ids by joining them, and
+  they end up in headers, logs and URLs. Free text may hold newlines and tabs, never NUL.
+- No string anywhere may hold a lone UTF-16 surrogate (a ``"\\udfff"`` escape in JSON): it has no
+  UTF-8 encoding, so PostgreSQL, Kafka headers and logs cannot store it. JSON Schema cannot
+  state this rule (ECMA-262 patterns see surrogate pairs as two code units), so it is checked
+  by the validator only.
 """
 
 from __future__ import annotations
@@ -27,7 +38,9 @@ from typing import Any
 
 from infra.errors import InvalidEvent
 
-_DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+MIN_YEAR, MAX_YEAR = 1900, 8999
+_YEAR = r"(19[0-9]{2}|[2-8][0-9]{3})"  # MIN_YEAR..MAX_YEAR
+_DATE = _YEAR + r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
 _TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
 _OFFSET = r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
 DATE_PATTERN = f"^{_DATE}$"
@@ -35,6 +48,10 @@ DATETIME_PATTERN = f"^{_DATE}[Tt]{_TIME}{_OFFSET}$"
 COUNTRY_PATTERN = "^[A-Z]{2}$"
 REGION_PATTERN = "^[A-Z]{2}-[A-Z0-9]{1,3}$"
 NON_BLANK_PATTERN = r"[^\s]"
+# Same meaning in Python and ECMA-262: the Unicode control characters (category Cc).
+CONTROL_PATTERN = r"[\u0000-\u001f\u007f-\u009f]"
+_CONTROL_RE = re.compile(CONTROL_PATTERN)
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
 _DATETIME_RE = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
@@ -93,6 +110,8 @@ def parse_datetime(text: str, field: str | None = None) -> datetime:
     if not isinstance(text, str):
         raise InvalidEvent(reason, field)
     m = _DATETIME_RE.fullmatch(text)
+    if m is not None:
+        _check_year(int(m.group(1)), field)
     if m is None or re.fullmatch(DATETIME_PATTERN[1:-1], text) is None:
         raise InvalidEvent(reason, field)
     year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
@@ -111,12 +130,43 @@ def parse_datetime(text: str, field: str | None = None) -> datetime:
 def parse_date(text: str, field: str | None = None) -> date:
     """Parse a ``YYYY-MM-DD`` calendar date. Raises ``InvalidEvent(field=field)``."""
     reason = f"must be a date like '2026-12-31' (YYYY-MM-DD), got {show(text)}"
+    if isinstance(text, str) and re.fullmatch(r"[0-9]{4}-.*", text):
+        _check_year(int(text[:4]), field)
     if not isinstance(text, str) or re.fullmatch(DATE_PATTERN[1:-1], text) is None:
         raise InvalidEvent(reason, field)
     try:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise InvalidEvent(f"{reason} ({exc})", field) from None
+
+
+def _check_year(year: int, field: str | None) -> None:
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise InvalidEvent(f"year {year} is out of range (must be {MIN_YEAR} to {MAX_YEAR})", field)
+
+
+def surrogate_free(value: str, path: str | None) -> str:
+    """``value`` unchanged; ``InvalidEvent`` if it holds a lone surrogate (no UTF-8 form)."""
+    m = _SURROGATE_RE.search(value)
+    if m is not None:
+        raise InvalidEvent(
+            f"holds a lone UTF-16 surrogate U+{ord(m.group()):04X} at character {m.start()}"
+            " (not valid Unicode text)",
+            path,
+        )
+    return value
+
+
+def check_identifier(value: str, path: str | None) -> str:
+    """``value`` unchanged; ``InvalidEvent`` if it holds a control character or a surrogate."""
+    m = _CONTROL_RE.search(value)
+    if m is not None:
+        raise InvalidEvent(
+            f"must not contain control characters (U+{ord(m.group()):04X} at character"
+            f" {m.start()})",
+            path,
+        )
+    return surrogate_free(value, path)
 
 
 def format_datetime(value: datetime) -> str:
@@ -166,7 +216,7 @@ class Text(Field):
             raise InvalidEvent(
                 f"must be at most {self.max_length} characters, got {len(value)}", path
             )
-        return value
+        return surrogate_free(value, path)
 
     def schema(self) -> dict[str, Any]:
         return self._with_description(
@@ -178,6 +228,19 @@ class Text(Field):
                 "not": {"pattern": "\u0000"},
             }
         )
+
+
+@dataclass(frozen=True)
+class Identifier(Text):
+    """An id: ``Text`` without control characters (they would make derived ids ambiguous)."""
+
+    def check(self, value: Any, path: str) -> Any:
+        return check_identifier(super().check(value, path), path)
+
+    def schema(self) -> dict[str, Any]:
+        schema = super().schema()
+        schema["not"] = {"pattern": CONTROL_PATTERN}
+        return schema
 
 
 @dataclass(frozen=True)

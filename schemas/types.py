@@ -20,6 +20,7 @@ from schemas.fields import (
     DateTime,
     Enum,
     Field,
+    Identifier,
     Integer,
     Object,
     Region,
@@ -97,8 +98,8 @@ def _spec(
     return TypeSpec(name, description, tuple(fields.items()), tuple(required), any_of)
 
 
-def _id(what: str) -> Text:
-    return Text(description=what, max_length=200)
+def _id(what: str) -> Identifier:
+    return Identifier(description=what, max_length=200)
 
 
 WORKER_ID = _id("The worker (PMI) id; equals the event subject and the Kafka key.")

@@ -16,17 +16,20 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from handlers.claims import stall_due
 from handlers.dispatch import handle
 from handlers.escalation import next_deadline
 from handlers.model import Aggregate, Case, Claim
 from handlers.policy import Policy
 from infra.db import TRANSIENT_DB_ERRORS, Database
-from infra.errors import InvalidEvent, Rejected
+from infra.errors import GardaError, InvalidEvent, Rejected, TransientError
 from infra.logging import get_logger
 from infra.settings import Settings
 from infra.store import (
     BatchWrite,
+    CaseConflict,
     DeadLetter,
     OutboxRow,
     ProcessedId,
@@ -38,6 +41,7 @@ from infra.store import (
 )
 from schemas import topics
 from schemas.envelope import GARDA_SOURCE, Envelope, decode, encode
+from schemas.fields import MAX_YEAR, MIN_YEAR
 
 log = get_logger("garda.processor")
 
@@ -76,6 +80,34 @@ _Note = tuple[str, str, dict[str, Any]]  # (level, event, fields)
 # is dead-lettered (a one-off cancel must not lose a valid event; a poison record must not
 # hold its partition forever).
 SINGLE_RECORD_ATTEMPTS = 4
+# Failures that a retry cannot cure: the record itself is the cause (a value PostgreSQL or
+# Python refuses, a case id owned by another worker). Such a record is dead-lettered at once
+# with the error, so it never waits on the retries meant for outages.
+DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,  # SQLSTATE 22: invalid text, out-of-range value
+    asyncpg.IntegrityConstraintViolationError,  # SQLSTATE 23
+    UnicodeError,
+    OverflowError,
+    CaseConflict,
+)
+_EPOCH_MIN = datetime(MIN_YEAR, 1, 1, tzinfo=UTC).timestamp()
+_EPOCH_MAX = datetime(MAX_YEAR, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
+
+def is_deterministic(exc: BaseException) -> bool:
+    """Whether ``exc`` is the record's own fault (retrying gives the same failure)."""
+    if isinstance(exc, GardaError):
+        return getattr(exc, "retriable", not isinstance(exc, TransientError)) is False
+    return isinstance(exc, DETERMINISTIC_ERRORS)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """The dead-letter reason of a record that failed on its own."""
+    if isinstance(exc, CaseConflict):
+        return f"rejected: {exc}"
+    if is_deterministic(exc):
+        return f"refused by the database or runtime: {type(exc).__name__}: {exc}"
+    return f"internal error: {exc!r}"
 
 
 def in_time_order(records: Sequence[RawRecord]) -> list[RawRecord]:
@@ -122,6 +154,12 @@ class BatchProcessor:
             raise InvalidEvent(f"not an input topic: {rec.topic}")
         env = decode(rec.key, rec.value, rec.headers, topic=logical)
         if env.time is None and rec.timestamp:
+            if not _EPOCH_MIN <= rec.timestamp <= _EPOCH_MAX:
+                raise InvalidEvent(
+                    f"the record timestamp {rec.timestamp!r} s is out of range (years"
+                    f" {MIN_YEAR} to {MAX_YEAR}) and the event has no time attribute",
+                    "timestamp",
+                )
             # No CloudEvents ``time``: the record's timestamp stands in, so that a replay
             # (garda rebuild) derives the same deadlines as the first run.
             env = replace(env, time=datetime.fromtimestamp(rec.timestamp, UTC))
@@ -183,7 +221,7 @@ class BatchProcessor:
                         report.outbox_seqs += one.outbox_seqs
                         report.outcomes.update(one.outcomes)
                     return report
-                if attempt < SINGLE_RECORD_ATTEMPTS:
+                if attempt < SINGLE_RECORD_ATTEMPTS and not is_deterministic(exc):
                     delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
                     log.warning(
                         "record failed, will retry before dead-lettering it",
@@ -194,8 +232,9 @@ class BatchProcessor:
                     await asyncio.sleep(delay)
                     continue
                 log.exception("record failed permanently; dead-lettering it")
+                reason = _failure_reason(exc)
                 try:
-                    return await self._dead_letter_only(records[0], f"internal error: {exc!r}")
+                    return await self._dead_letter_only(records[0], reason)
                 except Exception:
                     log.critical(
                         "dead-letter write failed; retrying",

@@ -23,6 +23,7 @@ from schemas.fields import (
     DateTime,
     Enum,
     Field,
+    Identifier,
     Integer,
     Object,
     Region,
@@ -652,6 +653,20 @@ def test_schema_shape(type_: str) -> None:
 
 _BAD_BY_KIND: dict[type, list[Any]] = {
     Text: ["", "   ", None, 5, ["x"], {"x": 1}, True],
+    # control characters make derived ids ambiguous (issue: case id collisions)
+    Identifier: [
+        "",
+        "   ",
+        None,
+        5,
+        ["x"],
+        "a\x1fb",
+        "a\x1eb",
+        "line\nbreak",
+        "tab\t",
+        "\x7f",
+        "x\x85",
+    ],
     Enum: ["nope", "", None, 1, ["low"]],
     Country: ["Malaysia", "my", "M1", "MYS", "", None, 60],
     Region: ["MY01", "my-01", "MY-0001", "MY-", "MY-a1", None, 1],
@@ -664,6 +679,10 @@ _BAD_BY_KIND: dict[type, list[Any]] = {
         "2026-11-29T24:00:00Z",
         "2026-11-29T02:31:29+7:00",
         "2026-11-29T02:31:29+24:00",
+        "0001-01-01T00:00:00+23:59",  # overflows on conversion to UTC
+        "9999-12-31T23:59:59-23:59",
+        "1899-12-31T23:59:59Z",
+        "9000-01-01T00:00:00Z",
         "29/11/2026 02:31",
         "",
         1732847489,
@@ -675,6 +694,8 @@ _BAD_BY_KIND: dict[type, list[Any]] = {
         "2026-01-01T00:00:00Z",
         "20260101",
         "2026-13-01",
+        "9999-12-31",  # plus any coverage span overflows
+        "0001-01-01",
         "",
         20260101,
         None,
@@ -691,6 +712,8 @@ def _good_values(f: Field) -> list[Any]:
         return list(f.values)
     if isinstance(f, DateTime):
         return [
+            "1900-01-01T00:00:00+01:00",
+            "8999-12-31T23:59:59-23:59",
             "2026-11-29t02:31:29z",
             "2024-02-29T23:59:59.123456789-05:30",
             "2026-11-29T02:31:29+00:00",
@@ -841,3 +864,78 @@ def test_schema_rejects_nul_characters_like_the_validator() -> None:
     assert not validator.is_valid(data)
     with pytest.raises(InvalidEvent, match="NUL"):
         validate_data("pmi.incident.reported", data)
+
+
+# -- hostile text: surrogates, control characters, overflowing instants ---------------------
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"id": "a\udfffb"}, "id"),
+        ({"source": "\ud800"}, "source"),
+        (
+            {"data": {**MINIMAL["pmi.incident.reported"], "description": "x\udfff"}},
+            "data.description",
+        ),
+        (
+            {"data": {**MINIMAL["pmi.incident.reported"], "incident_id": "\udc00"}},
+            "data.incident_id",
+        ),
+        ({"data": {**MINIMAL["pmi.incident.reported"], "descr\udfff": "x"}}, "data.descr\\udfff"),
+        ({"note\udfff": "x"}, "note\\udfff"),
+        ({"ext": ["\udfff"]}, "ext[0]"),
+    ],
+)
+def test_lone_surrogates_are_rejected_with_their_place(patch: dict, field: str) -> None:
+    err = _fails(None, json.dumps(_event(**patch)).encode())
+    assert err.field == field
+    assert "lone UTF-16 surrogate" in err.reason
+    str(err).encode("utf-8")  # the reason itself is encodable (headers, database, logs)
+
+
+def test_surrogate_pairs_are_fine() -> None:
+    data = {**MINIMAL["pmi.incident.reported"], "description": "\ud83d\ude00 ok"}
+    env = decode(None, json.dumps(_event(data=data)).encode(), None)
+    assert env.data["description"] == "\U0001f600 ok"
+
+
+@pytest.mark.parametrize("attr", ["id", "source", "subject"])
+@pytest.mark.parametrize("char", ["\x1f", "\x01", "\n", "\x7f", "\x9f"])
+def test_control_characters_in_attributes_are_rejected(attr: str, char: str) -> None:
+    ev = _event()
+    ev[attr] = f"a{char}b"
+    if attr == "subject":
+        ev["data"]["worker_id"] = ev["subject"]
+    err = _fails(None, json.dumps(ev).encode())
+    assert err.field in (attr, "data.worker_id")
+    assert "control characters" in err.reason
+
+
+def test_free_text_may_hold_newlines() -> None:
+    data = {**MINIMAL["pmi.incident.reported"], "description": "line 1\nline 2\ttab"}
+    assert decode(None, json.dumps(_event(data=data)).encode(), None)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("0001-01-01T00:00:00+23:59", "year 1 is out of range"),
+        ("9999-12-31T23:59:59-23:59", "year 9999 is out of range"),
+        ("33658-01-01T00:00:00Z", "RFC 3339"),
+    ],
+)
+def test_overflowing_instants_are_rejected_precisely(text: str, needle: str) -> None:
+    err = _fails(None, json.dumps(_event(time=text)).encode())
+    assert err.field == "time" and needle in err.reason
+
+
+def test_schema_rejects_control_characters_in_ids_like_the_validator() -> None:
+    data = {**MINIMAL["pmi.incident.reported"], "incident_id": "INC\x1f9"}
+    assert not _VALIDATORS["pmi.incident.reported"].is_valid(data)
+    assert not _validator_accepts("pmi.incident.reported", data)
+
+
+@pytest.mark.parametrize("text", ["1900-01-01", "8999-12-31"])
+def test_dates_at_the_year_bounds_are_fine(text: str) -> None:
+    assert Date().check(text, "d") == text
