@@ -12,6 +12,19 @@ Shape (``load_policy``/``parse_duration`` below):
 - ``Policy.non_procedural``: NonProcedural (revoked_licenses, moratoria, critical_reasons)
 - ``Policy.coverage``: Coverage (pre_placement, post_placement, gap_categories, ...)
 - ``Policy.claims``: ClaimsPolicy (stall)
+- ``Policy.retention``: Retention (how long operational rows are kept; ``garda prune``)
+
+Rules decided where the design is silent (retention):
+- ``retention.processed_events`` is the *event* dedup window: a (source, id) processed longer
+  ago than this is forgotten, so the same event arriving again after it would be handled
+  again. It counts from when Garda processed the event (not the event's ``time``), because
+  redelivery is a matter of processing time. It must be at least ``PROCESSED_EVENTS_FLOOR``
+  (7 days: Kafka's default ``offsets.retention.minutes``, the longest a stopped consumer group
+  keeps its place) so that a crash, a rebalance, a restart after a long stop or a producer's
+  retry can never redeliver an event whose id was already pruned. Full replays of the input
+  topics go through ``garda rebuild`` (an empty read model), never through the live group.
+- Only *published* outbox rows are pruned; an unpublished row is kept however old it is.
+- The case dedup window (``dedup.window``, incidents attached to an open case) is unrelated.
 """
 
 from __future__ import annotations
@@ -78,6 +91,21 @@ class ClaimsPolicy:
     stall: timedelta = timedelta(days=14)
 
 
+PROCESSED_EVENTS_FLOOR = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long operational rows are kept (``garda prune`` and every worker's prune task)."""
+
+    outbox: timedelta = timedelta(days=7)  # published outbox rows only
+    deadletters: timedelta = timedelta(days=90)
+    audit_log: timedelta = timedelta(days=365)
+    processed_events: timedelta = timedelta(days=30)  # the event dedup window (>= 7 d)
+    interval: timedelta = timedelta(hours=1)  # how often a worker prunes
+    batch: int = 5000  # rows per DELETE: short transactions, short locks
+
+
 @dataclass(frozen=True)
 class Policy:
     dedup_window: timedelta
@@ -88,6 +116,7 @@ class Policy:
     non_procedural: NonProcedural = field(default_factory=NonProcedural)
     coverage: Coverage = field(default_factory=Coverage)
     claims: ClaimsPolicy = field(default_factory=ClaimsPolicy)
+    retention: Retention = field(default_factory=Retention)
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,7 +185,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         doc,
         "policy",
         required=("dedup", "severity", "headquarters", "posts", "sla"),
-        optional=("non_procedural", "coverage", "claims"),
+        optional=("non_procedural", "coverage", "claims", "retention"),
     )
     dedup = _table(doc["dedup"], "dedup")
     _keys(dedup, "dedup", required=("window",))
@@ -176,6 +205,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         non_procedural=_non_procedural(_table(doc.get("non_procedural", {}), "non_procedural")),
         coverage=_coverage(_table(doc.get("coverage", {}), "coverage")),
         claims=_claims(_table(doc.get("claims", {}), "claims")),
+        retention=_retention(_table(doc.get("retention", {}), "retention")),
     )
 
 
@@ -432,3 +462,25 @@ def _claims(table: dict[str, Any]) -> ClaimsPolicy:
         parse_duration(table["stall"], "claims.stall") if "stall" in table else ClaimsPolicy().stall
     )
     return ClaimsPolicy(stall=stall)
+
+
+_RETENTION_DURATIONS = ("outbox", "deadletters", "audit_log", "processed_events", "interval")
+
+
+def _retention(table: dict[str, Any]) -> Retention:
+    _keys(table, "retention", optional=(*_RETENTION_DURATIONS, "batch"))
+    default = Retention()
+    durations = {
+        k: parse_duration(table[k], f"retention.{k}") if k in table else getattr(default, k)
+        for k in _RETENTION_DURATIONS
+    }
+    if durations["processed_events"] < PROCESSED_EVENTS_FLOOR:
+        raise ConfigError(
+            f"retention.processed_events: {table['processed_events']!r} is shorter than the "
+            f"{PROCESSED_EVENTS_FLOOR.days}d minimum (the dedup window must outlive any "
+            "redelivery: a consumer group keeps its offsets 7 days by default)"
+        )
+    batch = table.get("batch", default.batch)
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 100_000:
+        raise ConfigError(f"retention.batch: expected an integer from 1 to 100000, got {batch!r}")
+    return Retention(**durations, batch=batch)

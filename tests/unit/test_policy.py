@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from datetime import date, timedelta
 from pathlib import Path
@@ -407,3 +408,40 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_every_severity_has_sla() -> None:
     assert set(P.sla) == set(SEVERITIES)
+
+
+# --- retention ---------------------------------------------------------------------------
+
+
+def test_default_retention() -> None:
+    r = P.retention
+    assert r.outbox == timedelta(days=7)
+    assert r.deadletters == timedelta(days=90)
+    assert r.audit_log == timedelta(days=365)
+    assert r.processed_events == timedelta(days=30)
+    assert r.interval == timedelta(hours=1)
+    assert r.batch == 5000
+
+
+def test_retention_section_is_optional() -> None:
+    d = doc()
+    del d["retention"]
+    assert policy_from_dict(d).retention == P.retention
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("processed_events", "6d", "shorter than the 7d minimum"),
+        ("processed_events", "48h", "must outlive any redelivery"),
+        ("outbox", "7 days", "retention.outbox: bad duration"),
+        ("batch", 0, "retention.batch: expected an integer from 1 to 100000"),
+        ("batch", True, "retention.batch"),
+        ("audit", "1d", "retention: unknown key(s) audit"),
+    ],
+)
+def test_retention_is_validated(key: str, value: object, message: str) -> None:
+    d = doc()
+    d["retention"][key] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        policy_from_dict(d)
