@@ -1,4 +1,4 @@
-"""The ``garda`` command: dev, worker, migrate, simulate, tokens."""
+"""The ``garda`` command: dev, worker, migrate, simulate, tokens, rebuild, prune."""
 
 from __future__ import annotations
 
@@ -230,6 +230,38 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from handlers.policy import load_policy  # noqa: PLC0415
+    from infra.db import Database, migrate  # noqa: PLC0415
+    from infra.retention import prune  # noqa: PLC0415
+
+    if not settings.database_url:
+        raise GardaError("garda prune needs GARDA_DATABASE_URL")
+    retention = load_policy(settings.policy).retention
+
+    def progress(table: str, done: int, total: int) -> None:
+        if not args.dry_run and total:
+            print(f"  {table}: {done}/{total} deleted", file=sys.stderr)
+
+    async def run() -> int:
+        async with Database(settings.database_url, max_size=1) as db, db.pool.acquire() as conn:
+            await migrate(conn)
+            report = await prune(conn, retention, dry_run=args.dry_run, progress=progress)
+        if report.skipped:
+            print("another Garda process is pruning right now; try again later", file=sys.stderr)
+            return 1
+        verb = "would delete" if report.dry_run else "deleted"
+        for t in report.tables:
+            line = f"{t.table:<17} {verb} {t.eligible if report.dry_run else t.deleted:>9}"
+            line += f"  (older than {t.older_than:%Y-%m-%d %H:%M:%S} UTC)"
+            if t.kept:
+                line += f"; kept {t.kept} unpublished"
+            print(line)
+        return 0
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="garda", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -273,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="clear a non-empty read model first")
     r.add_argument("--republish", action="store_true", help="publish the output events again")
     r.set_defaults(func=cmd_rebuild)
+
+    pr = sub.add_parser("prune", help="delete rows older than the policy's [retention]")
+    pr.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    pr.set_defaults(func=cmd_prune)
 
     t = sub.add_parser("tokens", help="API bearer tokens: create, list, revoke")
     t.add_argument("action", choices=["create", "list", "revoke"])

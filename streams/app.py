@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import faust
@@ -17,6 +18,7 @@ from handlers.policy import Policy
 from infra.db import Database, migrate
 from infra.logging import get_logger
 from infra.outbox import OutboxRelay
+from infra.retention import PruneReport, prune
 from infra.settings import Settings
 from schemas import topics
 from streams.lag import partition_lag
@@ -39,6 +41,7 @@ class Runtime:
         self.relay = OutboxRelay(self.db, settings.kafka_bootstrap)
         self.processor = BatchProcessor(self.db, settings, policy)
         self.timer = DeadlineTimer(self)
+        self.pruned: Counter[str] = Counter()  # rows pruned since start, per table
         self.started = False
 
     async def start(self) -> None:
@@ -47,6 +50,15 @@ class Runtime:
             await migrate(conn)
         await self.relay.start()
         self.started = True
+
+    async def prune(self) -> PruneReport:
+        """Prune the operational tables now (skipped if another worker is pruning)."""
+        async with self.db.pool.acquire() as conn:
+            report = await prune(conn, self.policy.retention, pause=0.05)
+        self.pruned.update({t.table: t.deleted for t in report.tables})
+        if report.deleted:
+            log.info("pruned", **{t.table: t.deleted for t in report.tables})
+        return report
 
     async def stop(self) -> None:
         self.started = False
@@ -184,6 +196,15 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
             await runtime.timer.tick(owned)
         except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
             log.warning("deadline scan failed", error=repr(exc))
+
+    @app.timer(policy.retention.interval.total_seconds())
+    async def prune_old_rows() -> None:
+        if not runtime.started:
+            return
+        try:
+            await runtime.prune()
+        except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
+            log.warning("prune failed", error=repr(exc))
 
     from streams import web  # noqa: PLC0415 - views need the app
 

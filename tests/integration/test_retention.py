@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from handlers.policy import load_policy
+from handlers.policy import DEFAULT_POLICY_PATH, load_policy
 from infra.db import migrate
 from infra.retention import PRUNE_LOCK, prune
+from infra.settings import Settings
 from infra.store import claim_new
+from tests.integration.harness import WorkerProcess
 
 RETENTION = load_policy().retention  # outbox 7d, deadletters 90d, audit 365d, dedup 30d
 DAY = timedelta(days=1)
@@ -140,3 +144,56 @@ async def test_one_pruner_at_a_time(conn: asyncpg.Connection, database_url: str)
         assert (await prune(conn, RETENTION)).deleted == 1
     finally:
         await other.close()
+
+
+async def test_garda_prune_command_dry_run_then_prune(
+    conn: asyncpg.Connection,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from infra.cli import main  # noqa: PLC0415
+
+    await _outbox(conn, "old", 8 * DAY, published=True)
+    await _outbox(conn, "pending", 8 * DAY, published=False)
+    monkeypatch.setenv("GARDA_DATABASE_URL", database_url)
+
+    assert await asyncio.to_thread(main, ["prune", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "outbox            would delete         1" in out
+    assert "kept 1 unpublished" in out
+    assert await conn.fetchval("SELECT count(*) FROM outbox") == 2
+
+    assert await asyncio.to_thread(main, ["prune"]) == 0
+    captured = capsys.readouterr()
+    assert "outbox            deleted         1" in captured.out
+    assert "outbox: 1/1 deleted" in captured.err
+    assert await _ids(conn, "SELECT event_id FROM outbox") == {"pending"}
+
+
+async def test_the_worker_prunes_on_its_timer(
+    settings: Settings, tmp_path: Path, conn: asyncpg.Connection
+) -> None:
+    policy = tmp_path / "policy.toml"
+    text = DEFAULT_POLICY_PATH.read_text("utf-8")
+    policy.write_text(text.replace('interval = "1h"', 'interval = "1s"'))
+    assert policy.read_text() != text
+    await _outbox(conn, "old", 8 * DAY, published=True)
+    await _outbox(conn, "pending", 8 * DAY, published=False)
+    await conn.execute(
+        "INSERT INTO audit_log (at, method, path, status) VALUES"
+        " (now() - interval '366 days', 'POST', '/api/events', 401)"
+    )
+    w = WorkerProcess(dataclasses.replace(settings, policy=policy), tmp_path)
+    await w.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while await conn.fetchval("SELECT count(*) FROM audit_log") and (
+            asyncio.get_running_loop().time() < deadline
+        ):
+            await asyncio.sleep(0.2)
+        assert await conn.fetchval("SELECT count(*) FROM audit_log") == 0, w.tail()
+        assert await _ids(conn, "SELECT event_id FROM outbox") == {"pending"}
+        assert '"event": "pruned"' in w.log_text()
+    finally:
+        await w.stop()
