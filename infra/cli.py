@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import shlex
 import sys
+from pathlib import Path
 
 from infra.errors import GardaError
 from infra.logging import configure_logging, get_logger
-from infra.settings import Settings, load_settings
+from infra.settings import Settings, load_settings, mask_url
 
 log = get_logger("garda.cli")
 
@@ -119,25 +121,39 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     try:
         s = asyncio.run(up())
         token = asyncio.run(dev_token(s))
-        print(
-            f"\n  Garda dev stack is up\n"
-            f"    broker   {s.kafka_bootstrap} (Tansu, memory storage)\n"
-            f"    database {'embedded PostgreSQL in ' + str(data / 'pg') if pg else 'GARDA_DATABASE_URL'}\n"
-            f"    API      http://{s.web_host}:{s.web_port}/api/cases\n"
-            f"    database URL (for garda tokens/migrate): {s.database_url}\n\n"
-            f"  A headquarters token for this session (shown once, stored hashed):\n"
-            f"    export GARDA_TOKEN={token}\n"
-            f'    curl -H "Authorization: Bearer $GARDA_TOKEN" '
-            f"http://{s.web_host}:{s.web_port}/api/cases\n\n"
-            f"  Ctrl-C stops everything.\n",
-            file=sys.stderr,
-        )
+        print(dev_banner(s, token, pg.password_file if pg else None), file=sys.stderr)
         demo = None
         if args.demo:
             demo = {"rate": args.rate, "duration": args.duration, "seed": args.seed}
         return _run_worker(s, demo=demo)
     finally:
         asyncio.run(down())
+
+
+def dev_banner(s: Settings, token: str, password_file: Path | None) -> str:
+    """What ``garda dev`` prints at start: never a database password (``password_file`` is
+    where the embedded database keeps its own, or None for the user's GARDA_DATABASE_URL)."""
+    url = mask_url(s.database_url or "")
+    if password_file is not None:
+        where = f"embedded PostgreSQL in {password_file.parent}"
+        shown = url.replace(":***@", ":$(cat " + shlex.quote(str(password_file)) + ")@", 1)
+        db_line = f'export GARDA_DATABASE_URL="{shown}"'
+    else:
+        where = "GARDA_DATABASE_URL"
+        db_line = f"{url} (your GARDA_DATABASE_URL)"
+    api = f"http://{s.web_host}:{s.web_port}"
+    return (
+        f"\n  Garda dev stack is up\n"
+        f"    broker   {s.kafka_bootstrap} (Tansu, memory storage)\n"
+        f"    database {where}\n"
+        f"    API      {api}/api/cases\n"
+        f"  Database, for garda tokens/migrate/prune:\n"
+        f"    {db_line}\n\n"
+        f"  A headquarters token for this session (shown once, stored hashed):\n"
+        f"    export GARDA_TOKEN={token}\n"
+        f'    curl -H "Authorization: Bearer $GARDA_TOKEN" {api}/api/cases\n\n'
+        f"  Ctrl-C stops everything.\n"
+    )
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

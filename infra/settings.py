@@ -39,7 +39,7 @@ class Settings:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "database_url" and value:
-                value = _mask_url(value)
+                value = mask_url(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
@@ -48,11 +48,14 @@ class Settings:
         return f"{self.topic_prefix}{name}"
 
 
-def _mask_url(url: str) -> str:
+def mask_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
     if "@" not in url or "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
     creds, host = rest.rsplit("@", 1)
+    if ":" not in creds:
+        return url  # no password to hide
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"
 

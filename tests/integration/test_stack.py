@@ -123,6 +123,48 @@ async def test_postgres_reuses_data_dir(pg_dir: Path) -> None:
             await conn.close()
 
 
+def _without_password(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://postgres@{rest.rsplit('@', 1)[1]}"
+
+
+async def test_postgres_lets_nobody_in_without_its_password(
+    pg_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(pg_dir.parent / "no-passfile"))
+    async with EmbeddedPostgres(pg_dir, durable=False) as pg:
+        assert (pg.password_file.stat().st_mode & 0o777) == 0o600
+        assert len(pg.password) >= 24
+        assert "trust" not in (pg_dir / "pg_hba.conf").read_text()
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(_without_password(pg.url))
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(_without_password(pg.url).replace("@", ":guess@"))
+        conn = await asyncpg.connect(pg.url)
+        assert await conn.fetchval("SELECT current_user") == "postgres"
+        await conn.close()
+
+
+async def test_postgres_gives_an_old_trust_cluster_a_password(
+    pg_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(pg_dir.parent / "no-passfile"))
+    async with EmbeddedPostgres(pg_dir, durable=False) as pg:
+        old_password = pg.password
+    # What an older Garda left: trust for everyone, no password file.
+    (pg_dir / "garda-password").unlink()
+    (pg_dir / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
+    async with EmbeddedPostgres(pg_dir, durable=False) as pg:
+        assert pg.password != old_password
+        assert (pg.password_file.stat().st_mode & 0o777) == 0o600
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(_without_password(pg.url))
+        conn = await asyncpg.connect(pg.url)
+        await conn.close()
+
+
 @pytest.mark.parametrize("stale_pid", [999_999, os.getpid()], ids=["dead", "reused"])
 async def test_postgres_ignores_stale_pid_file(pg_dir: Path, stale_pid: int) -> None:
     data = pg_dir

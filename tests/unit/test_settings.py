@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from infra.errors import ConfigError
-from infra.settings import load_settings
+from infra.settings import Settings, load_settings
 
 
 def test_defaults_and_overrides(tmp_path: Path) -> None:
@@ -49,3 +49,26 @@ def test_database_password_hidden_in_repr() -> None:
     assert "s3cret" not in repr(s)
     assert "garda:***@db:5432/garda" in repr(s)
     assert s.database_url.endswith("s3cret@db:5432/garda")
+
+
+def test_garda_dev_banner_never_shows_a_database_password(tmp_path: Path) -> None:
+    from infra.cli import dev_banner
+
+    secret = "s3cr3t-Pa55"
+    s = Settings(database_url=f"postgresql://garda:{secret}@db:5432/garda")
+    banner = dev_banner(s, "garda_tok", None)
+    assert secret not in banner
+    assert "postgresql://garda:***@db:5432/garda" in banner
+
+    pw_file = tmp_path / "pg" / "garda-password"
+    embedded = Settings(database_url=f"postgresql://postgres:{secret}@127.0.0.1:5999/garda")
+    banner = dev_banner(embedded, "garda_tok", pw_file)
+    assert secret not in banner
+    assert f'postgresql://postgres:$(cat {pw_file})@127.0.0.1:5999/garda"' in banner
+
+
+def test_mask_url_leaves_a_url_without_password_alone() -> None:
+    from infra.settings import mask_url
+
+    assert mask_url("postgresql://garda@db/garda") == "postgresql://garda@db/garda"
+    assert mask_url("postgresql://garda:pw@db/garda") == "postgresql://garda:***@db/garda"
