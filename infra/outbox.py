@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from infra.db import Database
 from infra.logging import get_logger
+from infra.metrics import OUTBOX_PUBLISHED
 from infra.store import decode_headers
 
 log = get_logger("garda.outbox")
@@ -102,6 +103,7 @@ class OutboxRelay:
                     "UPDATE outbox SET published_at = now() WHERE seq = ANY($1)", done
                 )
         self.published += len(done)
+        OUTBOX_PUBLISHED.inc(len(done))
         return len(done)
 
     async def sweep(self, limit: int = 2000) -> int:
@@ -120,6 +122,7 @@ class OutboxRelay:
             done = await self._send(rows)
             await conn.execute("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)", done)
         self.published += len(done)
+        OUTBOX_PUBLISHED.inc(len(done))
         log.info("outbox swept", published=len(done))
         return len(done)
 

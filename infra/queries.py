@@ -10,6 +10,7 @@ import asyncpg
 from handlers.escalation import ESCALATED_TO
 from handlers.model import Case, iso, parse_dt
 from handlers.policy import Policy
+from infra.metrics import DatabaseSnapshot
 from infra.store import load_aggregates
 
 CASE_FILTERS = ("post_id", "status", "severity", "worker_id", "kind")
@@ -163,18 +164,26 @@ async def list_posts(
     return out
 
 
-async def stats(conn: asyncpg.Connection) -> dict[str, Any]:
-    row = await conn.fetchrow(
+async def monitoring_snapshot(conn: asyncpg.Connection, policy: Policy) -> DatabaseSnapshot:
+    """The database-wide gauges of ``/metrics`` (``garda_db_*``), in one round trip each."""
+    stats_row = await conn.fetchrow(
         # processed_events only grows: its planner estimate, not a full count, on every scrape.
         "SELECT (SELECT greatest(reltuples, 0)::bigint FROM pg_class"
         "        WHERE oid = 'processed_events'::regclass) AS processed,"
         " (SELECT count(*) FROM deadletters) AS deadletters,"
         " (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS outbox_pending,"
         " (SELECT min(created_at) FROM outbox WHERE published_at IS NULL) AS outbox_oldest,"
-        " (SELECT count(*) FROM cases WHERE status <> 'resolved') AS open_cases,"
-        " (SELECT count(*) FROM workers) AS workers"
+        " now() AS taken_at"
     )
-    out = dict(row)
-    oldest: datetime | None = out.pop("outbox_oldest")
-    out["outbox_oldest"] = iso(oldest)
-    return out
+    rows = await conn.fetch(
+        "SELECT post_id, severity, count(*) AS n FROM cases WHERE status <> 'resolved'"
+        " GROUP BY post_id, severity"
+    )
+    return DatabaseSnapshot(
+        cases_open={(r["post_id"], r["severity"]): r["n"] for r in rows},
+        outbox_backlog=stats_row["outbox_pending"],
+        outbox_oldest=stats_row["outbox_oldest"],
+        processed_events=stats_row["processed"],
+        deadletters=stats_row["deadletters"],
+        taken_at=stats_row["taken_at"],
+    )

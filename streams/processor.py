@@ -21,8 +21,9 @@ import asyncpg
 from handlers.claims import stall_due
 from handlers.dispatch import handle
 from handlers.escalation import next_deadline
-from handlers.model import Aggregate, Case, Claim
+from handlers.model import Aggregate, Case, Claim, parse_dt
 from handlers.policy import Policy
+from infra import metrics
 from infra.db import TRANSIENT_DB_ERRORS, Database
 from infra.errors import GardaError, InvalidEvent, Rejected, TransientError
 from infra.logging import get_logger
@@ -67,6 +68,31 @@ class RawRecord:
 class BatchReport:
     outbox_seqs: list[int] = field(default_factory=list)
     outcomes: Counter = field(default_factory=Counter)
+    # (logical topic, event type or None, outcome) -> count, for garda_events_total
+    labelled: Counter = field(default_factory=Counter)
+    # (logical topic, reason class) -> count, for garda_deadletters_total
+    deadletters: Counter = field(default_factory=Counter)
+    # (level, missed deadline) of each escalation applied
+    escalations: list[tuple[int, datetime | None]] = field(default_factory=list)
+    alerts: Counter = field(default_factory=Counter)  # alert type -> count
+
+    def merge(self, other: BatchReport) -> None:
+        self.outbox_seqs += other.outbox_seqs
+        self.outcomes.update(other.outcomes)
+        self.labelled.update(other.labelled)
+        self.deadletters.update(other.deadletters)
+        self.escalations += other.escalations
+        self.alerts.update(other.alerts)
+
+    def record_metrics(self, now: datetime) -> None:
+        """Add this committed batch to the per-process Prometheus counters."""
+        metrics.record_events(self.labelled.items())
+        for (topic, reason), n in self.deadletters.items():
+            metrics.DEADLETTERS.labels(topic, reason).inc(n)
+        for level, missed in self.escalations:
+            metrics.record_escalation(level, missed, now)
+        for alert, n in self.alerts.items():
+            metrics.ALERTS.labels(alert).inc(n)
 
 
 @dataclass
@@ -217,9 +243,7 @@ class BatchProcessor:
                     log.exception("batch failed; retrying record by record", records=len(records))
                     report = BatchReport()
                     for rec in records:
-                        one = await self._process_with_retry([rec])
-                        report.outbox_seqs += one.outbox_seqs
-                        report.outcomes.update(one.outcomes)
+                        report.merge(await self._process_with_retry([rec]))
                     return report
                 if attempt < SINGLE_RECORD_ATTEMPTS and not is_deterministic(exc):
                     delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
@@ -260,7 +284,19 @@ class BatchProcessor:
         async with self.db.pool.acquire() as conn, conn.transaction():
             seqs = await write_batch(conn, batch, self)
         self.totals["deadletter"] += 1
-        return BatchReport(outbox_seqs=seqs, outcomes=Counter(deadletter=1))
+        topic = self.logical_topic(rec.topic)
+        report = BatchReport(
+            outbox_seqs=seqs,
+            outcomes=Counter(deadletter=1),
+            labelled=Counter({(topic, None, "error"): 1}),
+            deadletters=Counter({(topic, "error"): 1}),
+        )
+        report.record_metrics(self.clock())
+        return report
+
+    def logical_topic(self, full: str) -> str:
+        """The logical name of an input topic (the full name if it is not one)."""
+        return self._logical.get(full, full)
 
     async def _process_once(self, records: Sequence[RawRecord]) -> BatchReport:
         now = self.clock()
@@ -274,6 +310,8 @@ class BatchProcessor:
             except InvalidEvent as exc:
                 batch.deadletters.append(self._dead_letter(rec, str(exc)))
                 report.outcomes["invalid"] += 1
+                report.labelled[(self.logical_topic(rec.topic), None, "invalid")] += 1
+                report.deadletters[(self.logical_topic(rec.topic), "invalid")] += 1
                 notes.append(
                     (
                         "warning",
@@ -299,6 +337,8 @@ class BatchProcessor:
                     todo.append(d)
                 else:
                     report.outcomes["duplicate"] += 1
+                    topic = self.logical_topic(d.record.topic)
+                    report.labelled[(topic, d.envelope.type, "duplicate")] += 1
                     notes.append(
                         (
                             "info",
@@ -315,8 +355,12 @@ class BatchProcessor:
             touched: dict[str, tuple[Aggregate, int]] = {}
             for d in todo:
                 env, rec = d.envelope, d.record
-                outcome = self._apply(env, rec, aggs, touched, batch, now, notes)
+                outcome = self._apply(env, rec, aggs, touched, batch, now, notes, report)
                 report.outcomes[outcome] += 1
+                topic = self.logical_topic(rec.topic)
+                report.labelled[(topic, env.type, outcome)] += 1
+                if outcome in ("rejected", "error"):
+                    report.deadletters[(topic, outcome)] += 1
                 batch.processed.append(
                     ProcessedId(
                         env.source,
@@ -334,6 +378,7 @@ class BatchProcessor:
         for level, event, fields in notes:
             getattr(log, level)(event, **fields)
         self.totals.update(report.outcomes)
+        report.record_metrics(self.clock())
         return report
 
     def _apply(
@@ -345,6 +390,7 @@ class BatchProcessor:
         batch: BatchWrite,
         now: datetime,
         notes: list[_Note],
+        report: BatchReport,
     ) -> str:
         agg = aggs[env.subject]
         try:
@@ -397,6 +443,13 @@ class BatchProcessor:
                         },
                     )
                 )
+            if ev.topic == topics.ALERTS:
+                report.alerts[ev.type.removeprefix("garda.alert.")] += 1
+                if ev.type == "garda.alert.escalated":
+                    missed = ev.data.get("missed_deadline")
+                    report.escalations.append(
+                        (int(ev.data["level"]), parse_dt(missed) if missed else None)
+                    )
             # Garda's own output: built directly (the handlers made it; no input validation).
             out = Envelope(
                 id=ev.id,

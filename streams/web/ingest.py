@@ -13,6 +13,7 @@ import time
 from faust.web import Request, Response
 
 from infra.errors import InvalidEvent
+from infra.metrics import DEADLETTERS
 from infra.store import BatchWrite, DeadLetter, write_batch
 from infra.tokens import Scope
 from schemas import topics
@@ -70,6 +71,7 @@ class Ingest(ApiView):
         )
         async with runtime.db.pool.acquire() as conn, conn.transaction():
             seqs = await write_batch(conn, batch, runtime.processor)
+        DEADLETTERS.labels("http:/api/events", "invalid").inc()
         await runtime.relay.publish_with_retry(seqs)
 
 

@@ -167,7 +167,7 @@ async def test_post_tokens_see_only_their_cases(settings: Settings, worker: Work
     status, health = await get_json(f"{url}/health")
     assert status == 200 and health["status"] == "ok"
     async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as r:
-        assert r.status == 200 and "garda_open_cases" in await r.text()
+        assert r.status == 200 and "garda_db_cases_open" in await r.text()
 
     # Every write is in the audit log: who, what, the answer, the event it published.
     rows = await audit_rows(settings)

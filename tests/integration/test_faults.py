@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import asyncpg
 
 from infra.settings import Settings
@@ -59,6 +60,12 @@ async def test_database_outage_holds_events_until_it_returns(
         await asyncio.sleep(3)
         status, health = await get_json(f"{worker.url}/health")
         assert status == 503 and health["database"] != "ok"
+        assert health["failing"] == ["database"]
+        async with aiohttp.ClientSession() as http, http.get(f"{worker.url}/metrics") as r:
+            text = await r.text()
+        # The per-process series are still served; the database gauges say it is down.
+        assert r.status == 200 and "garda_db_up 0.0" in text and "garda_events_total" in text
+        assert "garda_db_cases_open" not in text
         status, body = await get_json(f"{worker.url}/api/cases", headers=bearer(hq))
         assert status == 503 and "unavailable" in body["error"]  # not a 500
     finally:
