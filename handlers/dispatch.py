@@ -20,7 +20,7 @@ import pickle
 from collections.abc import Callable
 from datetime import datetime
 
-from handlers import actions, claims, escalation, incidents, journey
+from handlers import actions, claims, escalation, incidents, journey, repolicy
 from handlers.context import Ctx
 from handlers.model import Aggregate, Result
 from handlers.policy import Policy
@@ -41,6 +41,7 @@ HANDLERS: dict[str, Handler] = {
     **actions.ACTION_HANDLERS,
     **claims.CLAIM_HANDLERS,
     **escalation.DEADLINE_HANDLERS,
+    **repolicy.REPOLICY_HANDLERS,
 }
 
 

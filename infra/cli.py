@@ -278,6 +278,31 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run())
 
 
+def cmd_repolicy(args: argparse.Namespace, settings: Settings) -> int:
+    from handlers.policy import load_policy
+    from infra.repolicy import RepolicyReport, repolicy
+
+    def progress(report: RepolicyReport) -> None:
+        print(
+            f"scanned {report.scanned} open cases, {len(report.changes)} to change",
+            file=sys.stderr,
+        )
+
+    report = asyncio.run(
+        repolicy(settings, load_policy(settings.policy), dry_run=args.dry_run, progress=progress)
+    )
+    for change in report.changes:
+        fields = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in change.fields.items())
+        print(f"{change.case_id}  {change.severity}  {fields}")
+    verb = "would change" if args.dry_run else "commands sent for"
+    print(
+        f"{report.scanned} open cases scanned; {verb} {len(report.changes)}"
+        + ("" if args.dry_run else " (the processors apply them in order)"),
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="garda", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -325,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prune", help="delete rows older than the policy's [retention]")
     pr.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     pr.set_defaults(func=cmd_prune)
+
+    rp = sub.add_parser(
+        "repolicy",
+        help="recompute open cases' deadlines after an SLA change (restart the workers first)",
+    )
+    rp.add_argument("--dry-run", action="store_true", help="list what would change, send nothing")
+    rp.set_defaults(func=cmd_repolicy)
 
     t = sub.add_parser("tokens", help="API bearer tokens: create, list, revoke")
     t.add_argument("action", choices=["create", "list", "revoke"])

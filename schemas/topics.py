@@ -37,5 +37,5 @@ TYPES_BY_TOPIC: dict[str, tuple[str, ...]] = {
         "pmi.case.resolved",
         "pmi.case.reopened",
     ),
-    COMMANDS: ("garda.deadline.due", "garda.claim.stalled"),
+    COMMANDS: ("garda.deadline.due", "garda.claim.stalled", "garda.deadlines.recompute"),
 }

@@ -280,6 +280,16 @@ _SPEC_LIST: tuple[TypeSpec, ...] = (
             "last_change_at": DateTime("The claim's last status change (or filing)."),
         },
     ),
+    _spec(
+        "garda.deadlines.recompute",
+        "Internal command: recompute an open case's deadlines from the current SLA policy"
+        " (sent by garda repolicy).",
+        {
+            "case_id": _id("The case whose deadlines are recomputed."),
+            "worker_id": WORKER_ID,
+            "sla": Text("Digest of the SLA policy the command was computed with.", 64),
+        },
+    ),
 )
 
 SPECS: dict[str, TypeSpec] = {spec.name: spec for spec in _SPEC_LIST}

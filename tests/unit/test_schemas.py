@@ -87,6 +87,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "level": 1,
     },
     "garda.claim.stalled": {"claim_id": "CLM-1", "worker_id": W, "last_change_at": T},
+    "garda.deadlines.recompute": {"case_id": "CASE-1", "worker_id": W, "sla": "0123abcd"},
 }
 OPTIONAL: dict[str, dict[str, Any]] = {
     "pmi.departure.recorded": {
@@ -123,6 +124,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "pmi.case.reopened": {"at": T},
     "garda.deadline.due": {},
     "garda.claim.stalled": {},
+    "garda.deadlines.recompute": {},
 }
 FULL = {t: {**MINIMAL[t], **OPTIONAL[t]} for t in MINIMAL}
 
@@ -143,6 +145,7 @@ DESIGN_TYPES = {
     "pmi.case.reopened",
     "garda.deadline.due",
     "garda.claim.stalled",
+    "garda.deadlines.recompute",
 }
 
 
