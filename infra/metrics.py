@@ -76,7 +76,10 @@ OUTBOX_PUBLISHED = Counter(
     "garda_outbox_published",
     "Outbox rows this process published to Kafka.",
 )
-DELIVERY_OUTCOMES = ("delivered", "failed", "retrying", "disabled", "held", "silenced")
+# delivered: 2xx; failed: an attempt failed and will be retried; expired: given up after the
+# retry horizon; disabled: the receiver answered 410; held / silenced: not sent (inhibited,
+# silenced) and recorded.
+DELIVERY_OUTCOMES = ("delivered", "failed", "expired", "disabled", "held", "silenced")
 DELIVERIES = Counter(
     "garda_deliveries",
     "Webhook delivery attempts made by this process, by receiver and outcome"
@@ -142,6 +145,8 @@ class DatabaseSnapshot:
     outbox_oldest: datetime | None = None
     processed_events: int = 0
     deadletters: int = 0
+    deadlines_due: int = 0  # cases whose next escalation deadline has passed
+    oldest_due: datetime | None = None  # the earliest of those deadlines
     sources: Sequence[SourceStatus] = ()
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -182,6 +187,18 @@ class DatabaseCollector(Collector):
             "garda_db_deadletters",
             "Dead letters recorded (database-wide).",
             value=s.deadletters,
+        )
+        yield GaugeMetricFamily(
+            "garda_db_deadlines_due",
+            "Cases whose next escalation deadline has passed and is not applied yet.",
+            value=s.deadlines_due,
+        )
+        overdue = (s.taken_at - s.oldest_due).total_seconds() if s.oldest_due else 0.0
+        yield GaugeMetricFamily(
+            "garda_db_deadline_overdue_seconds",
+            "How long the oldest passed, not yet applied escalation deadline is overdue;"
+            " 0 when none is.",
+            value=max(0.0, overdue),
         )
         silence = GaugeMetricFamily(
             "garda_db_source_silence_seconds",

@@ -173,6 +173,8 @@ async def monitoring_snapshot(conn: asyncpg.Connection, policy: Policy) -> Datab
         " (SELECT count(*) FROM deadletters) AS deadletters,"
         " (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS outbox_pending,"
         " (SELECT min(created_at) FROM outbox WHERE published_at IS NULL) AS outbox_oldest,"
+        " (SELECT count(*) FROM cases WHERE next_due <= now()) AS deadlines_due,"
+        " (SELECT min(next_due) FROM cases WHERE next_due IS NOT NULL) AS oldest_due,"
         " now() AS taken_at"
     )
     rows = await conn.fetch(
@@ -185,5 +187,7 @@ async def monitoring_snapshot(conn: asyncpg.Connection, policy: Policy) -> Datab
         outbox_oldest=stats_row["outbox_oldest"],
         processed_events=stats_row["processed"],
         deadletters=stats_row["deadletters"],
+        deadlines_due=stats_row["deadlines_due"],
+        oldest_due=stats_row["oldest_due"],
         taken_at=stats_row["taken_at"],
     )

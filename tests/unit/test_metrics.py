@@ -37,6 +37,8 @@ def test_database_gauges_have_their_own_names_and_values() -> None:
         outbox_oldest=NOW - timedelta(seconds=42),
         processed_events=1234,
         deadletters=3,
+        deadlines_due=2,
+        oldest_due=NOW - timedelta(seconds=90),
         sources=(
             metrics.SourceStatus(
                 "kjri-hong-kong/case-desk", NOW - timedelta(minutes=5), NOW, False
@@ -53,6 +55,8 @@ def test_database_gauges_have_their_own_names_and_values() -> None:
         ("garda_db_outbox_oldest_age_seconds", ()): 42.0,
         ("garda_db_processed_events", ()): 1234.0,
         ("garda_db_deadletters", ()): 3.0,
+        ("garda_db_deadlines_due", ()): 2.0,
+        ("garda_db_deadline_overdue_seconds", ()): 90.0,
         ("garda_db_source_silence_seconds", (("source", "bpjs/claims"),)): 7200.0,
         ("garda_db_source_silence_seconds", (("source", "kjri-hong-kong/case-desk"),)): 300.0,
         ("garda_db_source_silent", (("source", "bpjs/claims"),)): 1.0,
