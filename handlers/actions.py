@@ -4,27 +4,27 @@ Every action carries ``case_id``, ``worker_id``, ``actor`` (officer id), ``post_
 optionally ``at``; plus ``note`` (note-added, resolved), ``resolution`` (resolved) and ``to``
 (referred).
 
-Checks, in this order (the first failing one raises ``Rejected``):
+Checks, in this order (the first failing one raises a ``Rejected`` subclass from ``errors``):
 
-1. the case exists in the worker's aggregate, else 404 ``unknown case``;
-2. the acting post may act on it (:func:`may_act`), else 403. A post may act on the cases
+1. the case exists in the worker's aggregate, else ``NotFound`` (``unknown case``);
+2. the acting post may act on it (:func:`may_act`), else ``Forbidden``. A post may act on the cases
    assigned to it; headquarters (``policy.headquarters``) on any case; a post the case has
    been escalated to (the head of mission from level 1 on; headquarters at level 2 anyway)
-   on that case. (The API answers 404 for a foreign post's case; the rules say 403.)
-3. the action is allowed in the case's status, else 409:
+   on that case. (The API answers 404 for a foreign post's case, as for an unknown one.)
+3. the action is allowed in the case's status, else ``Conflict`` (x below):
 
    ============ ====== ============ ======== ========
    action       open   acknowledged reopened resolved
    ============ ====== ============ ======== ========
-   acknowledge  yes    409          yes      409
+   acknowledge  yes    x            yes      x
    note         yes    yes          yes      yes
-   refer        yes    yes          yes      409
-   resolve      yes    yes          yes      409
-   reopen       409    409          409      yes
+   refer        yes    yes          yes      x
+   resolve      yes    yes          yes      x
+   reopen       x      x            x        yes
    ============ ====== ============ ======== ========
 
-   Referring a case to the organisation it is already referred to is also 409 (same
-   effect twice). A missing or blank ``note``/``resolution``/``to`` is 422.
+   Referring a case to the organisation it is already referred to is also a ``Conflict``
+   (same effect twice). A missing or blank ``note``/``resolution``/``to`` is ``Unacceptable``.
 
 Effects: the case changes, then one timeline row and one ``garda.case.*`` event on
 pmi.cases.v1 via ``ctx.case_event`` (actor = ``data.actor``, at = ``data.at`` capped at
@@ -39,7 +39,7 @@ kept, ``acknowledged_at``/``resolved_at`` cleared (the timeline keeps the histor
 
 Replays never reach the handlers twice (the database dedups by (source, id)); two different
 events with the same effect (two acknowledges, two resolves, two reopens) are refused with
-409 by the status rules.
+``Conflict`` by the status rules.
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from handlers.cases import CLOCK_STARTED_AT, case_or_404, deadlines
+from errors import Conflict, Forbidden, Unacceptable
+from handlers.cases import CLOCK_STARTED_AT, case_or_not_found, deadlines
 from handlers.context import Ctx
 from handlers.escalation import ESCALATED_TO, RESOLVE_MISSED
 from handlers.model import Aggregate, Case, iso, parse_dt
 from handlers.policy import Policy
 from handlers.routing import escalation_target
-from infra.errors import Rejected
 
 ACKNOWLEDGED = "pmi.case.acknowledged"
 NOTE_ADDED = "pmi.case.note-added"
@@ -93,16 +93,16 @@ def _action_time(ctx: Ctx, data: dict[str, Any]) -> datetime:
 def _required_text(data: dict[str, Any], name: str, action: str) -> str:
     value = data.get(name)
     if not isinstance(value, str) or not value.strip():
-        raise Rejected(f"{name} is required to {action} a case", status=422)
+        raise Unacceptable(f"{name} is required to {action} a case")
     return value
 
 
 def _case_for(agg: Aggregate, ctx: Ctx) -> tuple[Case, dict[str, Any], datetime]:
     data = ctx.envelope.data
-    case = case_or_404(agg, data.get("case_id"))
+    case = case_or_not_found(agg, data.get("case_id"))
     post_id = data.get("post_id")
     if not may_act(case, post_id, ctx.policy):
-        raise Rejected(f"post {post_id!r} may not act on case {case.case_id}", status=403)
+        raise Forbidden(f"post {post_id!r} may not act on case {case.case_id}")
     return case, data, _action_time(ctx, data)
 
 
@@ -113,9 +113,9 @@ def _base_detail(data: dict[str, Any]) -> dict[str, Any]:
 def handle_acknowledged(agg: Aggregate, ctx: Ctx) -> None:
     case, data, at = _case_for(agg, ctx)
     if case.status == "acknowledged":
-        raise Rejected(f"case {case.case_id} is already acknowledged", status=409)
+        raise Conflict(f"case {case.case_id} is already acknowledged")
     if case.status not in UNACKNOWLEDGED:
-        raise Rejected(f"case {case.case_id} is {case.status}; cannot acknowledge", status=409)
+        raise Conflict(f"case {case.case_id} is {case.status}; cannot acknowledge")
     case.status = "acknowledged"
     case.acknowledged_at = at
     case.updated_at = at
@@ -137,10 +137,10 @@ def handle_note_added(agg: Aggregate, ctx: Ctx) -> None:
 def handle_referred(agg: Aggregate, ctx: Ctx) -> None:
     case, data, at = _case_for(agg, ctx)
     if case.status not in ACTIONABLE:
-        raise Rejected(f"case {case.case_id} is {case.status}; cannot refer", status=409)
+        raise Conflict(f"case {case.case_id} is {case.status}; cannot refer")
     to = _required_text(data, "to", "refer")
     if case.detail.get("referred_to") == to:
-        raise Rejected(f"case {case.case_id} is already referred to {to!r}", status=409)
+        raise Conflict(f"case {case.case_id} is already referred to {to!r}")
     case.detail["referred_to"] = to
     referrals = list(case.detail.get("referrals") or [])
     referrals.append({"to": to, "at": iso(at), "actor": data.get("actor")})
@@ -154,9 +154,9 @@ def handle_referred(agg: Aggregate, ctx: Ctx) -> None:
 def handle_resolved(agg: Aggregate, ctx: Ctx) -> None:
     case, data, at = _case_for(agg, ctx)
     if case.status == "resolved":
-        raise Rejected(f"case {case.case_id} is already resolved", status=409)
+        raise Conflict(f"case {case.case_id} is already resolved")
     if case.status not in ACTIONABLE:
-        raise Rejected(f"case {case.case_id} is {case.status}; cannot resolve", status=409)
+        raise Conflict(f"case {case.case_id} is {case.status}; cannot resolve")
     resolution = _required_text(data, "resolution", "resolve")
     case.status = "resolved"
     case.resolved_at = at
@@ -173,9 +173,7 @@ def handle_resolved(agg: Aggregate, ctx: Ctx) -> None:
 def handle_reopened(agg: Aggregate, ctx: Ctx) -> None:
     case, data, at = _case_for(agg, ctx)
     if case.status != "resolved":
-        raise Rejected(
-            f"case {case.case_id} is {case.status}, not resolved; cannot reopen", status=409
-        )
+        raise Conflict(f"case {case.case_id} is {case.status}, not resolved; cannot reopen")
     restart = ctx.event_time
     case.ack_due, case.resolve_due = deadlines(ctx.policy, case.severity, restart)
     case.status = "reopened"

@@ -36,6 +36,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from errors import NotFound, Unacceptable
 from handlers.context import Ctx
 from handlers.model import (
     SEVERITIES,
@@ -49,7 +50,6 @@ from handlers.model import (
 )
 from handlers.policy import Policy
 from handlers.routing import route
-from infra.errors import Rejected
 
 PROTECTION = "protection"
 DEFAULT_SEVERITY = "medium"
@@ -58,7 +58,7 @@ CLOCK_STARTED_AT = "clock_started_at"  # kept by handlers.escalation when a case
 
 def severity_for(policy: Policy, category: str | None, reported: str | None) -> str:
     if reported is not None and reported not in SEVERITIES:
-        raise ValueError(f"unknown severity {reported!r}")
+        raise Unacceptable(f"unknown severity {reported!r}")
     default = policy.category_severity.get(category) if category is not None else None
     if default is None:
         return reported or DEFAULT_SEVERITY
@@ -96,7 +96,7 @@ def open_case(
     if existing is not None:
         return existing
     if severity not in SEVERITIES:
-        raise ValueError(f"unknown severity {severity!r}")
+        raise Unacceptable(f"unknown severity {severity!r}")
     opened_at = at or ctx.event_time
     decision = route(ctx.policy, country, region)
     ack_due, resolve_due = deadlines(ctx.policy, severity, opened_at)
@@ -140,11 +140,11 @@ def open_case(
     return case
 
 
-def case_or_404(agg: Aggregate, case_id: object) -> Case:
-    """The worker's case with this id, or ``Rejected`` (404) for an unknown one."""
+def case_or_not_found(agg: Aggregate, case_id: object) -> Case:
+    """The worker's case with this id, or ``NotFound`` for an unknown one."""
     case = agg.cases.get(case_id) if isinstance(case_id, str) else None
     if case is None:
-        raise Rejected(f"unknown case {case_id!r}", status=404)
+        raise NotFound(f"unknown case {case_id!r}")
     return case
 
 

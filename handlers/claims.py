@@ -47,11 +47,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from errors import Unacceptable
 from handlers.cases import case_id_for, open_case
 from handlers.context import Ctx
 from handlers.model import Aggregate, Case, Claim, iso, parse_dt
 from handlers.policy import Policy
-from infra.errors import Rejected
 from schemas.types import CLAIM_STATUSES
 
 STATUSES = ("filed", *CLAIM_STATUSES)
@@ -240,7 +240,7 @@ def handle_claim_status(agg: Aggregate, ctx: Ctx) -> None:
     data = ctx.envelope.data
     status = data["status"]
     if status not in STATUSES or status == "filed":
-        raise Rejected(f"unknown claim status {status!r}", status=422)
+        raise Unacceptable(f"unknown claim status {status!r}")
     _first_seen(agg, ctx)
     claim_id = data["claim_id"]
     changed_at = parse_dt(data["changed_at"])

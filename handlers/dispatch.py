@@ -6,7 +6,7 @@ aggregate through a ``Ctx``. Add one line per type; the module imports stay at t
 ``handle``:
 - works on a deep copy (the caller's aggregate is untouched, also when a handler raises);
 - refuses an unknown type, and an event whose ``data.worker_id`` is not the aggregate's
-  worker (``Rejected``, 422: the processor sends both to the dead-letter topic);
+  worker (``Unacceptable``: the processor sends both to the dead-letter topic);
 - after the handler, when the worker or any case changed: sets ``worker.updated_at`` (the
   event time, never moving back) and leaves exactly one worker snapshot
   (``garda.worker.state``) in the effects, last, with the final state (a snapshot a handler
@@ -20,11 +20,11 @@ import pickle
 from collections.abc import Callable
 from datetime import datetime
 
+from errors import Unacceptable
 from handlers import actions, claims, escalation, incidents, journey, repolicy
 from handlers.context import Ctx
 from handlers.model import Aggregate, Result
 from handlers.policy import Policy
-from infra.errors import Rejected
 from schemas import topics
 from schemas.envelope import Envelope
 
@@ -65,12 +65,11 @@ def _changed(before: Aggregate, after: Aggregate) -> bool:
 def handle(agg: Aggregate, envelope: Envelope, policy: Policy, now: datetime) -> Result:
     handler = HANDLERS.get(envelope.type)
     if handler is None:
-        raise Rejected(f"unknown event type {envelope.type!r}", status=422)
+        raise Unacceptable(f"unknown event type {envelope.type!r}")
     worker_id = envelope.data.get("worker_id")
     if worker_id is not None and worker_id != agg.worker.worker_id:
-        raise Rejected(
-            f"data.worker_id {worker_id!r} is not the aggregate's worker {agg.worker.worker_id!r}",
-            status=422,
+        raise Unacceptable(
+            f"data.worker_id {worker_id!r} is not the aggregate's worker {agg.worker.worker_id!r}"
         )
     before = agg
     agg = _clone(agg)

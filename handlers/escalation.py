@@ -35,12 +35,12 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from handlers.cases import case_or_404, clock_start
+from errors import Unacceptable
+from handlers.cases import case_or_not_found, clock_start
 from handlers.context import Ctx
 from handlers.model import Aggregate, Case, iso
 from handlers.policy import Policy
 from handlers.routing import escalation_target
-from infra.errors import Rejected
 
 ACK = "ack"
 RESOLVE = "resolve"
@@ -142,13 +142,14 @@ def due_commands(cases: Iterable[Case], policy: Policy, now: datetime) -> list[d
 def handle_deadline_due(agg: Aggregate, ctx: Ctx) -> None:
     """Apply a ``garda.deadline.due`` command, or do nothing if it no longer holds.
 
-    Unknown case: ``Rejected`` (404); a deadline other than ack/resolve or a level outside 1..2
-    (the schema already refuses both): ``Rejected`` (422). Otherwise a no-op with outcome ``stale-deadline`` when
+    Unknown case: ``NotFound``; a deadline other than ack/resolve or a level outside 1..2 (the
+    schema already refuses both): ``Unacceptable``. Otherwise a no-op with outcome
+    ``stale-deadline`` when
     the case is resolved, acknowledged (for an ack deadline), already at or above the level,
     or the deadline is not (or no longer) due at ``ctx.now``.
     """
     data = ctx.envelope.data
-    case = case_or_404(agg, data.get("case_id"))
+    case = case_or_not_found(agg, data.get("case_id"))
     clock = data.get("deadline")
     level = data.get("level")
     if (
@@ -157,7 +158,7 @@ def handle_deadline_due(agg: Aggregate, ctx: Ctx) -> None:
         or isinstance(level, bool)
         or not 1 <= level <= MAX_LEVEL
     ):
-        raise Rejected(f"invalid deadline command ({clock!r}, level {level!r})", status=422)
+        raise Unacceptable(f"invalid deadline command ({clock!r}, level {level!r})")
     when = deadline_for(case, ctx.policy, clock, level)
     if when is None or when > ctx.now:
         ctx.outcome = "stale-deadline"

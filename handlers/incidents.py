@@ -13,7 +13,7 @@
    incident's country/region. ``AFTER_INCIDENT`` hooks run with the case either way (issue 4:
    coverage gap, claim suggestion).
 
-``pmi.incident.updated``: the case holding the incident id (else ``Rejected``, status 404).
+``pmi.incident.updated``: the case holding the incident id (else ``NotFound``).
 - ``category``: the case takes the new category (a case has one category; its incidents all
   shared the old one when they were attached). Later reports of the new category attach to
   it. Severity then rises to the new category's default if that is higher; it never falls.
@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from errors import NotFound
 from handlers import coverage, nonprocedural
 from handlers.cases import (
     PROTECTION,
@@ -52,7 +53,6 @@ from handlers.cases import (
 from handlers.context import Ctx
 from handlers.model import Aggregate, Case
 from handlers.routing import normalize_country, normalize_region
-from infra.errors import Rejected
 
 Hook = Callable[[Aggregate, Ctx], object]
 CaseHook = Callable[[Aggregate, Ctx, Case], object]
@@ -132,7 +132,7 @@ def incident_updated(agg: Aggregate, ctx: Ctx) -> None:
     incident_id = str(data["incident_id"])
     case = case_holding(agg, incident_id)
     if case is None:
-        raise Rejected(f"no case holds incident {incident_id}", status=404)
+        raise NotFound(f"no case holds incident {incident_id}")
     detail: dict[str, Any] = {"incident_id": incident_id}
     category = data.get("category")
     if category is not None and category != case.category:

@@ -36,10 +36,10 @@ Rules decided where the design is silent:
   previous journey is still open), ``return_without_departure`` (a return for a worker with
   no journey in progress: never seen, failed departure, or returned already).
   A worker record created by a journey event gets ``first_seen_via`` = the event type.
-- **Contradictions** raise ``Rejected`` (-> dead-letter, with the reason):
-  any journey event at or after a recorded death (409); a failed departure for a worker who
-  is abroad (``placed``/``unregistered_abroad``, 409); a contract extension for a worker
-  with no journey (404) or whose journey ended (returned/failed/deceased, 409) unless the
+- **Contradictions** raise ``Rejected`` (-> dead-letter, with the reason): ``Conflict`` for
+  any journey event at or after a recorded death; a failed departure for a worker who
+  is abroad (``placed``/``unregistered_abroad``); a contract extension whose journey ended
+  (returned/failed/deceased), ``NotFound`` for one with no journey on record, unless the
   extension is older than the end (then it is applied as a stale fact).
   Re-sending the same return of a deceased worker is a no-op (``unchanged``).
 - Contract dates ("YYYY-MM-DD") are stored as midnight UTC of that date. A contract
@@ -59,11 +59,11 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
+from errors import Conflict, NotFound, Unacceptable
 from handlers import coverage, nonprocedural
 from handlers.context import Ctx
 from handlers.model import Aggregate, Worker, parse_dt
 from handlers.routing import normalize_country, normalize_region
-from infra.errors import Rejected
 
 Hook = Callable[[Aggregate, Ctx], object]
 
@@ -95,7 +95,7 @@ def to_datetime(value: Any) -> datetime | None:
             d = date.fromisoformat(text)
             return datetime(d.year, d.month, d.day, tzinfo=UTC)
         return parse_dt(text)
-    raise ValueError(f"not a date or date-time: {value!r}")
+    raise Unacceptable(f"not a date or date-time: {value!r}")
 
 
 def _present(value: Any) -> bool:
@@ -105,14 +105,14 @@ def _present(value: Any) -> bool:
 def _time(data: dict[str, Any], key: str) -> datetime | None:
     try:
         return to_datetime(data.get(key))
-    except ValueError as exc:
-        raise Rejected(f"{key}: {exc}", status=422) from exc
+    except (ValueError, Unacceptable) as exc:
+        raise Unacceptable(f"{key}: {exc}") from exc
 
 
 def _required_time(data: dict[str, Any], key: str) -> datetime:
     value = _time(data, key)
     if value is None:
-        raise Rejected(f"{key} is required", status=422)
+        raise Unacceptable(f"{key} is required")
     return value
 
 
@@ -132,9 +132,7 @@ def _first_seen(w: Worker, ctx: Ctx) -> None:
 
 def _refuse_after_death(w: Worker, ctx: Ctx, at: datetime) -> None:
     if w.state == "deceased" and not _stale(w, at):
-        raise Rejected(
-            f"worker {w.worker_id} is recorded deceased; {ctx.envelope.type} refused", status=409
-        )
+        raise Conflict(f"worker {w.worker_id} is recorded deceased; {ctx.envelope.type} refused")
 
 
 def _set_state(w: Worker, state: str, at: datetime) -> None:
@@ -199,9 +197,8 @@ def departure_failed(agg: Aggregate, ctx: Ctx) -> None:
         ctx.outcome = "stale"
         return
     if w.state in ("placed", "unregistered_abroad"):
-        raise Rejected(
-            f"worker {w.worker_id} is abroad ({w.state}); a failed departure contradicts it",
-            status=409,
+        raise Conflict(
+            f"worker {w.worker_id} is abroad ({w.state}); a failed departure contradicts it"
         )
     _first_seen(w, ctx)
     _set_state(w, "failed_departure", at)
@@ -242,16 +239,14 @@ def contract_extended(agg: Aggregate, ctx: Ctx) -> None:
     w = agg.worker
     end = _required_time(ctx.envelope.data, "contract_end")
     if w.state is None:
-        raise Rejected(f"worker {w.worker_id} has no journey on record to extend", status=404)
+        raise NotFound(f"worker {w.worker_id} has no journey on record to extend")
     if w.state in (*ABROAD, "unregistered_abroad"):
         ctx.outcome = "extended"
     elif _stale(w, ctx.event_time):
         ctx.outcome = "stale"  # sent before the journey ended: keep the fact
     else:
-        raise Rejected(
-            f"worker {w.worker_id} is {w.state}; a contract extension needs a placement in"
-            " progress",
-            status=409,
+        raise Conflict(
+            f"worker {w.worker_id} is {w.state}; a contract extension needs a placement in progress"
         )
     w.contract_end = end
     _after(AFTER_JOURNEY_CHANGE, agg, ctx)

@@ -36,8 +36,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from errors import ConfigError
 from handlers.model import SEVERITIES
-from infra.errors import ConfigError
 from schemas.types import CATEGORIES as _CATEGORIES
 
 

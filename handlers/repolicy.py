@@ -28,12 +28,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from handlers.cases import case_or_404, clock_start, deadlines
+from errors import Conflict
+from handlers.cases import case_or_not_found, clock_start, deadlines
 from handlers.context import Ctx
 from handlers.escalation import RESOLVE_MISSED, UNACKNOWLEDGED
 from handlers.model import Aggregate, Case, iso
 from handlers.policy import Policy
-from infra.errors import Rejected
 
 RECOMPUTE = "garda.deadlines.recompute"
 UPDATED = "garda.case.updated"
@@ -69,12 +69,11 @@ def command_data(case: Case, policy: Policy) -> dict[str, Any]:
 
 def handle_recompute(agg: Aggregate, ctx: Ctx) -> None:
     data = ctx.envelope.data
-    case = case_or_404(agg, data.get("case_id"))
+    case = case_or_not_found(agg, data.get("case_id"))
     if data.get("sla") != sla_digest(ctx.policy):
-        raise Rejected(
+        raise Conflict(
             "this processor runs another SLA policy than the one garda repolicy used: "
-            "restart the workers with the new policy, then run garda repolicy again",
-            status=409,
+            "restart the workers with the new policy, then run garda repolicy again"
         )
     changes = changes_for(case, ctx.policy)
     if not changes:

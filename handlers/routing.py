@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from errors import Unacceptable
 from handlers.policy import Policy, Post
 
 
@@ -91,7 +92,7 @@ def route(policy: Policy, country: str | None, region: str | None = None) -> Rou
 def escalation_target(policy: Policy, case_post_id: str, level: int) -> str:
     """The post responsible for a case at an escalation level (0, 1 or 2; above 2 is 2)."""
     if level < 0:
-        raise ValueError(f"escalation level must be 0, 1 or 2, got {level}")
+        raise Unacceptable(f"escalation level must be 0, 1 or 2, got {level}")
     if level == 0:
         return case_post_id
     if level == 1:

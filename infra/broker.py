@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 from typing import Self
 
-from infra.errors import StackError
+from errors import ChildDied, StackError
 from infra.processes import (
     LOCALHOST,
     AsyncLifecycle,
-    ChildDied,
     die_with_parent,
     forget,
     free_port,

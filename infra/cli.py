@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from infra.errors import GardaError
+from errors import GardaError
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings, load_settings, mask_url
 

@@ -8,30 +8,11 @@ from types import TracebackType
 
 import asyncpg
 
-from infra.errors import TransientError
 from infra.logging import get_logger
 
 log = get_logger("garda.db")
 
 MIGRATION_LOCK = 0x6172_6461  # advisory lock id: one migrator at a time
-
-# Errors worth retrying: the server went away, is starting, or a transaction lost a race.
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ConnectionError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.InterfaceError,
-    asyncpg.AdminShutdownError,
-    asyncpg.OperatorInterventionError,  # 57xxx: query cancelled (statement_timeout, a cancel)
-    asyncpg.InsufficientResourcesError,  # 53xxx: disk full, out of memory, too many connections
-    asyncpg.LockNotAvailableError,  # 55P03: lock_timeout
-    asyncpg.ReadOnlySQLTransactionError,  # 25006: a standby during a failover
-    TransientError,
-)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

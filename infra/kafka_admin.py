@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from infra.errors import ConfigError, TransientError
+from errors import ConfigError, TransientError
 from infra.settings import Settings
 from schemas import topics
 

@@ -29,11 +29,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Self
 
-from infra.errors import StackError
+from errors import ChildDied, StackError
 from infra.processes import (
     LOCALHOST,
     AsyncLifecycle,
-    ChildDied,
     forget,
     free_port,
     port_open,

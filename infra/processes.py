@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from infra.errors import StackError
+from errors import StackError
 
 LOCALHOST = "127.0.0.1"
 
@@ -126,10 +126,6 @@ class AsyncLifecycle:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
-
-
-class ChildDied(StackError):
-    """The child process exited while we waited for it to become ready."""
 
 
 def port_open(host: str, port: int | None) -> bool:

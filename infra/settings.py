@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.errors import ConfigError
+from errors import ConfigError
 
 PREFIX = "GARDA_"
 

@@ -18,17 +18,10 @@ from typing import Protocol
 
 import asyncpg
 
+from errors import CaseConflict
 from handlers.model import Aggregate, Case, Claim, TimelineEntry, Worker
-from infra.errors import GardaError
 
 Headers = list[tuple[str, bytes]]
-
-
-class CaseConflict(GardaError):
-    """A case write would move an existing case to another worker or post (two causes
-    derived one case id): refused, the record that caused it is dead-lettered."""
-
-    retriable = False
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
-from infra.errors import InvalidEvent
+from errors import InvalidEvent
 from schemas.fields import (
     check_identifier,
     format_datetime,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from infra.errors import InvalidEvent
+from errors import InvalidEvent
 
 MIN_YEAR, MAX_YEAR = 1900, 8999
 _YEAR = r"(19[0-9]{2}|[2-8][0-9]{3})"  # MIN_YEAR..MAX_YEAR

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from infra.errors import InvalidEvent
+from errors import InvalidEvent
 from schemas.fields import (
     Country,
     Date,

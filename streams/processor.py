@@ -18,19 +18,19 @@ from typing import Any
 
 import asyncpg
 
+from errors import CaseConflict, GardaError, InvalidEvent, Rejected
 from handlers.claims import stall_due
 from handlers.dispatch import handle
 from handlers.escalation import next_deadline
 from handlers.model import Aggregate, Case, Claim, parse_dt
 from handlers.policy import Policy
 from infra import metrics
-from infra.db import TRANSIENT_DB_ERRORS, Database
-from infra.errors import GardaError, InvalidEvent, Rejected, TransientError
+from infra.db import Database
+from infra.faults import is_retriable
 from infra.logging import get_logger
 from infra.settings import Settings
 from infra.store import (
     BatchWrite,
-    CaseConflict,
     DeadLetter,
     OutboxRow,
     ProcessedId,
@@ -123,7 +123,7 @@ _EPOCH_MAX = datetime(MAX_YEAR, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 def is_deterministic(exc: BaseException) -> bool:
     """Whether ``exc`` is the record's own fault (retrying gives the same failure)."""
     if isinstance(exc, GardaError):
-        return getattr(exc, "retriable", not isinstance(exc, TransientError)) is False
+        return not exc.retriable
     return isinstance(exc, DETERMINISTIC_ERRORS)
 
 
@@ -216,11 +216,11 @@ class BatchProcessor:
     async def _process_with_retry(self, records: Sequence[RawRecord]) -> BatchReport:
         """Process one batch; retries transient failures until it succeeds (or is cancelled).
 
-        A failure counts as transient when its type says so or when the database does not
-        answer a plain ``SELECT 1`` right after it (an outage shows up under many error
-        types). A batch that fails while the database is healthy is split and retried record
+        A failure is transient when ``infra.faults.is_retriable`` says so (the database or
+        the network went away). Any other failure of a batch splits it and retries it record
         by record; a record that still fails ``SINGLE_RECORD_ATTEMPTS`` times is dead-lettered
-        with the error and the rest go through. Nothing is ever skipped: when even the dead-letter cannot be written the partition waits here.
+        with the error and the rest go through. Nothing is ever skipped: when even the
+        dead-letter cannot be written the partition waits here.
         """
         attempt = 0
         while True:
@@ -228,7 +228,7 @@ class BatchProcessor:
                 return await self._process_once(records)
             except Exception as exc:
                 attempt += 1
-                if isinstance(exc, TRANSIENT_DB_ERRORS) or not await self._database_answers():
+                if is_retriable(exc):
                     delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * (0.5 + random.random())
                     log.warning(
                         "batch failed, will retry",
@@ -268,15 +268,6 @@ class BatchProcessor:
                         offset=records[0].offset,
                     )
                     await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
-
-    async def _database_answers(self) -> bool:
-        try:
-            async with asyncio.timeout(5):
-                async with self.db.pool.acquire() as conn:
-                    await conn.fetchval("SELECT 1")
-            return True
-        except Exception:  # noqa: BLE001 - any failure means "not healthy"
-            return False
 
     async def _dead_letter_only(self, rec: RawRecord, error: str) -> BatchReport:
         batch = BatchWrite(deadletter_topic=self.deadletter_topic)

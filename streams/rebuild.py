@@ -15,9 +15,9 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from errors import GardaError
 from handlers.policy import Policy
 from infra.db import Database, migrate
-from infra.errors import GardaError
 from infra.logging import get_logger
 from infra.settings import Settings
 from schemas import topics

@@ -14,14 +14,15 @@ from typing import Any
 
 from faust.web import Request, Response
 
+from errors import Forbidden, InvalidEvent, NotFound, Rejected
 from handlers.dispatch import handle
 from handlers.policy import Policy
 from infra import queries
-from infra.errors import InvalidEvent, Rejected
 from infra.store import load_aggregates
 from infra.tokens import Scope
 from schemas import topics
 from schemas.envelope import encode, new_envelope
+from streams.http_errors import http_status
 from streams.web.common import ApiView, log, write_endpoint
 
 ACTIONS = {
@@ -69,7 +70,7 @@ def acting_post(
             return wanted
         if wanted in scope.posts:
             return wanted
-        raise Rejected(f"this token does not act for post {wanted}", status=403)
+        raise Forbidden(f"this token does not act for post {wanted}")
     if case_post in scope.posts:
         return case_post
     mine = sorted(responsible & scope.posts)
@@ -102,7 +103,7 @@ async def case_action(
     try:
         acting = acting_post(scope, body, runtime.policy, post_id, responsible)
     except Rejected as exc:
-        return exc.status, {"error": exc.reason}
+        return http_status(exc), {"error": exc.reason}
     data: dict[str, Any] = {
         "case_id": case_id,
         "worker_id": worker_id,
@@ -133,7 +134,8 @@ async def case_action(
     except InvalidEvent as exc:
         return 422, {"error": str(exc), "field": exc.field}
     except Rejected as exc:
-        status = 404 if exc.status in (403, 404) else exc.status
+        # A case the acting post may not see is answered like an unknown one.
+        status = 404 if isinstance(exc, NotFound | Forbidden) else http_status(exc)
         return status, {"error": exc.reason}
     topic = runtime.settings.topic(topics.CASE_ACTIONS)
     try:

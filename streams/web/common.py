@@ -13,17 +13,13 @@ from typing import Any, Concatenate, ParamSpec
 
 from faust.web import Request, Response, View
 
-from infra.errors import GardaError
+from errors import Unauthorized
 from infra.logging import get_logger
 from infra.tokens import Scope, audit, resolve_token
 
 log = get_logger("garda.api")
 
 P = ParamSpec("P")
-
-
-class Unauthorized(GardaError):
-    """No valid bearer token (HTTP 401)."""
 
 
 class ApiView(View):

@@ -12,7 +12,7 @@ import time
 
 from faust.web import Request, Response
 
-from infra.errors import InvalidEvent
+from errors import InvalidEvent
 from infra.metrics import DEADLETTERS
 from infra.store import BatchWrite, DeadLetter, write_batch
 from infra.tokens import Scope

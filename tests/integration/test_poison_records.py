@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from errors import CaseConflict
 from handlers.cases import case_id_for
 from handlers.model import Aggregate, Case, Worker, stable_id
 from handlers.policy import load_policy
 from infra.db import Database, _init_connection, migrate
 from infra.settings import Settings
-from infra.store import CASE_UPSERT, BatchWrite, CaseConflict, write_batch
+from infra.store import CASE_UPSERT, BatchWrite, write_batch
 from streams.processor import BatchProcessor, RawRecord
 from tests.integration.harness import cloudevent
 

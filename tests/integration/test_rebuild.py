@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
+from errors import GardaError
 from handlers.policy import load_policy
-from infra.errors import GardaError
 from infra.settings import Settings
 from schemas import topics
 from streams.rebuild import rebuild

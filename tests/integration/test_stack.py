@@ -16,8 +16,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from errors import ConfigError, StackError
 from infra.broker import EmbeddedBroker
-from infra.errors import ConfigError, StackError
 from infra.kafka_admin import ensure_topics
 from infra.postgres import EmbeddedPostgres
 from infra.settings import Settings

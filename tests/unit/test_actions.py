@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from errors import Conflict, Forbidden, NotFound, Rejected, Unacceptable
 from handlers.actions import ACTION_HANDLERS, may_act
 from handlers.cases import deadlines
 from handlers.context import Ctx
 from handlers.escalation import clock_start, next_deadline
 from handlers.model import CASE_STATUSES, Aggregate, Case, Worker, iso
 from handlers.policy import Policy, load_policy
-from infra.errors import Rejected
 from schemas.envelope import Envelope
 from tests.unit.factories import fast_policy
 
@@ -54,13 +54,33 @@ OUTCOME = {
     "pmi.case.reopened": "reopened",
 }
 
-# action x status -> None (allowed) or the Rejected status
+# action x status -> None (allowed) or the Rejected subclass raised
 MATRIX = {
-    "pmi.case.acknowledged": {"open": None, "acknowledged": 409, "reopened": None, "resolved": 409},
+    "pmi.case.acknowledged": {
+        "open": None,
+        "acknowledged": Conflict,
+        "reopened": None,
+        "resolved": Conflict,
+    },
     "pmi.case.note-added": {"open": None, "acknowledged": None, "reopened": None, "resolved": None},
-    "pmi.case.referred": {"open": None, "acknowledged": None, "reopened": None, "resolved": 409},
-    "pmi.case.resolved": {"open": None, "acknowledged": None, "reopened": None, "resolved": 409},
-    "pmi.case.reopened": {"open": 409, "acknowledged": 409, "reopened": 409, "resolved": None},
+    "pmi.case.referred": {
+        "open": None,
+        "acknowledged": None,
+        "reopened": None,
+        "resolved": Conflict,
+    },
+    "pmi.case.resolved": {
+        "open": None,
+        "acknowledged": None,
+        "reopened": None,
+        "resolved": Conflict,
+    },
+    "pmi.case.reopened": {
+        "open": Conflict,
+        "acknowledged": Conflict,
+        "reopened": Conflict,
+        "resolved": None,
+    },
 }
 ACTIONS = list(EXTRA)
 
@@ -154,7 +174,7 @@ def test_action_by_status(type_: str, status: str) -> None:
         before = case.to_doc()
         with pytest.raises(Rejected) as exc:
             act(agg, type_)
-        assert exc.value.status == expected
+        assert type(exc.value) is expected
         assert case.to_doc() == before
         return
     ctx = act(agg, type_)
@@ -182,10 +202,10 @@ def test_unknown_case_is_404(type_: str) -> None:
     agg = agg_of(make_case("resolved" if type_ == "pmi.case.reopened" else "open"))
     with pytest.raises(Rejected) as exc:
         act(agg, type_, case_id="no-such-case")
-    assert exc.value.status == 404
+    assert isinstance(exc.value, NotFound)
     with pytest.raises(Rejected) as exc:
         act(agg_of(), type_)
-    assert exc.value.status == 404
+    assert isinstance(exc.value, NotFound)
 
 
 # --- who may act ------------------------------------------------------------------------------
@@ -219,7 +239,7 @@ def test_who_may_act(type_: str, post_id: str, level: int, allowed: bool) -> Non
     else:
         with pytest.raises(Rejected) as exc:
             act(agg_of(case), type_, post_id=post_id)
-        assert exc.value.status == 403
+        assert isinstance(exc.value, Forbidden)
 
 
 def test_head_of_mission_allowed_from_the_ladder_even_without_detail() -> None:
@@ -232,7 +252,7 @@ def test_wrong_post_checked_before_status() -> None:
     case = make_case("resolved")
     with pytest.raises(Rejected) as exc:
         act(agg_of(case), "pmi.case.acknowledged", post_id="OTHER")
-    assert exc.value.status == 403
+    assert isinstance(exc.value, Forbidden)
 
 
 def test_default_policy_head_of_mission() -> None:
@@ -296,7 +316,7 @@ def test_second_acknowledge_is_409() -> None:
     act(agg, "pmi.case.acknowledged")
     with pytest.raises(Rejected) as exc:
         act(agg, "pmi.case.acknowledged", actor="officer-8")
-    assert exc.value.status == 409
+    assert isinstance(exc.value, Conflict)
     assert "already acknowledged" in exc.value.reason
 
 
@@ -332,7 +352,7 @@ def test_required_text_is_422(type_: str, field: str, value: str | None) -> None
     before = case.to_doc()
     with pytest.raises(Rejected) as exc:
         act(agg_of(case), type_, **{field: value})
-    assert exc.value.status == 422
+    assert isinstance(exc.value, Unacceptable)
     assert case.to_doc() == before
 
 
@@ -350,7 +370,7 @@ def test_refer_records_to_and_keeps_status(status: str) -> None:
     assert ctx.effects.events[0].data["event"]["to"] == "IOM Malaysia"
     with pytest.raises(Rejected) as exc:
         act(agg, "pmi.case.referred", to="IOM Malaysia")
-    assert exc.value.status == 409
+    assert isinstance(exc.value, Conflict)
     act(agg, "pmi.case.referred", to="Tenaganita")
     assert case.detail["referred_to"] == "Tenaganita"
     assert [r["to"] for r in case.detail["referrals"]] == ["IOM Malaysia", "Tenaganita"]
@@ -375,7 +395,7 @@ def test_resolve_sets_resolution_and_stops_all_clocks() -> None:
     assert snapshots[0].data["in_crisis"] is False
     with pytest.raises(Rejected) as exc:
         act(agg, "pmi.case.resolved")
-    assert exc.value.status == 409
+    assert isinstance(exc.value, Conflict)
     assert "already resolved" in exc.value.reason
 
 
@@ -415,7 +435,7 @@ def test_reopen_restarts_deadlines_from_event_time(level: int) -> None:
     # a second reopen (another event, same effect) is refused
     with pytest.raises(Rejected) as exc:
         act(agg, "pmi.case.reopened")
-    assert exc.value.status == 409
+    assert isinstance(exc.value, Conflict)
     # and the reopened case needs acknowledging again
     act(agg, "pmi.case.acknowledged")
     assert case.status == "acknowledged"

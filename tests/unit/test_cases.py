@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from errors import Unacceptable
 from handlers.cases import (
     attach_report,
     case_id_for,
@@ -54,7 +55,7 @@ def test_severity_for_without_category_default() -> None:
     assert severity_for(POLICY, None, None) == "medium"
     assert severity_for(POLICY, None, "low") == "low"
     assert severity_for(POLICY, "no_such", "critical") == "critical"
-    with pytest.raises(ValueError, match="unknown severity"):
+    with pytest.raises(Unacceptable, match="unknown severity"):
         severity_for(POLICY, "other", "urgent")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from errors import Rejected
 from handlers.claims import (
     CLAIM_HANDLERS,
     STATUSES,
@@ -21,7 +22,6 @@ from handlers.claims import (
 from handlers.context import Ctx
 from handlers.model import Aggregate, Case, Claim, Worker
 from handlers.policy import ClaimsPolicy, load_policy
-from infra.errors import Rejected
 from schemas import topics
 from schemas.envelope import Envelope
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from errors import Rejected, Unacceptable
 from handlers import dispatch
 from handlers.context import Ctx
 from handlers.dispatch import HANDLERS, handle
 from handlers.model import Aggregate, Result
-from infra.errors import Rejected
 from schemas import topics
 from tests.unit.factories import (
     POLICY,
@@ -53,7 +53,7 @@ def test_worker_mismatch_is_rejected() -> None:
     env = envelope("pmi.incident.reported", incident(), worker_id="PMI-OTHER")
     with pytest.raises(Rejected) as exc:
         handle(aggregate(), env, POLICY, NOW)
-    assert exc.value.status == 422
+    assert isinstance(exc.value, Unacceptable)
 
 
 def test_input_aggregate_is_not_mutated() -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from errors import NotFound, Rejected, Unacceptable
 from handlers import escalation
 from handlers.cases import deadlines
 from handlers.context import Ctx
@@ -19,7 +20,6 @@ from handlers.escalation import (
 from handlers.model import Aggregate, Case, Worker, iso
 from handlers.policy import Policy, Sla, load_policy
 from handlers.routing import escalation_target
-from infra.errors import Rejected
 from schemas.envelope import Envelope
 from tests.unit.factories import fast_policy
 
@@ -268,7 +268,7 @@ def test_never_above_level_two() -> None:
         assert ctx.outcome == "stale-deadline"
     with pytest.raises(Rejected) as exc:
         apply(agg_of(case), FAST, command(case, "resolve", 3), T0 + 365 * D)
-    assert exc.value.status == 422
+    assert isinstance(exc.value, Unacceptable)
     assert case.escalation_level == 2
 
 
@@ -451,7 +451,7 @@ def test_unknown_case_is_rejected_404() -> None:
     case = make_case(FAST, "critical")
     with pytest.raises(Rejected) as exc:
         apply(agg_of(), FAST, command(case, "ack", 1), T0 + 11 * S)
-    assert exc.value.status == 404
+    assert isinstance(exc.value, NotFound)
 
 
 @pytest.mark.parametrize(("deadline", "level"), [("late", 1), ("ack", "1"), ("ack", None)])
@@ -460,7 +460,7 @@ def test_malformed_command_rejected(deadline: str, level: object) -> None:
     data = {**command(case, "ack", 1), "deadline": deadline, "level": level}
     with pytest.raises(Rejected) as exc:
         apply(agg_of(case), FAST, data, T0 + 11 * S)
-    assert exc.value.status == 422
+    assert isinstance(exc.value, Unacceptable)
 
 
 # --- what an escalation records -------------------------------------------------------------

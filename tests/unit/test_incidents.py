@@ -7,10 +7,10 @@ from datetime import datetime
 
 import pytest
 
+from errors import NotFound, Rejected
 from handlers import incidents
 from handlers.cases import case_id_for, deadlines
 from handlers.model import Aggregate
-from infra.errors import Rejected
 from tests.unit.factories import POLICY, T0, WORKER, D, H, aggregate, ctx, envelope, incident
 
 REP = "pmi.incident.reported"
@@ -151,7 +151,7 @@ def test_update_unknown_incident_is_404() -> None:
     report(agg, incident("INC-1"))
     with pytest.raises(Rejected) as exc:
         update(agg, {"incident_id": "INC-404", "note": "x"})
-    assert exc.value.status == 404 and "INC-404" in exc.value.reason
+    assert isinstance(exc.value, NotFound) and "INC-404" in exc.value.reason
 
 
 def test_update_note_goes_to_timeline_only() -> None:

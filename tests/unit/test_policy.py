@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from errors import ConfigError
 from handlers.model import SEVERITIES
 from handlers.policy import (
     CATEGORIES,
@@ -20,7 +21,6 @@ from handlers.policy import (
     parse_duration,
     policy_from_dict,
 )
-from infra.errors import ConfigError
 
 DEFAULT_DOC: dict[str, Any] = tomllib.loads(DEFAULT_POLICY_PATH.read_text("utf-8"))
 P = load_policy()

@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import pytest
 
+from errors import Rejected
 from handlers.dispatch import handle
 from handlers.escalation import RESOLVE_MISSED
 from handlers.model import Case, iso
 from handlers.policy import Policy, Sla
 from handlers.repolicy import RECOMPUTE, changes_for, command_data, sla_digest
-from infra.errors import Rejected
 from infra.repolicy import plan
 from tests.unit.factories import T0, WORKER, S, aggregate, envelope, fast_policy
 

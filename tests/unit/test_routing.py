@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from errors import Unacceptable
 from handlers.policy import Policy, Post
 from handlers.routing import (
     RouteDecision,
@@ -135,5 +136,5 @@ def test_escalation_target(post_id: str, level: int, expected: str) -> None:
 
 
 def test_escalation_target_negative_level() -> None:
-    with pytest.raises(ValueError, match="escalation level"):
+    with pytest.raises(Unacceptable, match="escalation level"):
         escalation_target(POLICY, "HQ", -1)

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from infra.errors import InvalidEvent
+from errors import InvalidEvent
 from schemas import generate
 from schemas.envelope import Envelope, decode, encode, new_envelope
 from schemas.fields import (

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.errors import ConfigError
+from errors import ConfigError
 from infra.settings import Settings, load_settings
 
 
