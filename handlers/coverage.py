@@ -7,6 +7,8 @@
 - ``is_covered(worker, at, policy)``: is ``at`` inside the window (day granularity, below).
 - ``check_incident_coverage(agg, ctx, case, category, occurred_at)``: ``coverage_gap`` case
   and, for a death, the ``claim_suggested`` alert.
+- ``recheck_gaps(agg, ctx)``: after a journey change, close the open ``coverage_gap`` cases
+  the new facts disprove (see below).
 
 Rules decided where the design is silent:
 
@@ -36,6 +38,15 @@ Rules decided where the design is silent:
   accident: higher benefit) when the worker has another protection case of category
   ``accident`` (open, or ``work_accident=True`` passed by the caller), else ``JKM``. Raised
   once per protection case (remembered in ``case.detail["claim_suggested"]``).
+- **A late journey record can disprove a gap.** Kafka orders a worker's events within one
+  topic only, so an incident may be applied before the departure published just before it;
+  the gap it opened (worker unknown: ``no_membership``) is then wrong. After every journey
+  change, each *open* ``coverage_gap`` case whose ``occurred_at`` now falls inside the
+  window is resolved by ``garda`` (``garda.case.resolved``, resolution ``covered``, detail
+  ``reason: disproved`` with the journey event type and the new window): closed with a
+  timeline entry, never deleted, so the history shows both steps. An acknowledged gap is
+  closed too (the officer's work is in its timeline); a resolved one is left alone. A gap
+  the new facts do not disprove stays open.
 """
 
 from __future__ import annotations
@@ -162,3 +173,42 @@ def check_incident_coverage(
             case=case,
         )
     return gap
+
+
+GAP_DISPROVED = "covered"
+
+
+def recheck_gaps(agg: Aggregate, ctx: Ctx) -> list[Case]:
+    """Resolve the open coverage_gap cases the worker's current window disproves."""
+    window = coverage_window(agg.worker, ctx.policy)
+    if window is None:
+        return []
+    closed: list[Case] = []
+    for case in sorted(agg.cases.values(), key=lambda c: c.case_id):
+        if case.kind != CASE_KIND or not case.is_open:
+            continue
+        occurred = parse_dt(case.detail.get("occurred_at"))
+        if occurred is None or not in_window(window, occurred):
+            continue
+        # Never before the gap's own last step (the departure may be dated before it opened).
+        at = max(ctx.event_time, case.updated_at or case.opened_at)
+        case.status = "resolved"
+        case.resolved_at = at
+        case.updated_at = at
+        case.detail["resolution"] = GAP_DISPROVED
+        ctx.case_event(
+            case,
+            "garda.case.resolved",
+            detail={
+                "resolution": GAP_DISPROVED,
+                "reason": "disproved",
+                "by": ctx.envelope.type,
+                "insured_from": iso(window[0]),
+                "insured_until": iso(window[1]),
+                "note": "a journey record received later puts the incident inside the "
+                "coverage window",
+            },
+            at=at,
+        )
+        closed.append(case)
+    return closed

@@ -70,7 +70,7 @@ Hook = Callable[[Aggregate, Ctx], object]
 # Issue 4 plugs in here, one line each (e.g. ``nonprocedural.check_departure``).
 AFTER_DEPARTURE: list[Hook] = [nonprocedural.check_departure]
 # e.g. ``coverage.update_coverage``: departed_at/contract_end/returned_at may have changed.
-AFTER_JOURNEY_CHANGE: list[Hook] = [coverage.update_coverage]
+AFTER_JOURNEY_CHANGE: list[Hook] = [coverage.update_coverage, coverage.recheck_gaps]
 
 ABROAD = ("departed", "placed")
 ARRIVAL_WITHOUT_DEPARTURE = "arrival_without_departure"

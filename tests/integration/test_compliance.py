@@ -347,6 +347,51 @@ async def test_a_worker_first_seen_abroad_is_suspected_non_procedural(
     assert w["non_procedural"] is False and w["non_procedural_reasons"] == []
 
 
+async def test_a_departure_applied_after_the_incident_closes_the_gap_it_disproves(
+    settings: Settings, worker: WorkerProcess, hq_headers: dict[str, str]
+) -> None:
+    """Cross-topic order: the departure is deliberately published only once the incident
+    (about the same worker, on another topic) has been applied and opened a coverage gap."""
+    api = Api(worker, hq_headers)
+    wid = "W-LATE-DEPARTURE"
+    await publish_events(
+        settings,
+        topics.INCIDENTS,
+        [
+            incident(
+                wid,
+                "accident",
+                "MY",
+                region="MY-01",
+                occurred_at="2026-11-27T10:00:00Z",
+                incident_id="INC-LATE-1",
+            )
+        ],
+    )
+    opened = await eventually(
+        lambda: api.cases(wid), lambda cs: sorted(c["kind"] for c in cs) == KINDS_BEFORE
+    )
+    [gap] = [c for c in opened if c["kind"] == "coverage_gap"]
+    assert gap["status"] == "open"
+    await publish_events(
+        settings,
+        topics.DEPARTURES,
+        [departure(wid, "MY", "MY-01", departed_at="2026-10-01T08:00:00Z")],
+    )
+    w = (await api.workers([wid], lambda w: w["state"] == "departed"))[wid]
+    assert w["non_procedural_reasons"] == []
+    closed = await eventually(lambda: api.case(gap["case_id"]), lambda c: c["status"] == "resolved")
+    last = closed["timeline"][-1]
+    assert last["type"] == "garda.case.resolved"
+    assert last["detail"]["reason"] == "disproved"
+    assert gap["case_id"] not in w["open_cases"]
+    [protection] = [c for c in await api.cases(wid) if c["kind"] == "protection"]
+    assert protection["status"] == "open"
+
+
+KINDS_BEFORE = ["coverage_gap", "protection"]
+
+
 # ---------------------------------------------------------------------------------------
 # Coverage (insured_until, coverage_gap, claim_suggested)
 # ---------------------------------------------------------------------------------------
