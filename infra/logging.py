@@ -7,6 +7,7 @@ of known identifier keys wherever they appear (also nested), e.g. NIK ``3201****
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -31,6 +32,47 @@ def _mask(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_mask(v) for v in obj]
     return obj
+
+
+def mask_document(obj: Any) -> tuple[Any, set[str]]:
+    """A copy of a decoded JSON document with personal identifier values masked (at any
+    depth), and the keys that were masked."""
+    found: set[str] = set()
+
+    def walk(o: Any) -> Any:
+        if isinstance(o, dict):
+            out = {}
+            for k, v in o.items():
+                if k in PII_KEYS and v is not None:
+                    found.add(k)
+                    out[k] = mask_value(v)
+                else:
+                    out[k] = walk(v)
+            return out
+        if isinstance(o, list):
+            return [walk(v) for v in o]
+        return o
+
+    return walk(obj), found
+
+
+_PII_TEXT = re.compile(
+    r'"(' + "|".join(sorted(PII_KEYS)) + r')"(\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]\s]+)'
+)
+
+
+def mask_json_text(text: str) -> tuple[str, set[str]]:
+    """Mask ``"key": value`` pairs of personal identifiers in text that is not valid JSON
+    (truncated, nested too deeply): the value keeps the shape hint of ``mask_value``."""
+    found: set[str] = set()
+
+    def repl(m: re.Match[str]) -> str:
+        found.add(m.group(1))
+        raw = m.group(3)
+        inner = raw[1:-1] if raw.startswith('"') and raw.endswith('"') and len(raw) > 1 else raw
+        return f'"{m.group(1)}"{m.group(2)}"{mask_value(inner)}"'
+
+    return _PII_TEXT.sub(repl, text), found
 
 
 def mask_pii(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

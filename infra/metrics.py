@@ -76,6 +76,10 @@ OUTBOX_PUBLISHED = Counter(
     "garda_outbox_published",
     "Outbox rows this process published to Kafka.",
 )
+OUTBOX_PARKED = Counter(
+    "garda_outbox_parked",
+    "Outbox rows this process parked because the broker refused them for good.",
+)
 # delivered: 2xx; failed: an attempt failed and will be retried; expired: given up after the
 # retry horizon; disabled: the receiver answered 410; held / silenced: not sent (inhibited,
 # silenced) and recorded.
@@ -143,6 +147,7 @@ class DatabaseSnapshot:
     cases_open: dict[tuple[str, str], int] = field(default_factory=dict)  # (post, severity)
     outbox_backlog: int = 0
     outbox_oldest: datetime | None = None
+    outbox_parked: int = 0
     processed_events: int = 0
     deadletters: int = 0
     deadlines_due: int = 0  # cases whose next escalation deadline has passed
@@ -177,6 +182,12 @@ class DatabaseCollector(Collector):
             "garda_db_outbox_oldest_age_seconds",
             "Age of the oldest unpublished outbox row; 0 when the outbox is empty.",
             value=max(0.0, age),
+        )
+        yield GaugeMetricFamily(
+            "garda_db_outbox_parked",
+            "Outbox rows the broker refused for good: never retried, see outbox.park_reason"
+            " (database-wide).",
+            value=s.outbox_parked,
         )
         yield GaugeMetricFamily(
             "garda_db_processed_events",

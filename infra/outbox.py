@@ -3,6 +3,19 @@
 The processor calls ``publish(seqs)`` right after its batch transaction commits; ``sweep()``
 runs on a timer and publishes what a crashed or stopped processor left behind.
 Consumers dedupe on the CloudEvent ``id`` (stable across re-publication).
+
+Rules decided where the design is silent:
+- Rows are published independently: each one's acknowledgement is awaited on its own, the
+  ones that made it are marked published, the others stay for the next attempt. One bad row
+  never holds back the rows around it.
+- A row the broker or the producer refuses for good (``PERMANENT_SEND_ERRORS``: too large,
+  invalid topic, a value the client cannot send) is parked: ``parked_at`` and
+  ``park_reason`` are set, it is counted (``parked``, ``garda_outbox_parked`` and ``garda_db_outbox_parked`` in
+  ``/metrics``), logged, and never retried. ``store.write_batch`` checks every row's size, so
+  this is a safety net, not the normal path.
+- Order per key survives a transient failure: when a row fails transiently, the later rows
+  with the same topic and key in that attempt are not marked published either, so a retry
+  sends them again after it (the compacted worker-state topic keeps the newest).
 """
 
 from __future__ import annotations
@@ -11,15 +24,30 @@ import asyncio
 import random
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kafka_errors
 
 from infra.db import Database
 from infra.logging import get_logger
-from infra.metrics import OUTBOX_PUBLISHED
+from infra.metrics import OUTBOX_PARKED, OUTBOX_PUBLISHED
 from infra.store import decode_headers
 
 log = get_logger("garda.outbox")
+
+# The producer's limit (aiokafka's default); store.MAX_RECORD_BYTES stays below it.
+MAX_REQUEST_SIZE = 1 << 20
+PERMANENT_SEND_ERRORS: tuple[type[BaseException], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.InvalidTopicError,
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.UnsupportedVersionError,
+    kafka_errors.CorruptRecordException,
+    TypeError,
+    ValueError,
+)
 
 
 class OutboxRelay:
@@ -30,6 +58,7 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self.published = 0
+        self.parked = 0
 
     async def start(self) -> OutboxRelay:
         if self._producer is None:
@@ -38,6 +67,7 @@ class OutboxRelay:
                 acks="all",
                 linger_ms=5,
                 max_batch_size=1 << 20,
+                max_request_size=MAX_REQUEST_SIZE,
                 enable_idempotence=False,  # Tansu has no idempotent producer (broker-notes §4)
             )
             await self._producer.start()
@@ -56,19 +86,46 @@ class OutboxRelay:
     ) -> None:
         await self.stop()
 
-    async def _send(self, rows: Sequence) -> list[int]:
+    async def _send_one(self, row: Any) -> None:
         assert self._producer is not None, "OutboxRelay is not started"
-        futures = []
-        for r in rows:
-            fut = await self._producer.send(
-                r["topic"],
-                value=bytes(r["value"]),
-                key=bytes(r["key"]) if r["key"] is not None else None,
-                headers=decode_headers(r["headers"]),
+        fut = await self._producer.send(
+            row["topic"],
+            value=bytes(row["value"]),
+            key=bytes(row["key"]) if row["key"] is not None else None,
+            headers=decode_headers(row["headers"]),
+        )
+        await fut
+
+    async def _send(self, conn: Any, rows: Sequence) -> list[int]:
+        """Send ``rows`` independently; park the permanently refused ones (in ``conn``'s
+        transaction); return the seqs that may be marked published."""
+        results = await asyncio.gather(*(self._send_one(r) for r in rows), return_exceptions=True)
+        done: list[int] = []
+        parked: list[tuple[int, str]] = []
+        held: set[tuple[str, bytes | None]] = set()  # (topic, key) with a transient failure
+        for row, result in zip(rows, results, strict=True):
+            ident = (row["topic"], bytes(row["key"]) if row["key"] is not None else None)
+            if isinstance(result, PERMANENT_SEND_ERRORS):
+                parked.append((row["seq"], f"{type(result).__name__}: {result}"[:2000]))
+            elif isinstance(result, BaseException):
+                held.add(ident)
+                log.warning(
+                    "outbox row not published, will retry",
+                    seq=row["seq"],
+                    topic=row["topic"],
+                    error=repr(result),
+                )
+            elif ident not in held:
+                done.append(row["seq"])
+        if parked:
+            await conn.executemany(
+                "UPDATE outbox SET parked_at = now(), park_reason = $2 WHERE seq = $1", parked
             )
-            futures.append(fut)
-        await asyncio.gather(*futures)
-        return [r["seq"] for r in rows]
+            self.parked += len(parked)
+            OUTBOX_PARKED.inc(len(parked))
+            for seq, reason in parked:
+                log.error("outbox row parked: the broker refuses it", seq=seq, reason=reason)
+        return done
 
     async def send_raw(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
@@ -93,12 +150,12 @@ class OutboxRelay:
                 # newest.
                 rows = await conn.fetch(
                     "SELECT seq, topic, key, value, headers FROM outbox"
-                    " WHERE published_at IS NULL AND seq <= $1 ORDER BY seq LIMIT $2"
-                    " FOR UPDATE",
+                    " WHERE published_at IS NULL AND parked_at IS NULL AND seq <= $1"
+                    " ORDER BY seq LIMIT $2 FOR UPDATE",
                     max(seqs),
                     len(seqs) + 5000,
                 )
-                done = await self._send(rows)
+                done = await self._send(conn, rows)
                 await conn.execute(
                     "UPDATE outbox SET published_at = now() WHERE seq = ANY($1)", done
                 )
@@ -111,7 +168,7 @@ class OutboxRelay:
         async with self._lock, self.db.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT seq, topic, key, value, headers FROM outbox"
-                " WHERE published_at IS NULL"
+                " WHERE published_at IS NULL AND parked_at IS NULL"
                 "   AND created_at < now() - make_interval(secs => $1)"
                 " ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
                 self.sweep_age,
@@ -119,7 +176,7 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            done = await self._send(rows)
+            done = await self._send(conn, rows)
             await conn.execute("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)", done)
         self.published += len(done)
         OUTBOX_PUBLISHED.inc(len(done))

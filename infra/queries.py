@@ -171,8 +171,11 @@ async def monitoring_snapshot(conn: asyncpg.Connection, policy: Policy) -> Datab
         "SELECT (SELECT greatest(reltuples, 0)::bigint FROM pg_class"
         "        WHERE oid = 'processed_events'::regclass) AS processed,"
         " (SELECT count(*) FROM deadletters) AS deadletters,"
-        " (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS outbox_pending,"
-        " (SELECT min(created_at) FROM outbox WHERE published_at IS NULL) AS outbox_oldest,"
+        " (SELECT count(*) FROM outbox WHERE published_at IS NULL AND parked_at IS NULL)"
+        "   AS outbox_pending,"
+        " (SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL) AS outbox_parked,"
+        " (SELECT min(created_at) FROM outbox WHERE published_at IS NULL AND parked_at IS NULL)"
+        "   AS outbox_oldest,"
         " (SELECT count(*) FROM cases WHERE next_due <= now()) AS deadlines_due,"
         " (SELECT min(next_due) FROM cases WHERE next_due IS NOT NULL) AS oldest_due,"
         " now() AS taken_at"
@@ -185,6 +188,7 @@ async def monitoring_snapshot(conn: asyncpg.Connection, policy: Policy) -> Datab
         cases_open={(r["post_id"], r["severity"]): r["n"] for r in rows},
         outbox_backlog=stats_row["outbox_pending"],
         outbox_oldest=stats_row["outbox_oldest"],
+        outbox_parked=stats_row["outbox_parked"],
         processed_events=stats_row["processed"],
         deadletters=stats_row["deadletters"],
         deadlines_due=stats_row["deadlines_due"],

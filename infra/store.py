@@ -3,6 +3,19 @@
 Everything a batch changes (workers, cases, claims, timeline rows, the processed ids, the
 outbox of output events and the dead-letter records) is written by ``write_batch`` inside
 the caller's transaction, so a crash either keeps all of it or none of it.
+
+Rules decided where the design is silent:
+- Every outbox row is publishable by construction: its encoded size (as the producer
+  computes it) is checked at write time against ``MAX_RECORD_BYTES``. A dead letter always
+  fits (see below); an output event of Garda's own that would not raises ``OutputTooLarge``
+  and the input that caused it is dead-lettered instead.
+- A dead letter's original key, value and headers are kept in the ``deadletters`` table
+  (PostgreSQL only). The copy on the dead-letter topic has the values of personal
+  identifiers (``infra.logging.PII_KEYS``: NIK, passport number, names...) masked as in the
+  logs, its value cut to ``DEADLETTER_VALUE_CAP`` bytes and the original headers dropped
+  when they exceed ``DEADLETTER_HEADERS_CAP``; headers say what was done
+  (``garda-masked``, ``garda-truncated``, ``garda-original-size``) and where the full record
+  is (``garda-deadletter-id``: the ``deadletters.seq``).
 """
 
 from __future__ import annotations
@@ -17,11 +30,30 @@ from datetime import datetime
 from typing import Protocol
 
 import asyncpg
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from errors import CaseConflict
+from errors import CaseConflict, GardaError
 from handlers.model import Aggregate, Case, Claim, TimelineEntry, Worker
+from infra.logging import mask_document, mask_json_text
 
 Headers = list[tuple[str, bytes]]
+
+# The producer's max_request_size (infra.outbox) is 1 MiB and Kafka's default
+# message.max.bytes about as much; a record this size always goes through.
+MAX_RECORD_BYTES = 1_000_000
+DEADLETTER_VALUE_CAP = 128 * 1024
+DEADLETTER_HEADERS_CAP = 16 * 1024
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """The size the producer computes for one record (it refuses more than its maximum)."""
+    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+
+
+class OutputTooLarge(GardaError):
+    """An output event would exceed ``MAX_RECORD_BYTES``: refused at write time."""
+
+    retriable = False
 
 
 @dataclass
@@ -254,10 +286,12 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
         # redelivery records nothing twice) get an outbox row.
         fresh = await conn.fetch(
             """INSERT INTO deadletters (topic, partition, "offset", digest, error, source,
-                   event_id)
-               SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[],
-                                    $5::text[], $6::text[], $7::text[])
-               ON CONFLICT DO NOTHING RETURNING topic, partition, "offset", digest""",
+                   event_id, key, value, headers)
+               SELECT t, p, o, d, e, s, i, k, v, h::jsonb
+               FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[],
+                           $6::text[], $7::text[], $8::bytea[], $9::bytea[], $10::text[])
+                    AS u(t, p, o, d, e, s, i, k, v, h)
+               ON CONFLICT DO NOTHING RETURNING seq, topic, partition, "offset", digest""",
             [d.topic for d in dls],
             [d.partition for d in dls],
             [d.offset for d in dls],
@@ -265,14 +299,24 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
             [d.error for d in dls],
             [d.source for d in dls],
             [d.event_id for d in dls],
+            [d.key for d in dls],
+            [d.value for d in dls],
+            [json.dumps(encode_headers(d.headers)) for d in dls],
         )
-        new = {(r["topic"], r["partition"], r["offset"], r["digest"]) for r in fresh}
+        new = {(r["topic"], r["partition"], r["offset"], r["digest"]): r["seq"] for r in fresh}
         for d in dls:
-            if (d.topic, d.partition, d.offset, d.digest) in new:
-                new.discard((d.topic, d.partition, d.offset, d.digest))
-                rows.append(dead_letter_row(d, batch.deadletter_topic))
+            seq = new.pop((d.topic, d.partition, d.offset, d.digest), None)
+            if seq is not None:
+                rows.append(dead_letter_row(d, batch.deadletter_topic, seq))
     if not rows:
         return []
+    for r in rows:
+        size = record_size(r.key, r.value, r.headers)
+        if size > MAX_RECORD_BYTES:
+            raise OutputTooLarge(
+                f"output event {r.event_id} on {r.topic} would be {size} bytes"
+                f" (at most {MAX_RECORD_BYTES})"
+            )
     inserted = await conn.fetch(
         """INSERT INTO outbox (event_id, topic, key, value, headers)
            SELECT e, t, k, v, h::jsonb
@@ -320,19 +364,65 @@ async def _check_case_owners(conn: asyncpg.Connection, cases: Sequence[tuple]) -
             raise CaseConflict(f"case {c[0]} already exists for another {what}; not moved")
 
 
-def dead_letter_row(d: DeadLetter, deadletter_topic: str) -> OutboxRow:
-    """The unchanged input bytes with the reason and its origin as headers."""
-    headers = [h for h in d.headers if not h[0].startswith("garda-")]
+def dead_letter_row(d: DeadLetter, deadletter_topic: str, deadletter_id: int) -> OutboxRow:
+    """What goes on the dead-letter topic: the input with personal identifiers masked, cut to
+    the caps, with the reason, its origin and the ``deadletters`` row id as headers."""
+    value, masked = mask_record_value(d.value)
+    headers: Headers = []
+    original = [h for h in d.headers if not h[0].startswith("garda-")]
+    if sum(len(k.encode("utf-8", "replace")) + len(v or b"") for k, v in original) <= (
+        DEADLETTER_HEADERS_CAP
+    ):
+        headers += original
+    else:
+        headers.append(("garda-headers-dropped", str(len(original)).encode()))
     headers += [
-        ("garda-error", d.error.encode()[:4000]),
+        ("garda-error", _cap_text(d.error, 4000)),
         ("garda-source-topic", d.topic.encode()),
         ("garda-source-partition", str(d.partition).encode()),
         ("garda-source-offset", str(d.offset).encode()),
+        ("garda-deadletter-id", str(deadletter_id).encode()),
     ]
+    if masked:
+        headers.append(("garda-masked", ",".join(sorted(masked)).encode()))
+    if len(value) > DEADLETTER_VALUE_CAP:
+        headers += [
+            ("garda-truncated", b"true"),
+            ("garda-original-size", str(len(d.value)).encode()),
+        ]
+        value = value[:DEADLETTER_VALUE_CAP]
+    key = d.key if d.key is None or len(d.key) <= 1024 else d.key[:1024]
     return OutboxRow(
         event_id=f"deadletter:{d.topic}:{d.partition}:{d.offset}:{d.digest}",
         topic=deadletter_topic,
-        key=d.key,
-        value=d.value,
+        key=key,
+        value=value,
         headers=headers,
     )
+
+
+def _cap_text(text: str, limit: int) -> bytes:
+    """UTF-8 of ``text`` cut to ``limit`` bytes on a character boundary (never raises)."""
+    return text.encode("utf-8", "backslashreplace")[:limit].decode("utf-8", "ignore").encode()
+
+
+def mask_record_value(value: bytes) -> tuple[bytes, set[str]]:
+    """``value`` with the values of personal identifier keys masked, and the keys masked.
+
+    JSON is parsed and written back; anything else (invalid, truncated, nested too deeply)
+    is masked textually, key by key."""
+    try:
+        doc = json.loads(value)
+    except (ValueError, RecursionError):
+        text = value.decode("utf-8", "surrogateescape")
+        masked_text, keys = mask_json_text(text)
+        if not keys:
+            return value, keys
+        return masked_text.encode("utf-8", "surrogateescape"), keys
+    if not isinstance(doc, dict | list):
+        return value, set()
+    masked_doc, keys = mask_document(doc)
+    if not keys:
+        return value, keys
+    text = json.dumps(masked_doc, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "backslashreplace"), keys
