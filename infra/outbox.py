@@ -10,8 +10,8 @@ Rules decided where the design is silent:
   never holds back the rows around it.
 - A row the broker or the producer refuses for good (``PERMANENT_SEND_ERRORS``: too large,
   invalid topic, a value the client cannot send) is parked: ``parked_at`` and
-  ``park_reason`` are set, it is counted (``parked``, ``garda_outbox_parked`` and ``garda_db_outbox_parked`` in
-  ``/metrics``), logged, and never retried. ``store.write_batch`` checks every row's size, so
+  ``park_reason`` are set, it is counted (``parked``; ``garda_outbox_parked`` and
+  ``garda_db_outbox_parked`` in ``/metrics``), logged, and never retried. ``store.write_batch`` checks every row's size, so
   this is a safety net, not the normal path.
 - Order per key survives a transient failure: when a row fails transiently, the later rows
   with the same topic and key in that attempt are not marked published either, so a retry

@@ -35,6 +35,7 @@ def test_database_gauges_have_their_own_names_and_values() -> None:
         cases_open={("KBRI-DOHA", "critical"): 2, ("HQ", "low"): 1},
         outbox_backlog=7,
         outbox_oldest=NOW - timedelta(seconds=42),
+        outbox_parked=1,
         processed_events=1234,
         deadletters=3,
         deadlines_due=2,
@@ -50,6 +51,7 @@ def test_database_gauges_have_their_own_names_and_values() -> None:
     got = samples(metrics.render(metrics.DatabaseCollector(snap), registry=CollectorRegistry()))
     assert got == {
         ("garda_db_cases_open", (("post_id", "HQ"), ("severity", "low"))): 1.0,
+        ("garda_db_outbox_parked", ()): 1.0,
         ("garda_db_cases_open", (("post_id", "KBRI-DOHA"), ("severity", "critical"))): 2.0,
         ("garda_db_outbox_backlog", ()): 7.0,
         ("garda_db_outbox_oldest_age_seconds", ()): 42.0,
