@@ -117,7 +117,7 @@ def check_incident_coverage(
     agg: Aggregate,
     ctx: Ctx,
     case: Case,
-    category: str,
+    category: str | None,
     occurred_at: datetime | str,
     *,
     incident_id: str | None = None,

@@ -10,7 +10,12 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_T = TypeVar("_T", bound="DataclassInstance")
 
 SEVERITIES = ("low", "medium", "high", "critical")  # ascending
 CASE_KINDS = ("protection", "non_procedural_departure", "coverage_gap", "claim_dispute")
@@ -65,6 +70,12 @@ def iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+@overload
+def parse_dt(value: str) -> datetime: ...
+@overload
+def parse_dt(value: None) -> None: ...
+@overload
+def parse_dt(value: str | None) -> datetime | None: ...
 def parse_dt(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -91,7 +102,7 @@ def _doc(obj: Any) -> dict[str, Any]:
     return {f.name: _to_json(getattr(obj, f.name)) for f in _FIELDS[type(obj)]}
 
 
-def _from_json(cls: type, doc: dict[str, Any]) -> Any:
+def _from_json(cls: type[_T], doc: dict[str, Any]) -> _T:
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in doc:
@@ -295,6 +306,6 @@ class Result:
     outcome: str  # short word for the log line: opened, attached, updated, escalated, ignored, ...
 
 
-_FIELDS: dict[type, tuple[dataclasses.Field, ...]] = {
+_FIELDS: dict[type, tuple[dataclasses.Field[Any], ...]] = {
     cls: dataclasses.fields(cls) for cls in (Case, Claim, Worker)
 }

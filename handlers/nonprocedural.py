@@ -89,7 +89,7 @@ def departure_reasons(data: dict[str, Any], policy: Policy) -> list[str]:
     found: set[str] = set()
     if data.get("scheme") in np.licensed_schemes and _missing(licence):
         found.add("unlicensed_agency")
-    if not _missing(licence):
+    if licence is not None and not _missing(licence):
         revoked = {_norm_licence(x) for x in np.revoked_licenses}
         if _norm_licence(licence) in revoked:
             found.add("revoked_agency")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -446,14 +446,14 @@ def _coverage(table: dict[str, Any]) -> Coverage:
     keys = ("pre_placement", "post_placement", "default_contract")
     _keys(table, "coverage", optional=(*keys, "gap_categories"))
     default = Coverage()
-    durations = {
+    durations: dict[str, Any] = {
         k: parse_duration(table[k], f"coverage.{k}") if k in table else getattr(default, k)
         for k in keys
     }
     if "gap_categories" not in table:
-        return Coverage(**durations)
+        return replace(default, **durations)
     gaps = _str_list(table["gap_categories"], "coverage.gap_categories", CATEGORIES)
-    return Coverage(**durations, gap_categories=frozenset(gaps))
+    return replace(default, **durations, gap_categories=frozenset(gaps))
 
 
 def _claims(table: dict[str, Any]) -> ClaimsPolicy:
@@ -470,7 +470,7 @@ _RETENTION_DURATIONS = ("outbox", "deadletters", "audit_log", "processed_events"
 def _retention(table: dict[str, Any]) -> Retention:
     _keys(table, "retention", optional=(*_RETENTION_DURATIONS, "batch"))
     default = Retention()
-    durations = {
+    durations: dict[str, Any] = {
         k: parse_duration(table[k], f"retention.{k}") if k in table else getattr(default, k)
         for k in _RETENTION_DURATIONS
     }

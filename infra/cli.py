@@ -161,9 +161,10 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.database_url:
         raise GardaError("garda migrate needs GARDA_DATABASE_URL")
+    url = settings.database_url
 
     async def run() -> list[str]:
-        async with Database(settings.database_url, max_size=1) as db, db.pool.acquire() as conn:
+        async with Database(url, max_size=1) as db, db.pool.acquire() as conn:
             return await migrate(conn)
 
     applied = asyncio.run(run())
@@ -192,9 +193,10 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.database_url:
         raise GardaError("garda tokens needs GARDA_DATABASE_URL (the database garda dev uses)")
+    url = settings.database_url
 
     async def run() -> int:
-        async with Database(settings.database_url, max_size=1) as db, db.pool.acquire() as conn:
+        async with Database(url, max_size=1) as db, db.pool.acquire() as conn:
             await migrate(conn)
             if args.action == "create":
                 if not args.hq and not args.post:
@@ -253,6 +255,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.database_url:
         raise GardaError("garda prune needs GARDA_DATABASE_URL")
+    url = settings.database_url
     retention = load_policy(settings.policy).retention
 
     def progress(table: str, done: int, total: int) -> None:
@@ -260,7 +263,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {table}: {done}/{total} deleted", file=sys.stderr)
 
     async def run() -> int:
-        async with Database(settings.database_url, max_size=1) as db, db.pool.acquire() as conn:
+        async with Database(url, max_size=1) as db, db.pool.acquire() as conn:
             await migrate(conn)
             report = await prune(conn, retention, dry_run=args.dry_run, progress=progress)
         if report.skipped:

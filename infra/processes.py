@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from errors import StackError
 
@@ -76,7 +76,7 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child before ex
         pass
 
 
-def spawn(cmd: list[str], log_path: Path, **kwargs: object) -> subprocess.Popen:
+def spawn(cmd: list[str], log_path: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in its own session with stdout+stderr appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -88,7 +88,7 @@ def spawn(cmd: list[str], log_path: Path, **kwargs: object) -> subprocess.Popen:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
     _live.add(proc)
     return proc

@@ -51,7 +51,8 @@ async def list_cases(
     after: str | None = None,
 ) -> list[dict[str, Any]]:
     """Cases matching the filters (exact match), newest first; ``posts`` limits the scope."""
-    where, args = [], []
+    where: list[str] = []
+    args: list[Any] = []
     for name in CASE_FILTERS:
         if filters.get(name):
             args.append(filters[name])

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from errors import ConfigError
 from handlers.escalation import next_deadline
 from handlers.model import Case, iso
 from handlers.policy import Policy
@@ -68,6 +69,8 @@ async def repolicy(
     report = RepolicyReport()
     digest = sla_digest(policy)
     topic = settings.topic(topics.COMMANDS)
+    if not settings.database_url:
+        raise ConfigError("garda repolicy needs GARDA_DATABASE_URL")
     async with Database(settings.database_url, max_size=2) as db:
         relay = None if dry_run else await OutboxRelay(db, settings.kafka_bootstrap).start()
         try:

@@ -106,7 +106,12 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
                 claims.pop(i)
             else:
                 claims[i] = (claim_id, wid, step + 1)
-            data = {"claim_id": claim_id, "worker_id": wid, "status": status, "changed_at": stamp}
+            data: dict[str, Any] = {
+                "claim_id": claim_id,
+                "worker_id": wid,
+                "status": status,
+                "changed_at": stamp,
+            }
             yield (
                 topics.CLAIMS,
                 wid,
@@ -119,7 +124,7 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
             country = rnd.choices(countries, weights)[0]
             region = rnd.choice(DESTINATIONS[country][1])
             household = rnd.random() < 0.4
-            data: dict[str, Any] = {
+            data = {
                 "worker_id": wid,
                 "destination_country": country,
                 "departed_at": (now - timedelta(hours=rnd.randint(1, 48))).strftime(

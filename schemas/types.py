@@ -90,8 +90,8 @@ class TypeSpec:
 def _spec(
     name: str,
     description: str,
-    required: dict[str, Field],
-    optional: dict[str, Field] | None = None,
+    required: Mapping[str, Field],
+    optional: Mapping[str, Field] | None = None,
     any_of: tuple[str, ...] = (),
 ) -> TypeSpec:
     fields = {**required, **(optional or {})}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -140,7 +140,10 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
 
     @app.agent(inputs, name="garda.process")
     async def process(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, settings.batch_within):
+        # take_events is on faust.Stream, which Faust passes; StreamT does not declare it.
+        async for events in cast(faust.Stream, stream).take_events(
+            settings.batch_size, settings.batch_within
+        ):
             finished = False
             try:
                 records = [

@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec
+from typing import Any, Concatenate, ParamSpec, cast
 
+from aiohttp import web
 from faust.web import Request, Response, View
 
 from errors import Unauthorized
@@ -18,6 +19,12 @@ from infra.logging import get_logger
 from infra.tokens import Scope, audit, resolve_token
 
 log = get_logger("garda.api")
+
+
+def request_path(request: Request) -> str:
+    """The request's path (Faust's abstract ``Request`` does not declare the aiohttp one's)."""
+    return cast(web.Request, request).path
+
 
 P = ParamSpec("P")
 
@@ -48,7 +55,9 @@ class ApiView(View):
         detail: dict[str, Any],
     ) -> None:
         async with self.runtime.db.pool.acquire() as conn:
-            await audit(conn, scope, request.method, request.path, status, event_id, detail)
+            await audit(
+                conn, scope, request.method, request_path(request), status, event_id, detail
+            )
 
 
 async def resolve_scope(runtime: Any, request: Request) -> Scope:
@@ -79,7 +88,7 @@ def token_required(
     async def wrapper(
         self: ApiView, request: Request, *args: P.args, **kwargs: P.kwargs
     ) -> Response:
-        if "\x00" in request.path or any("\x00" in v for v in request.query.values()):
+        if "\x00" in request_path(request) or any("\x00" in v for v in request.query.values()):
             return self.fail(400, "NUL characters are not allowed in the path or query")
         try:
             scope = await resolve_scope(self.runtime, request)

@@ -319,7 +319,7 @@ class TopicTail:
                 raise AssertionError(
                     f"{len(found)}/{count} matching records in {timeout}s on "
                     f"{self.consumer.subscription()}; types seen: "
-                    f"{sorted({v.get('type') for _, v in self.records if isinstance(v, dict)})}"
+                    f"{sorted({str(v.get('type')) for _, v in self.records if isinstance(v, dict)})}"
                 )
             await self.poll()
 
