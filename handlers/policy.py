@@ -12,6 +12,7 @@ Shape (``load_policy``/``parse_duration`` below):
 - ``Policy.non_procedural``: NonProcedural (revoked_licenses, moratoria, critical_reasons)
 - ``Policy.coverage``: Coverage (pre_placement, post_placement, gap_categories, ...)
 - ``Policy.claims``: ClaimsPolicy (stall)
+- ``Policy.sources``: tuple of ExpectedSource (producers that must not fall silent)
 - ``Policy.retention``: Retention (how long operational rows are kept; ``garda prune``)
 
 Rules decided where the design is silent (retention):
@@ -107,6 +108,17 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class ExpectedSource:
+    """A producer Garda expects to hear from (``[[sources]]``): its CloudEvents ``source``,
+    a display name, the longest silence allowed, and the severity of its silence alert."""
+
+    source: str
+    name: str
+    max_silence: timedelta
+    severity: str = "high"
+
+
+@dataclass(frozen=True)
 class Policy:
     dedup_window: timedelta
     category_severity: dict[str, str]
@@ -117,6 +129,7 @@ class Policy:
     coverage: Coverage = field(default_factory=Coverage)
     claims: ClaimsPolicy = field(default_factory=ClaimsPolicy)
     retention: Retention = field(default_factory=Retention)
+    sources: tuple[ExpectedSource, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------
@@ -185,7 +198,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         doc,
         "policy",
         required=("dedup", "severity", "headquarters", "posts", "sla"),
-        optional=("non_procedural", "coverage", "claims", "retention"),
+        optional=("non_procedural", "coverage", "claims", "retention", "sources"),
     )
     dedup = _table(doc["dedup"], "dedup")
     _keys(dedup, "dedup", required=("window",))
@@ -206,6 +219,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         coverage=_coverage(_table(doc.get("coverage", {}), "coverage")),
         claims=_claims(_table(doc.get("claims", {}), "claims")),
         retention=_retention(_table(doc.get("retention", {}), "retention")),
+        sources=_sources(doc.get("sources", [])),
     )
 
 
@@ -484,3 +498,29 @@ def _retention(table: dict[str, Any]) -> Retention:
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 100_000:
         raise ConfigError(f"retention.batch: expected an integer from 1 to 100000, got {batch!r}")
     return Retention(**durations, batch=batch)
+
+
+def _sources(value: object) -> tuple[ExpectedSource, ...]:
+    """``[[sources]]``: source (the CloudEvents ``source``, exact), name, max_silence,
+    severity (default "high")."""
+    if not isinstance(value, list):
+        raise ConfigError("sources: expected [[sources]] tables")
+    out: list[ExpectedSource] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        t = _table(item, f"sources[{i}]")
+        where = f"sources[{i}]" + (f" ({t['source']})" if isinstance(t.get("source"), str) else "")
+        _keys(t, where, required=("source", "name", "max_silence"), optional=("severity",))
+        source = _str(t["source"], f"{where}.source")
+        if source in seen:
+            raise ConfigError(f"{where}.source: listed twice")
+        seen.add(source)
+        out.append(
+            ExpectedSource(
+                source=source,
+                name=_str(t["name"], f"{where}.name"),
+                max_silence=parse_duration(t["max_silence"], f"{where}.max_silence"),
+                severity=_str(t.get("severity", "high"), f"{where}.severity", SEVERITIES),
+            )
+        )
+    return tuple(out)

@@ -338,7 +338,10 @@ def _build(
     if known:
         data = validate_data(type_, data)
     worker_id = data.get("worker_id")
-    if (known or worker_id is not None) and worker_id != subject:
+    # A worker's event (its spec has worker_id) is keyed by the worker; a type without one
+    # (a source alert) is keyed by what its subject names.
+    about_worker = known and "worker_id" in SPECS[type_].field_map
+    if (about_worker or worker_id is not None) and worker_id != subject:
         raise InvalidEvent(
             f"subject {subject!r} does not match data.worker_id {show(worker_id)}", "subject"
         )

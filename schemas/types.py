@@ -1,4 +1,4 @@
-"""The ``data`` of every input event type (design §4), declared once.
+"""The ``data`` of every input event type (design §4) and of Garda's declared alerts, once.
 
 The validator (``validate_data``), the typed view (``parsed_data``) and the published JSON
 Schemas (``json_schema``) are all derived from ``SPECS``. Two cross-field rules cannot be
@@ -292,7 +292,45 @@ _SPEC_LIST: tuple[TypeSpec, ...] = (
     ),
 )
 
-SPECS: dict[str, TypeSpec] = {spec.name: spec for spec in _SPEC_LIST}
+_SOURCE_ALERT_BASE: dict[str, Field] = {
+    "source": Text("The CloudEvents source of the expected producer (policy [[sources]]).", 200),
+    "name": Text("Display name of the producer."),
+    "post_id": _id("Who is told: headquarters."),
+    "severity": Enum("Severity of the alert (policy).", SEVERITIES),
+    "episode": Integer("Which silence of this source it is (1, 2, ...).", 1),
+    "silent_since": DateTime(
+        "When the source last spoke (or, if never, when Garda started"
+        " expecting it): the silence is measured from here."
+    ),
+}
+
+# Garda's own alerts on pmi.alerts.v1 that have a declared ``data`` (the subject and the
+# Kafka key are the source).
+_ALERT_SPECS: tuple[TypeSpec, ...] = (
+    _spec(
+        "garda.alert.source-silent",
+        "An expected producer has been silent longer than the policy allows.",
+        {
+            "alert": Enum("The alert kind.", ("source-silent",)),
+            **_SOURCE_ALERT_BASE,
+            "detected_at": DateTime("When Garda found the silence."),
+            "max_silence_seconds": Integer("The longest silence the policy allows.", 1),
+        },
+        {"last_seen_at": DateTime("When the source last spoke (absent: never).")},
+    ),
+    _spec(
+        "garda.alert.source-recovered",
+        "A producer that was reported silent has spoken again.",
+        {
+            "alert": Enum("The alert kind.", ("source-recovered",)),
+            **_SOURCE_ALERT_BASE,
+            "recovered_at": DateTime("When the source spoke again."),
+            "silent_seconds": Integer("How long the silence lasted.", 0),
+        },
+    ),
+)
+
+SPECS: dict[str, TypeSpec] = {spec.name: spec for spec in (*_SPEC_LIST, *_ALERT_SPECS)}
 
 _CROSS_FIELD_COMMENT = {
     "region": "The validator also requires the region's country prefix to equal {country}.",

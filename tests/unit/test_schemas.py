@@ -88,6 +88,28 @@ MINIMAL: dict[str, dict[str, Any]] = {
     },
     "garda.claim.stalled": {"claim_id": "CLM-1", "worker_id": W, "last_change_at": T},
     "garda.deadlines.recompute": {"case_id": "CASE-1", "worker_id": W, "sla": "0123abcd"},
+    "garda.alert.source-silent": {
+        "alert": "source-silent",
+        "source": "siskop2mi/embarkation",
+        "name": "Embarkation feed",
+        "post_id": "HQ",
+        "severity": "high",
+        "episode": 1,
+        "silent_since": "2026-11-28T10:00:00Z",
+        "detected_at": "2026-11-28T22:00:01Z",
+        "max_silence_seconds": 43200,
+    },
+    "garda.alert.source-recovered": {
+        "alert": "source-recovered",
+        "source": "siskop2mi/embarkation",
+        "name": "Embarkation feed",
+        "post_id": "HQ",
+        "severity": "high",
+        "episode": 1,
+        "silent_since": "2026-11-28T10:00:00Z",
+        "recovered_at": "2026-11-29T10:00:00Z",
+        "silent_seconds": 86400,
+    },
 }
 OPTIONAL: dict[str, dict[str, Any]] = {
     "pmi.departure.recorded": {
@@ -125,6 +147,8 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "garda.deadline.due": {},
     "garda.claim.stalled": {},
     "garda.deadlines.recompute": {},
+    "garda.alert.source-silent": {"last_seen_at": "2026-11-28T10:00:00Z"},
+    "garda.alert.source-recovered": {},
 }
 FULL = {t: {**MINIMAL[t], **OPTIONAL[t]} for t in MINIMAL}
 
@@ -146,6 +170,8 @@ DESIGN_TYPES = {
     "garda.deadline.due",
     "garda.claim.stalled",
     "garda.deadlines.recompute",
+    "garda.alert.source-silent",
+    "garda.alert.source-recovered",
 }
 
 
@@ -194,7 +220,10 @@ def _binary_headers(type_: str = "pmi.incident.reported", **extra: str) -> list:
 def test_list_types_is_design_section_4() -> None:
     assert set(list_types()) == DESIGN_TYPES
     assert len(list_types()) == len(DESIGN_TYPES)
-    assert set(list_types()) == {t for types in TYPES_BY_TOPIC.values() for t in types}
+    inputs = {t for types in TYPES_BY_TOPIC.values() for t in types}
+    # Every type is an input of one topic, except Garda's declared alerts (pmi.alerts.v1).
+    assert set(list_types()) - inputs == {t for t in list_types() if t.startswith("garda.alert.")}
+    assert inputs <= set(list_types())
 
 
 def test_samples_cover_every_field() -> None:
@@ -232,7 +261,11 @@ def test_decode_structured_minimal_attributes_and_no_headers() -> None:
     assert env.time is None
 
 
-@pytest.mark.parametrize("type_", sorted(DESIGN_TYPES))
+INPUT_TYPES = sorted(t for t in DESIGN_TYPES if not t.startswith("garda.alert."))
+ALERT_TYPES = sorted(t for t in DESIGN_TYPES if t.startswith("garda.alert."))
+
+
+@pytest.mark.parametrize("type_", INPUT_TYPES)
 @pytest.mark.parametrize("shape", ["minimal", "full"])
 def test_decode_every_type_on_its_topic(type_: str, shape: str) -> None:
     data = (MINIMAL if shape == "minimal" else FULL)[type_]
@@ -557,13 +590,25 @@ def test_round_trip_binary_to_structured() -> None:
     assert decode(W.encode(), encode(env), None) == env
 
 
-@pytest.mark.parametrize("type_", sorted(DESIGN_TYPES))
+@pytest.mark.parametrize("type_", INPUT_TYPES)
 def test_round_trip_every_type(type_: str) -> None:
     env = new_envelope(
         type_, W, FULL[type_], id=f"garda-{type_}", time=datetime(2026, 1, 1, tzinfo=UTC)
     )
     assert env.source == "garda"
     assert decode(W.encode(), encode(env), None) == env
+
+
+@pytest.mark.parametrize("type_", ALERT_TYPES)
+@pytest.mark.parametrize("shape", ["minimal", "full"])
+def test_source_alerts_round_trip_keyed_by_source(type_: str, shape: str) -> None:
+    data = (MINIMAL if shape == "minimal" else FULL)[type_]
+    src = data["source"]
+    env = new_envelope(type_, src, data, id=f"a-{type_}", time=datetime(2026, 1, 1, tzinfo=UTC))
+    assert decode(src.encode(), encode(env), None) == env
+    # Declared data is validated like an input's.
+    with pytest.raises(InvalidEvent):
+        new_envelope(type_, src, {**data, "episode": 0}, id="bad")
 
 
 def test_new_envelope_for_output_types() -> None:
