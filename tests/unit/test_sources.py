@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from errors import ConfigError
 from handlers.policy import ExpectedSource, load_policy, policy_from_dict
 from handlers.sources import RECOVERED, SILENT, SourceState, judge, watch
-from infra.errors import ConfigError
 from schemas import topics
 from schemas.types import validate_data
 
