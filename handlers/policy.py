@@ -26,6 +26,7 @@ Rules decided where the design is silent (retention):
   topics go through ``garda rebuild`` (an empty read model), never through the live group.
 - Only *published* outbox rows are pruned; an unpublished row is kept however old it is.
 - The case dedup window (``dedup.window``, incidents attached to an open case) is unrelated.
+- ``Policy.hooks``: the raw ``[hooks]`` table (validated by ``infra.hooks.policy``)
 """
 
 from __future__ import annotations
@@ -130,6 +131,9 @@ class Policy:
     claims: ClaimsPolicy = field(default_factory=ClaimsPolicy)
     retention: Retention = field(default_factory=Retention)
     sources: tuple[ExpectedSource, ...] = ()
+    # The [hooks] table as written (retry schedule, horizon, never-silenced alerts...);
+    # alerting hooks are not rules, so ``infra.hooks.policy`` validates it at start.
+    hooks: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,7 +202,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         doc,
         "policy",
         required=("dedup", "severity", "headquarters", "posts", "sla"),
-        optional=("non_procedural", "coverage", "claims", "retention", "sources"),
+        optional=("non_procedural", "coverage", "claims", "retention", "sources", "hooks"),
     )
     dedup = _table(doc["dedup"], "dedup")
     _keys(dedup, "dedup", required=("window",))
@@ -220,6 +224,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         claims=_claims(_table(doc.get("claims", {}), "claims")),
         retention=_retention(_table(doc.get("retention", {}), "retention")),
         sources=_sources(doc.get("sources", [])),
+        hooks=_table(doc.get("hooks", {}), "hooks"),
     )
 
 

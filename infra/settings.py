@@ -33,6 +33,8 @@ class Settings:
     session_timeout: float = 10.0
     timer_interval: float = 1.0
     data_dir: Path = Path(".garda")
+    receivers: Path | None = None  # the alerting hooks' receivers file (TOML)
+    public_url: str | None = None  # base of links in notifications (ack_url); default: web address
 
     def __repr__(self) -> str:  # secrets hidden
         shown = []
@@ -46,6 +48,11 @@ class Settings:
     def topic(self, name: str) -> str:
         """Full topic name for a logical one, e.g. ``pmi.cases.v1``."""
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def public_base_url(self) -> str:
+        """Where people reach this API from a notification (``GARDA_PUBLIC_URL``)."""
+        return (self.public_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
 
 
 def mask_url(url: str) -> str:
@@ -127,6 +134,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("GARDA_BATCH_SIZE must be at least 1")
     if s.policy is not None and not s.policy.is_file():
         raise ConfigError(f"GARDA_POLICY={s.policy}: no such file")
+    if s.receivers is not None and not s.receivers.is_file():
+        raise ConfigError(f"GARDA_RECEIVERS={s.receivers}: no such file")
+    if s.public_url is not None and not s.public_url.startswith(("http://", "https://")):
+        raise ConfigError("GARDA_PUBLIC_URL must start with http:// or https://")
     if s.database_url is not None and not s.database_url.startswith(
         ("postgres://", "postgresql://")
     ):

@@ -16,6 +16,10 @@ import faust
 
 from handlers.policy import Policy
 from infra.db import Database, migrate
+from infra.hooks.dispatcher import Dispatcher
+from infra.hooks.enqueue import Hooks
+from infra.hooks.policy import hooks_policy
+from infra.hooks.receivers import load_receivers
 from infra.logging import get_logger
 from infra.outbox import OutboxRelay
 from infra.retention import PruneReport, prune
@@ -42,6 +46,19 @@ class Runtime:
         self.processor = BatchProcessor(self.db, settings, policy)
         self.timer = DeadlineTimer(self)
         self.pruned: Counter[str] = Counter()  # rows pruned since start, per table
+        # Alerting hooks: receivers and the [hooks] policy are validated here, at start.
+        self.hooks = Hooks(
+            load_receivers(settings.receivers),
+            hooks_policy(policy),
+            topic_prefix=settings.topic_prefix,
+        )
+        self.processor.hooks = self.hooks
+        self.dispatcher = Dispatcher(
+            self.db,
+            self.hooks,
+            public_url=settings.public_base_url,
+            headquarters=policy.headquarters,
+        )
         self.started = False
 
     async def start(self) -> None:
@@ -49,6 +66,7 @@ class Runtime:
         async with self.db.pool.acquire() as conn:
             await migrate(conn)
         await self.relay.start()
+        await self.dispatcher.start()
         self.started = True
 
     async def prune(self) -> PruneReport:
@@ -62,6 +80,7 @@ class Runtime:
 
     async def stop(self) -> None:
         self.started = False
+        await self.dispatcher.stop()
         await self.relay.stop()
         await self.db.stop()
 

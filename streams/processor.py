@@ -27,6 +27,7 @@ from handlers.policy import Policy
 from infra import metrics
 from infra.db import Database
 from infra.faults import is_retriable
+from infra.hooks.enqueue import Hooks
 from infra.logging import get_logger
 from infra.settings import Settings
 from infra.store import (
@@ -165,6 +166,9 @@ class BatchProcessor:
         self.positions: dict[tuple[str, int], int] = {}  # last offset done per (topic, partition)
         self._logical = {settings.topic(t): t for t in topics.INPUTS}
         self.deadletter_topic = settings.topic(topics.DEADLETTER)
+        # Alerting hooks: deliveries are written in the batch's transaction (None: no hooks,
+        # e.g. garda rebuild, which must not notify anyone twice).
+        self.hooks: Hooks | None = None
 
     def next_due(self, case: Case) -> datetime | None:
         nd = next_deadline(case, self.policy)
@@ -366,6 +370,8 @@ class BatchProcessor:
                 )
             batch.aggregates = list(touched.values())
             report.outbox_seqs = await write_batch(conn, batch, self)
+            if self.hooks is not None:
+                await self.hooks.enqueue(conn, batch.outbox)
         for level, event, fields in notes:
             getattr(log, level)(event, **fields)
         self.totals.update(report.outcomes)
