@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from errors import ConfigError
 from handlers.model import SEVERITIES
@@ -53,6 +54,7 @@ class Post:
     regions: tuple[str, ...] = ()  # ISO 3166-2 codes this post covers (regional consulates)
     head_of_mission: str | None = None  # post id of the mission head for the escalation ladder
     protection_desk: bool = False  # True when cases go to the mission's protection desk
+    timezone: str | None = None  # IANA zone, e.g. "Asia/Kuala_Lumpur" (the desk shows it)
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,18 @@ def _severity(table: dict[str, Any]) -> dict[str, str]:
 
 
 _POST_KEYS = ("post_id", "name", "mission_kind", "labour_post")
-_POST_OPTIONAL = ("country", "regions", "head_of_mission", "protection_desk")
+_POST_OPTIONAL = ("country", "regions", "head_of_mission", "protection_desk", "timezone")
+
+
+def _timezone(value: object, where: str) -> str:
+    """An IANA time zone name the system's zone database knows."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f'{where}: expected an IANA time zone like "Asia/Jakarta", got {value!r}')
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{where}: unknown time zone {value!r}") from exc
+    return value
 
 
 def _posts(value: object) -> dict[str, Post]:
@@ -335,6 +348,9 @@ def _posts(value: object) -> dict[str, Post]:
         desk = t.get("protection_desk", False)
         if not isinstance(desk, bool):
             raise ConfigError(f"{where}.protection_desk: expected true or false, got {desk!r}")
+        tz = t.get("timezone")
+        if tz is not None:
+            _timezone(tz, f"{where}.timezone")
         posts[pid] = Post(
             post_id=pid,
             name=_str(t["name"], f"{where}.name"),
@@ -344,6 +360,7 @@ def _posts(value: object) -> dict[str, Post]:
             regions=tuple(regions),
             head_of_mission=hom,
             protection_desk=desk,
+            timezone=tz,
         )
     # Each country needs one post for everything its regional posts do not cover.
     by_country: dict[str, list[Post]] = {}

@@ -13,7 +13,14 @@ from handlers.policy import Policy
 from infra.metrics import DatabaseSnapshot
 from infra.store import load_aggregates
 
-CASE_FILTERS = ("post_id", "status", "severity", "worker_id", "kind")
+CASE_FILTERS = ("post_id", "status", "severity", "worker_id", "kind", "category", "q")
+ORDERS = ("newest", "urgency")
+# The deadline the desk counts down to: an acknowledged case's resolve_due, an open or
+# reopened case's ack_due, none once resolved. Same expression as the index of migration 008.
+DESK_DUE = (
+    "(CASE WHEN status = 'acknowledged' THEN resolve_due"
+    " WHEN status <> 'resolved' THEN ack_due END)"
+)
 
 
 async def get_worker(
@@ -49,41 +56,88 @@ async def list_cases(
     posts: frozenset[str] | None = None,
     limit: int = 100,
     after: str | None = None,
+    order: str = "newest",
 ) -> list[dict[str, Any]]:
-    """Cases matching the filters (exact match), newest first; ``posts`` limits the scope."""
+    """Cases matching the filters, ``posts`` limiting the scope.
+
+    Filters are exact matches; ``status`` may list several values (``open,reopened``); ``q``
+    matches the start of the case id or of the worker id. ``order`` is ``newest`` (opened_at
+    descending) or ``urgency`` (the desk deadline ascending: overdue first, then the nearest;
+    cases without one last). Both are keyset-paged: pass :func:`page_cursor` as ``after``."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}")
     where: list[str] = []
     args: list[Any] = []
     for name in CASE_FILTERS:
-        if filters.get(name):
-            args.append(filters[name])
+        value = filters.get(name)
+        if not value:
+            continue
+        if name == "q":
+            args.append(value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            where.append(f"(case_id LIKE ${len(args)} OR worker_id LIKE ${len(args)})")
+        elif name == "status" and "," in value:
+            args.append([v for v in value.split(",") if v])
+            where.append(f"status = ANY(${len(args)})")
+        else:
+            args.append(value)
             where.append(f"{name} = ${len(args)}")
     if posts is not None:
         args.append(sorted(posts))
         where.append(
             f"(post_id = ANY(${len(args)}) OR doc->'detail'->>'{ESCALATED_TO}' = ANY(${len(args)}))"
         )
-    if after:
-        opened_at, case_id = _parse_cursor(after)
-        args += [opened_at, case_id]
-        where.append(f"(opened_at, case_id) < (${len(args) - 1}, ${len(args)})")
+    if order == "urgency":
+        if after:
+            due, case_id = _parse_cursor(after, allow_none=True)
+            if due is None:
+                args.append(case_id)
+                where.append(f"({DESK_DUE} IS NULL AND case_id > ${len(args)})")
+            else:
+                args += [due, case_id]
+                where.append(
+                    f"(({DESK_DUE}, case_id) > (${len(args) - 1}, ${len(args)})"
+                    f" OR {DESK_DUE} IS NULL)"
+                )
+        sort = f"{DESK_DUE} ASC NULLS LAST, case_id ASC"
+    else:
+        if after:
+            opened_at, case_id = _parse_cursor(after)
+            args += [opened_at, case_id]
+            where.append(f"(opened_at, case_id) < (${len(args) - 1}, ${len(args)})")
+        sort = "opened_at DESC, case_id DESC"
     args.append(limit)
     sql = (
         "SELECT doc FROM cases"
         + (" WHERE " + " AND ".join(where) if where else "")
-        + f" ORDER BY opened_at DESC, case_id DESC LIMIT ${len(args)}"
+        + f" ORDER BY {sort} LIMIT ${len(args)}"
     )
     return [Case.from_doc(r["doc"]).public() for r in await conn.fetch(sql, *args)]
 
 
-def page_cursor(case: dict[str, Any]) -> str:
+def desk_due(case: dict[str, Any]) -> str | None:
+    """The desk deadline of a case's public JSON (see DESK_DUE)."""
+    if case["status"] == "acknowledged":
+        return case["resolve_due"]
+    if case["status"] == "resolved":
+        return None
+    return case["ack_due"]
+
+
+def page_cursor(case: dict[str, Any], order: str = "newest") -> str:
     """The ``after`` value that continues a listing after this case (keyset pagination)."""
+    if order == "urgency":
+        return f"{desk_due(case) or 'none'}~{case['case_id']}"
     return f"{case['opened_at']}~{case['case_id']}"
 
 
-def _parse_cursor(after: str) -> tuple[datetime, str]:
-    opened, sep, case_id = after.partition("~")
-    when = parse_dt(opened) if sep else None
-    if when is None or not case_id:
+def _parse_cursor(after: str, *, allow_none: bool = False) -> tuple[datetime | None, str]:
+    value, sep, case_id = after.partition("~")
+    try:
+        when = parse_dt(value) if sep and value != "none" else None
+    except ValueError:
+        when = None
+    ok = sep and case_id and (when is not None or (allow_none and value == "none"))
+    if not ok:
         raise ValueError("after must be the 'next' value of the previous page")
     return when, case_id
 
@@ -158,6 +212,7 @@ async def list_posts(
                 "regions": list(p.regions),
                 "head_of_mission": p.head_of_mission,
                 "protection_desk": p.protection_desk,
+                "timezone": p.timezone,
                 "open_cases": open_,
                 "open_critical": critical,
             }
@@ -196,3 +251,82 @@ async def monitoring_snapshot(conn: asyncpg.Connection, policy: Policy) -> Datab
         oldest_due=stats_row["oldest_due"],
         taken_at=stats_row["taken_at"],
     )
+
+
+BOARD_DAYS = 14  # days of opened-case counts in each post's chart
+ACK_WINDOW_DAYS = 30  # the median time to acknowledge looks this far back
+
+
+async def board(
+    conn: asyncpg.Connection, policy: Policy, posts: frozenset[str] | None = None
+) -> list[dict[str, Any]]:
+    """Headquarters board: one row per post (``posts``: only those) with open, overdue and
+    escalated (level 1, level 2) case counts, the median seconds from opening to
+    acknowledgement over the last ACK_WINDOW_DAYS, and cases opened per day for the last
+    BOARD_DAYS days (oldest first). Cases count at their assigned post."""
+    args: list[Any] = [ACK_WINDOW_DAYS, BOARD_DAYS]
+    scope = ""
+    if posts is not None:
+        args.append(sorted(posts))
+        scope = " WHERE post_id = ANY($3)"
+    rows = await conn.fetch(
+        "SELECT post_id,"
+        " count(*) FILTER (WHERE status <> 'resolved') AS open,"
+        f" count(*) FILTER (WHERE status <> 'resolved' AND {DESK_DUE} < now()) AS overdue,"
+        " count(*) FILTER (WHERE status <> 'resolved' AND escalation_level = 1) AS level1,"
+        " count(*) FILTER (WHERE status <> 'resolved' AND escalation_level >= 2) AS level2,"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM"
+        "   (doc->>'acknowledged_at')::timestamptz - opened_at))"
+        "   FILTER (WHERE (doc->>'acknowledged_at')::timestamptz"
+        "           > now() - make_interval(days => $1)) AS median_ack,"
+        " array_agg(floor(extract(epoch FROM now() - opened_at) / 86400)::int)"
+        "   FILTER (WHERE opened_at > now() - make_interval(days => $2)) AS ages"
+        f" FROM cases{scope} GROUP BY post_id",
+        *args,
+    )
+    by_post = {r["post_id"]: r for r in rows}
+    out = []
+    for p in policy.posts.values():
+        if posts is not None and p.post_id not in posts:
+            continue
+        r = by_post.get(p.post_id)
+        daily = [0] * BOARD_DAYS
+        for age in (r["ages"] or []) if r else []:
+            if 0 <= age < BOARD_DAYS:
+                daily[BOARD_DAYS - 1 - age] += 1
+        median = r["median_ack"] if r else None
+        out.append(
+            {
+                "post_id": p.post_id,
+                "name": p.name,
+                "country": p.country,
+                "timezone": p.timezone,
+                "open": r["open"] if r else 0,
+                "overdue": r["overdue"] if r else 0,
+                "level1": r["level1"] if r else 0,
+                "level2": r["level2"] if r else 0,
+                "median_ack_seconds": round(median) if median is not None else None,
+                "opened_daily": daily,
+            }
+        )
+    return out
+
+
+async def changed_since(
+    conn: asyncpg.Connection,
+    since: datetime,
+    posts: frozenset[str] | None = None,
+    limit: int = 500,
+) -> list[tuple[datetime, dict[str, Any]]]:
+    """Cases written after ``since`` (oldest change first) as (updated_at, public JSON)."""
+    args: list[Any] = [since, limit]
+    scope = ""
+    if posts is not None:
+        args.append(sorted(posts))
+        scope = f" AND (post_id = ANY($3) OR doc->'detail'->>'{ESCALATED_TO}' = ANY($3))"
+    rows = await conn.fetch(
+        f"SELECT updated_at, doc FROM cases WHERE updated_at > $1{scope}"
+        " ORDER BY updated_at LIMIT $2",
+        *args,
+    )
+    return [(r["updated_at"], Case.from_doc(r["doc"]).public()) for r in rows]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.web import actions, health, ingest, reads
+from streams.web import actions, desk, health, ingest, live, reads
 
-MODULES = (health, reads, ingest, actions)
+MODULES = (health, reads, ingest, actions, live, desk)
 
 
 def routes() -> dict[str, type]:

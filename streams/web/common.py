@@ -1,7 +1,9 @@
 """What every view shares: JSON replies, the bearer-token check and the audit write.
 
 Every view that needs a token is decorated with :func:`token_required`, the one place the
-``Authorization`` header is read; the handler receives the caller's :class:`Scope`.
+``Authorization`` header is read; the handler receives the caller's :class:`Scope`. A desk
+session cookie (``infra.sessions``) stands in for the bearer token: same scope, same views,
+and every write made with it must carry the session's CSRF token.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any, Concatenate, ParamSpec, cast
 from aiohttp import web
 from faust.web import Request, Response, View
 
-from errors import Unauthorized
+from errors import GardaError, Unauthorized
+from infra import sessions
 from infra.logging import get_logger
 from infra.tokens import Scope, audit, resolve_token
 
@@ -27,6 +30,10 @@ def request_path(request: Request) -> str:
 
 
 P = ParamSpec("P")
+
+
+class SessionRefused(GardaError):
+    """A session cookie without the session's CSRF token, or from another origin (HTTP 403)."""
 
 
 class ApiView(View):
@@ -60,9 +67,38 @@ class ApiView(View):
             )
 
 
+async def desk_session(runtime: Any, request: Request) -> sessions.Session | None:
+    """The live desk session of the request's cookie, if any."""
+    session_id = request.cookies.get(sessions.COOKIE)
+    if not session_id:
+        return None
+    async with runtime.db.pool.acquire() as conn:
+        return await sessions.resolve_session(conn, session_id)
+
+
+def check_session_write(session: sessions.Session, request: Request) -> None:
+    """Raise SessionRefused unless a write made with this session carries its CSRF token and
+    comes from the page's own origin."""
+    if not sessions.origin_ok(
+        request.method, request.headers.get("Origin"), cast(web.Request, request).host
+    ):
+        raise SessionRefused("cross-origin writes are refused")
+    if not sessions.csrf_ok(
+        session.csrf, request.method, request.headers.get(sessions.CSRF_HEADER)
+    ):
+        raise SessionRefused(f"missing or wrong {sessions.CSRF_HEADER} header (reload the desk)")
+
+
 async def resolve_scope(runtime: Any, request: Request) -> Scope:
-    """The caller's token scope; raises Unauthorized without a valid bearer token."""
+    """The caller's scope, from the bearer token or else the desk session cookie; raises
+    Unauthorized without either, SessionRefused for a session write without its CSRF token."""
     header = request.headers.get("Authorization", "")
+    if not header and request.cookies.get(sessions.COOKIE):
+        session = await desk_session(runtime, request)
+        if session is None:
+            raise Unauthorized("the desk session ended; sign in again")
+        check_session_write(session, request)
+        return session.scope
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer token is required (garda tokens create --post ID | --hq)")
@@ -96,6 +132,10 @@ def token_required(
             if audit_refusal:
                 await self.audit(None, request, 401, None, {"error": "unauthorized", **kwargs})
             return self.fail(401, str(exc))
+        except SessionRefused as exc:
+            if audit_refusal:
+                await self.audit(None, request, 403, None, {"error": str(exc), **kwargs})
+            return self.fail(403, str(exc))
         except Exception as exc:  # noqa: BLE001 - the token store is unreachable
             log.warning("token check failed", error=repr(exc))
             return self.fail(503, "the database is unavailable; retry shortly")

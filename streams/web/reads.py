@@ -9,10 +9,15 @@ from faust.web import Request, Response
 from handlers.model import CASE_KINDS, CASE_STATUSES, SEVERITIES
 from infra import queries
 from infra.tokens import Scope
-from schemas.types import json_schema, list_types
+from schemas.types import CATEGORIES, json_schema, list_types
 from streams.web.common import ApiView, token_required
 
-ENUM_FILTERS = {"severity": SEVERITIES, "status": CASE_STATUSES, "kind": CASE_KINDS}
+ENUM_FILTERS = {
+    "severity": SEVERITIES,
+    "status": CASE_STATUSES,
+    "kind": CASE_KINDS,
+    "category": CATEGORIES,
+}
 
 
 class WorkerView(ApiView):
@@ -29,7 +34,7 @@ class CaseList(ApiView):
     @token_required
     async def get(self, request: Request, scope: Scope) -> Response:
         q = request.query
-        unknown = set(q) - set(queries.CASE_FILTERS) - {"limit", "after"}
+        unknown = set(q) - set(queries.CASE_FILTERS) - {"limit", "after", "order"}
         if unknown:
             return self.fail(
                 400,
@@ -37,8 +42,10 @@ class CaseList(ApiView):
                 filters=list(queries.CASE_FILTERS),
             )
         for name, allowed in ENUM_FILTERS.items():
-            if q.get(name) and q[name] not in allowed:
+            values = q.get(name, "").split(",") if name == "status" else [q.get(name, "")]
+            if any(v and v not in allowed for v in values):
                 return self.fail(400, f"{name} must be one of {', '.join(allowed)}")
+        order = q.get("order", "newest")
         try:
             limit = int(q.get("limit", "100"))
         except ValueError:
@@ -48,13 +55,18 @@ class CaseList(ApiView):
         try:
             async with self.runtime.db.pool.acquire() as conn:
                 cases = await queries.list_cases(
-                    conn, dict(q), posts=scope.post_filter, limit=limit, after=q.get("after")
+                    conn,
+                    dict(q),
+                    posts=scope.post_filter,
+                    limit=limit,
+                    after=q.get("after"),
+                    order=order,
                 )
         except ValueError as exc:
             return self.fail(400, str(exc))
         body: dict[str, Any] = {"cases": cases, "count": len(cases)}
         if len(cases) == limit:
-            body["next"] = queries.page_cursor(cases[-1])
+            body["next"] = queries.page_cursor(cases[-1], order)
         return self.reply(body)
 
 
@@ -76,6 +88,23 @@ class Posts(ApiView):
         return self.reply({"posts": posts})
 
 
+class Board(ApiView):
+    """Headquarters board: per post open, overdue, escalated, median time to acknowledge
+    and cases opened per day (a post's token: its own posts only)."""
+
+    @token_required
+    async def get(self, request: Request, scope: Scope) -> Response:
+        async with self.runtime.db.pool.acquire() as conn:
+            rows = await queries.board(conn, self.runtime.policy, scope.post_filter)
+        return self.reply(
+            {
+                "posts": rows,
+                "days": queries.BOARD_DAYS,
+                "ack_window_days": queries.ACK_WINDOW_DAYS,
+            }
+        )
+
+
 class SchemaList(ApiView):
     @token_required
     async def get(self, request: Request, scope: Scope) -> Response:
@@ -95,6 +124,7 @@ ROUTES = {
     "/api/cases": CaseList,
     "/api/cases/{case_id}": CaseView,
     "/api/posts": Posts,
+    "/api/board": Board,
     "/api/schemas": SchemaList,
     "/api/schemas/{type_}": SchemaView,
 }
