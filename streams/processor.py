@@ -44,6 +44,7 @@ from infra.store import (
 from schemas import topics
 from schemas.envelope import GARDA_SOURCE, Envelope, decode, encode
 from schemas.fields import MAX_YEAR, MIN_YEAR
+from streams.undecodable import undecodable_reason
 
 log = get_logger("garda.processor")
 
@@ -300,6 +301,28 @@ class BatchProcessor:
         decoded: list[_Decoded] = []
         notes: list[_Note] = []  # log lines, written once the transaction has committed
         for rec in in_time_order(records):
+            poison = undecodable_reason(rec.headers)
+            if poison is not None:  # a batch the Kafka client could not decode
+                reason, first = poison
+                dl = self._dead_letter(rec, reason)
+                dl.offset = first if first >= 0 else rec.offset
+                dl.headers = []
+                batch.deadletters.append(dl)
+                report.outcomes["undecodable"] += 1
+                notes.append(
+                    (
+                        "error",
+                        "undecodable record dead-lettered",
+                        {
+                            "topic": rec.topic,
+                            "partition": rec.partition,
+                            "offset": dl.offset,
+                            "last_offset": rec.offset,
+                            "error": reason,
+                        },
+                    )
+                )
+                continue
             try:
                 decoded.append(_Decoded(rec, self._decode(rec)))
             except InvalidEvent as exc:
