@@ -79,6 +79,12 @@ class TransientError(GardaError):
     retriable = True
 
 
+class Unavailable(GardaError):
+    """A dependency (the database, the broker) stayed unreachable, or refused Garda, at start.
+
+    Raised after the start-up wait is over, so not retriable by the caller."""
+
+
 class StackError(GardaError):
     """The embedded broker or database could not be started."""
 

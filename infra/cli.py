@@ -77,6 +77,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         raise GardaError("garda worker needs GARDA_DATABASE_URL (garda dev starts an embedded one)")
     if args.web_port is not None:
         settings = dataclasses.replace(settings, web_port=args.web_port)
+    if args.wait > 0:
+        from infra.readiness import wait_for_stack
+
+        asyncio.run(
+            wait_for_stack(settings.database_url, settings.kafka_bootstrap, timeout=args.wait)
+        )
     if args.create_topics:
         asyncio.run(_prepare(settings))
     return _run_worker(settings)
@@ -325,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="processors + API against GARDA_KAFKA_BOOTSTRAP/DATABASE_URL")
     w.add_argument("--web-port", type=int, default=None)
     w.add_argument("--create-topics", action="store_true", help="create topics, apply migrations")
+    w.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the database and the broker at start (0: do not wait)",
+    )
     w.set_defaults(func=cmd_worker)
 
     m = sub.add_parser("migrate", help="apply database migrations")

@@ -12,6 +12,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import stamina
 import structlog
 
 PII_KEYS = frozenset({"nik", "passport_no", "full_name", "name", "employer_name", "phone"})
@@ -89,6 +90,9 @@ def mask_pii(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMa
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
     """Configure structlog and route stdlib logging (Faust, aiokafka) through it."""
     lvl = getattr(logging, level.upper())
+    # stamina would log every scheduled retry with the exception's repr; Garda's retry loops
+    # log their own line instead (what is unreachable, where, the attempt), so turn it off.
+    stamina.instrumentation.set_on_retry_hooks([])
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
