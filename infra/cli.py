@@ -73,16 +73,15 @@ async def _prepare(settings: Settings) -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    if not settings.database_url:
+    database_url = settings.database_url
+    if not database_url:
         raise GardaError("garda worker needs GARDA_DATABASE_URL (garda dev starts an embedded one)")
     if args.web_port is not None:
         settings = dataclasses.replace(settings, web_port=args.web_port)
     if args.wait > 0:
         from infra.readiness import wait_for_stack
 
-        asyncio.run(
-            wait_for_stack(settings.database_url, settings.kafka_bootstrap, timeout=args.wait)
-        )
+        asyncio.run(wait_for_stack(database_url, settings.kafka_bootstrap, timeout=args.wait))
     if args.create_topics:
         asyncio.run(_prepare(settings))
     return _run_worker(settings)
