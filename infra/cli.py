@@ -379,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hq", action="store_true", help="headquarters: sees every post")
     t.add_argument("--label", help="who the token is for")
     t.set_defaults(func=cmd_tokens)
+
+    from infra.hooks.cli import add_parsers  # noqa: PLC0415
+
+    add_parsers(sub)
     return p
 
 
