@@ -102,6 +102,10 @@ async def resolve_scope(runtime: Any, request: Request) -> Scope:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer token is required (garda tokens create --post ID | --hq)")
+    if not (token.isascii() and token.strip().isprintable()):
+        # a token is printable ASCII; other bytes (decoded by aiohttp as lone surrogates)
+        # cannot match one and must not reach the token store
+        raise Unauthorized("malformed bearer token")
     async with runtime.db.pool.acquire() as conn:
         scope = await resolve_token(conn, token.strip())
     if scope is None:

@@ -75,15 +75,22 @@ class Ingest(ApiView):
         await runtime.relay.publish_with_retry(seqs)
 
 
+def _raw(text: str) -> bytes:
+    """The bytes the client sent: aiohttp decodes header bytes as UTF-8 with surrogateescape
+    (a non-UTF-8 byte becomes a lone surrogate); this gives them back, never raising."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def ce_headers(request: Request) -> list[tuple[str, bytes]]:
-    """CloudEvents HTTP binary mode: ``ce-*`` headers become Kafka ``ce_*`` headers."""
+    """CloudEvents HTTP binary mode: ``ce-*`` headers become Kafka ``ce_*`` headers, with the
+    bytes as sent (``decode`` refuses a value that is not UTF-8 with its reason)."""
     out: list[tuple[str, bytes]] = []
     for k, v in request.headers.items():
         lk = k.lower()
         if lk.startswith("ce-"):
-            out.append(("ce_" + lk[3:], v.encode()))
+            out.append(("ce_" + lk[3:], _raw(v)))  # aiohttp admits only token names
         elif lk == "content-type":
-            out.append(("content-type", v.encode()))
+            out.append(("content-type", _raw(v)))
     if not any(k.startswith("ce_") for k, _ in out):
         # No ce-* headers: the body is a structured CloudEvent, whatever JSON type it was sent as.
         out = [(k, v) for k, v in out if k != "content-type"]
