@@ -10,7 +10,7 @@ import asyncpg
 from handlers.escalation import ESCALATED_TO
 from handlers.model import Case, iso, parse_dt
 from handlers.policy import Policy
-from infra.metrics import DatabaseSnapshot
+from infra.metrics import DatabaseSnapshot, SourceStatus
 from infra.store import load_aggregates
 
 CASE_FILTERS = ("post_id", "status", "severity", "worker_id", "kind", "category", "q")
@@ -240,7 +240,18 @@ async def monitoring_snapshot(conn: asyncpg.Connection, policy: Policy) -> Datab
         "SELECT post_id, severity, count(*) AS n FROM cases WHERE status <> 'resolved'"
         " GROUP BY post_id, severity"
     )
+    watched = await conn.fetch(
+        "SELECT w.source, w.watched_since, w.silent,"
+        " (SELECT max(s.last_seen_at) FROM source_seen s WHERE s.source = w.source)"
+        "   AS last_seen_at"
+        " FROM source_watch w WHERE w.source = ANY($1) ORDER BY w.source",
+        [s.source for s in policy.sources],
+    )
     return DatabaseSnapshot(
+        sources=tuple(
+            SourceStatus(r["source"], r["last_seen_at"], r["watched_since"], r["silent"])
+            for r in watched
+        ),
         cases_open={(r["post_id"], r["severity"]): r["n"] for r in rows},
         outbox_backlog=stats_row["outbox_pending"],
         outbox_oldest=stats_row["outbox_oldest"],

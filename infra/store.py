@@ -110,6 +110,8 @@ class BatchWrite:
     outbox: list[OutboxRow] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
     deadletter_topic: str = "pmi.deadletter.v1"  # full name (prefix included)
+    # (expected source, input partition) -> when it last spoke in this batch
+    sources_seen: dict[tuple[str, int], datetime] = field(default_factory=dict)
 
 
 def encode_headers(headers: Iterable[tuple[str, bytes]]) -> list[list[str]]:
@@ -278,6 +280,17 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
                 (p.source, p.id, p.type, p.worker_id, p.topic, p.partition, p.offset, p.outcome)
                 for p in batch.processed
             ],
+        )
+    if batch.sources_seen:
+        seen = sorted(batch.sources_seen.items())
+        await conn.execute(
+            """INSERT INTO source_seen (source, partition, last_seen_at)
+               SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[])
+               ON CONFLICT (source, partition) DO UPDATE
+                   SET last_seen_at = greatest(source_seen.last_seen_at, EXCLUDED.last_seen_at)""",
+            [k[0] for k, _ in seen],
+            [k[1] for k, _ in seen],
+            [t for _, t in seen],
         )
     rows = list(batch.outbox)
     if batch.deadletters:

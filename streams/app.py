@@ -27,6 +27,7 @@ from infra.settings import Settings
 from schemas import topics
 from streams.lag import partition_lag
 from streams.processor import BatchProcessor, RawRecord
+from streams.source_watch import SourceWatch, caught_up
 from streams.timers import DeadlineTimer
 from streams.transport import FastFetchTransport
 
@@ -45,6 +46,7 @@ class Runtime:
         self.relay = OutboxRelay(self.db, settings.kafka_bootstrap)
         self.processor = BatchProcessor(self.db, settings, policy)
         self.timer = DeadlineTimer(self)
+        self.sources = SourceWatch(self)
         self.pruned: Counter[str] = Counter()  # rows pruned since start, per table
         # Alerting hooks: receivers and the [hooks] policy are validated here, at start.
         self.hooks = Hooks(
@@ -196,6 +198,17 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
     input_names = {settings.topic(t) for t in topics.INPUTS}
     actions_topic = settings.topic(topics.CASE_ACTIONS)
     behind_since: dict[int, float] = {}
+
+    @app.timer(settings.timer_interval)
+    async def watch_sources() -> None:
+        if not runtime.started or not policy.sources:
+            return
+        if not caught_up(partition_lag(app), settings.batch_size):
+            return  # read the backlog first: an event in it may end a silence
+        try:
+            await runtime.sources.check()
+        except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
+            log.warning("source check failed", error=repr(exc))
 
     @app.timer(settings.timer_interval)
     async def fire_deadlines() -> None:

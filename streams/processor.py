@@ -22,7 +22,7 @@ from errors import CaseConflict, GardaError, InvalidEvent, Rejected
 from handlers.claims import stall_due
 from handlers.dispatch import handle
 from handlers.escalation import next_deadline
-from handlers.model import Aggregate, Case, Claim, parse_dt
+from handlers.model import Aggregate, Case, Claim, OutputEvent, parse_dt
 from handlers.policy import Policy
 from infra import metrics
 from infra.db import Database
@@ -102,6 +102,11 @@ class _Decoded:
     record: RawRecord
     envelope: Envelope
 
+    def envelope_time(self, now: datetime) -> datetime:
+        """When the record was published (its Kafka timestamp), else ``now``."""
+        ts = self.record.timestamp
+        return datetime.fromtimestamp(ts, UTC) if ts else now
+
 
 _Note = tuple[str, str, dict[str, Any]]  # (level, event, fields)
 # A record that fails alone while the database is healthy is tried this many times before it
@@ -166,6 +171,7 @@ class BatchProcessor:
         self.totals: Counter = Counter()
         self.positions: dict[tuple[str, int], int] = {}  # last offset done per (topic, partition)
         self._logical = {settings.topic(t): t for t in topics.INPUTS}
+        self._expected = frozenset(s.source for s in policy.sources)
         self.deadletter_topic = settings.topic(topics.DEADLETTER)
         # Alerting hooks: deliveries are written in the batch's transaction (None: no hooks,
         # e.g. garda rebuild, which must not notify anyone twice).
@@ -290,6 +296,25 @@ class BatchProcessor:
         report.record_metrics(self.clock())
         return report
 
+    def outbox_row(self, ev: OutputEvent, now: datetime) -> OutboxRow:
+        """Garda's own output event as an outbox row (built directly: the handlers made it,
+        no input validation)."""
+        out = Envelope(
+            id=ev.id,
+            source=GARDA_SOURCE,
+            type=ev.type,
+            subject=ev.subject or ev.key,
+            data=ev.data,
+            time=now,
+        )
+        return OutboxRow(
+            event_id=f"{ev.topic}:{ev.id}",
+            topic=self.settings.topic(ev.topic),
+            key=ev.key.encode(),
+            value=encode(out),
+            headers=[("content-type", b"application/cloudevents+json")],
+        )
+
     def logical_topic(self, full: str) -> str:
         """The logical name of an input topic (the full name if it is not one)."""
         return self._logical.get(full, full)
@@ -343,6 +368,12 @@ class BatchProcessor:
                     )
                 )
 
+        for d in decoded:  # expected producers that spoke (policy [[sources]])
+            if d.envelope.source in self._expected:
+                spoke = min(now, d.envelope_time(now))
+                key = (d.envelope.source, d.record.partition)
+                if key not in batch.sources_seen or batch.sources_seen[key] < spoke:
+                    batch.sources_seen[key] = spoke
         async with self.db.pool.acquire() as conn, conn.transaction():
             await lock_partitions(conn, [r.partition for r in records])
             await lock_workers(conn, (d.envelope.subject for d in decoded))
@@ -470,24 +501,7 @@ class BatchProcessor:
                     report.escalations.append(
                         (int(ev.data["level"]), parse_dt(missed) if missed else None)
                     )
-            # Garda's own output: built directly (the handlers made it; no input validation).
-            out = Envelope(
-                id=ev.id,
-                source=GARDA_SOURCE,
-                type=ev.type,
-                subject=ev.subject or ev.key,
-                data=ev.data,
-                time=now,
-            )
-            batch.outbox.append(
-                OutboxRow(
-                    event_id=f"{ev.topic}:{ev.id}",
-                    topic=self.settings.topic(ev.topic),
-                    key=ev.key.encode(),
-                    value=encode(out),
-                    headers=[("content-type", b"application/cloudevents+json")],
-                )
-            )
+            batch.outbox.append(self.outbox_row(ev, now))
         notes.append(
             (
                 "info",
