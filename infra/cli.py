@@ -311,6 +311,17 @@ def cmd_repolicy(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """``python -m bench ARGS`` from the source tree (the suite is not part of the wheel)."""
+    import subprocess  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "__main__.py").is_file():
+        raise GardaError("garda bench runs from a source checkout (bench/ is not installed)")
+    return subprocess.call([sys.executable, "-m", "bench", *args.args], cwd=root)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="garda", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -372,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--dry-run", action="store_true", help="list what would change, send nothing")
     rp.set_defaults(func=cmd_repolicy)
 
+    b = sub.add_parser(
+        "bench", add_help=False, help="the benchmark suite (garda bench --help for its options)"
+    )
+    b.set_defaults(func=cmd_bench)
+
     t = sub.add_parser("tokens", help="API bearer tokens: create, list, revoke")
     t.add_argument("action", choices=["create", "list", "revoke"])
     t.add_argument("token_id", nargs="?", help="for revoke")
@@ -386,9 +402,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``garda bench`` passes everything after it to ``python -m bench``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         settings = load_settings()
         fmt = settings.log_format

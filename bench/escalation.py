@@ -1,0 +1,114 @@
+"""How late escalations fire: missed deadline -> ``garda.case.escalated`` on pmi.cases.v1.
+
+One real ``garda worker`` (default timer interval, 1 s) with the shipped policy whose
+``[sla.*]`` clocks are shortened to seconds (critical: ack 3 s -> level 1, 6 s -> level 2).
+``cases`` critical incidents are published spread over ``spread`` seconds, so their
+deadlines fall at every phase of the timer; every escalation (two per case) is timed from
+its missed deadline (``event.missed_deadline`` in the event):
+
+- ``handled``: the escalated event's CloudEvents ``time`` (the processor's clock in the batch
+  that applied the deadline command);
+- ``observed``: a consumer (fetch_max_wait_ms=10) received it (after the outbox publish).
+
+The timer interval sets most of it (a deadline waits for the next tick: 0..interval).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.common import Stack, log, percentiles
+from bench.live import incidents, start_worker
+from schemas import topics
+
+DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "handlers" / "default_policy.toml"
+FAST_SLA = {  # severity -> (ack, level2, resolve) in seconds
+    "critical": (3, 6, 12),
+    "high": (4, 8, 14),
+    "medium": (5, 10, 16),
+    "low": (6, None, 18),
+}
+
+
+def fast_sla_policy(out: Path) -> Path:
+    """The shipped policy with every ``[sla.<severity>]`` clock shortened to seconds."""
+    text = DEFAULT_POLICY.read_text()
+    for sev, (ack, level2, resolve) in FAST_SLA.items():
+        m = re.search(rf"^\[sla\.{sev}\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
+        if m is None:
+            raise ValueError(f"no [sla.{sev}] in {DEFAULT_POLICY}")
+        block = m.group(1)
+        block = re.sub(r'^ack = ".*"', f'ack = "{ack}s"', block, flags=re.M)
+        block = re.sub(r'^resolve = ".*"', f'resolve = "{resolve}s"', block, flags=re.M)
+        if level2:
+            block = re.sub(r'^level2 = ".*"', f'level2 = "{level2}s"', block, flags=re.M)
+        text = text[: m.start(1)] + block + text[m.end(1) :]
+    out.write_text(text)
+    return out
+
+
+def _parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+async def escalation_lateness(stack: Stack, *, cases: int, spread: float) -> dict[str, Any]:
+    policy = fast_sla_policy(stack.tmp / "fast_sla.toml")
+    worker, url = await start_worker(stack, "escalation", GARDA_POLICY=str(policy))
+    await worker.start(ready_timeout=120)
+    settings = worker.settings
+    consumer = AIOKafkaConsumer(
+        settings.topic(topics.CASES),
+        bootstrap_servers=stack.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=0)
+    await producer.start()
+    handled: list[float] = []
+    observed: list[float] = []
+    per_level = {1: 0, 2: 0}
+    try:
+        log(f"escalation: {cases} critical incidents over {spread} s, 2 escalations each")
+        for _, key, value in incidents(cases, "esc"):
+            await producer.send_and_wait(settings.topic(topics.INCIDENTS), value=value, key=key)
+            await asyncio.sleep(spread / cases)
+        deadline = time.monotonic() + 30 + spread
+        while len(observed) < 2 * cases and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            seen = datetime.now(UTC)
+            for msgs in batch.values():
+                for m in msgs:
+                    ev = json.loads(m.value)
+                    if ev["type"] != "garda.case.escalated":
+                        continue
+                    step = ev["data"]["event"]
+                    missed = _parse(step["missed_deadline"])
+                    per_level[step["level"]] = per_level.get(step["level"], 0) + 1
+                    handled.append((_parse(ev["time"]) - missed).total_seconds())
+                    observed.append((seen - missed).total_seconds())
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        await worker.stop()
+        await stack.drop(url)
+    return {
+        "cases": cases,
+        "expected": 2 * cases,
+        "escalations": len(observed),
+        "per_level": per_level,
+        "timer_interval_s": settings.timer_interval,
+        "handled": percentiles(handled),
+        "observed": percentiles(observed),
+        "samples_s": [round(v, 4) for v in sorted(observed)],
+    }

@@ -1,0 +1,226 @@
+"""Turn one run's results into the targets table, a Markdown summary and PNG plots.
+
+``targets(results)`` is the table the issue asks for: each target as measured / target /
+ratio to its baseline in the same run. A figure the run did not measure is ``None`` and
+shows as "not run". Plots need matplotlib (``pip install -e '.[bench]'``); without it the
+JSON and the Markdown are still written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _get(d: dict[str, Any], *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows: name, measured, unit, target (text), ok, ratio, baseline (text)."""
+    ceiling = _get(r, "throughput", "ceiling", "events_per_s")
+    peer = _get(r, "throughput", "peer", "events_per_s")
+    live = _get(r, "throughput", "garda_live", "events_per_s")
+    rebuild = _get(r, "rebuild", "events_per_s")
+    rebuild_ceiling = _get(r, "rebuild_ceiling", "events_per_s") or ceiling
+    rt_p99 = _get(r, "latency", "round_trip", "p99_ms")
+    idle_p99 = _get(r, "latency", "incident_idle", "p99_ms")
+    busy_p99 = _get(r, "latency", "incident_backlog", "p99_ms")
+    esc_p99 = _get(r, "escalation", "observed", "p99_ms")
+    rss = _get(r, "rebuild", "peak_rss_mb_total")
+    rows = [
+        {
+            "name": "rebuild throughput",
+            "measured": rebuild,
+            "unit": "events/s",
+            "target": "≥ 25,000 and ≥ 0.25× ceiling",
+            "ok": None
+            if rebuild is None
+            else rebuild >= 25_000 and rebuild >= 0.25 * (rebuild_ceiling or 0),
+            "ratio": _ratio(rebuild, rebuild_ceiling),
+            "baseline": "÷ ceiling (a) on the same topics",
+        },
+        {
+            "name": f"rebuild peak RSS at {_get(r, 'rebuild', 'events') or '?'} events",
+            "measured": rss,
+            "unit": "MB",
+            "target": "≤ 1,024 MB at 10 M events",
+            "ok": None if rss is None else rss <= 1024,
+            "ratio": None,
+            "baseline": "",
+        },
+        {
+            "name": "live worker throughput (backlog)",
+            "measured": live,
+            "unit": "events/s",
+            "target": "≥ 1.0× peer",
+            "ok": None if live is None or not peer else live >= peer,
+            "ratio": _ratio(live, peer),
+            "baseline": "÷ Faust decode-only peer (b)",
+        },
+        {
+            "name": "incident → case p99, idle",
+            "measured": idle_p99,
+            "unit": "ms",
+            "target": "≤ 250 ms",
+            "ok": None if idle_p99 is None else idle_p99 <= 250,
+            "ratio": _ratio(idle_p99, rt_p99),
+            "baseline": "÷ raw round trip p99 (c)",
+        },
+        {
+            "name": "incident → case p99, during a claims backlog",
+            "measured": busy_p99,
+            "unit": "ms",
+            "target": "≤ 250 ms",
+            "ok": None if busy_p99 is None else busy_p99 <= 250,
+            "ratio": _ratio(busy_p99, rt_p99),
+            "baseline": "÷ raw round trip p99 (c)",
+        },
+        {
+            "name": "escalation fired after its deadline, p99",
+            "measured": esc_p99,
+            "unit": "ms",
+            "target": "≤ 1,000 ms",
+            "ok": None if esc_p99 is None else esc_p99 <= 1000,
+            "ratio": _ratio(esc_p99, rt_p99),
+            "baseline": "÷ raw round trip p99 (c)",
+        },
+    ]
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "not run"
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:,.1f}"
+    return f"{int(v):,}"
+
+
+def markdown(r: dict[str, Any], plots: list[str] | None = None) -> str:
+    m = r.get("machine", {})
+    lines = [
+        f"# Garda benchmark, {r.get('started_at', '?')}",
+        "",
+        f"{r.get('mode', '?')} run, {r.get('events', '?')} events (seed {r.get('seed', '?')}), "
+        f"{m.get('cpus', '?')} CPUs ({m.get('cpu_model', '?')}); broker and database on the "
+        "same machine. Ratios are against baselines measured in this same run.",
+        "",
+        "| target | measured | target | ratio | baseline | met |",
+        "|---|---:|---|---:|---|:-:|",
+    ]
+    for row in targets(r):
+        ok = {True: "yes", False: "**no**", None: ""}[row["ok"]]
+        ratio = "" if row["ratio"] is None else f"{row['ratio']:.3f}"
+        measured = _fmt(row["measured"]) + ("" if row["measured"] is None else f" {row['unit']}")
+        lines.append(
+            f"| {row['name']} | {measured} | {row['target']} | {ratio} | {row['baseline']} | {ok} |"
+        )
+    lines += ["", "| baseline / scenario | events/s |", "|---|---:|"]
+    for key, label in (
+        ("raw", "raw aiokafka getmany + json.loads"),
+        ("ceiling", "(a) ceiling: raw + COPY into PostgreSQL"),
+        ("peer", "(b) peer: plain Faust agent, decode only"),
+        ("garda_live", "garda worker, full pipeline"),
+    ):
+        v = _get(r, "throughput", key, "events_per_s")
+        if v is not None:
+            lines.append(f"| {label} | {v:,} |")
+    rc = _get(r, "rebuild_ceiling", "events_per_s")
+    if rc is not None:
+        n = _get(r, "rebuild_ceiling", "events")
+        lines.append(f"| (a) ceiling over the rebuild's {n:,} events | {rc:,} |")
+    rb = _get(r, "rebuild", "events_per_s")
+    if rb is not None:
+        lines.append(f"| garda rebuild | {rb:,} |")
+    rt = _get(r, "latency", "round_trip")
+    if rt and rt.get("n"):
+        lines += [
+            "",
+            f"(c) raw produce → consume round trip: p50 {rt['p50_ms']} ms, p99 {rt['p99_ms']} ms "
+            f"({rt['n']} events).",
+        ]
+    for name in plots or []:
+        lines += ["", f"![{Path(name).stem}]({Path(name).name})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(r: dict[str, Any], out_stem: Path) -> list[Path]:
+    """latency CDF, throughput bars, escalation lateness; returns the PNG paths written."""
+    try:
+        import matplotlib  # noqa: PLC0415 - a bench extra
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return []
+    written: list[Path] = []
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    ax = axes[0]
+    for key, label in (
+        ("round_trip", "raw produce → consume (c)"),
+        ("incident_idle", "incident → case, idle"),
+        ("incident_backlog", "incident → case, claims backlog"),
+    ):
+        s = _get(r, "latency", key, "samples_s")
+        if s:
+            xs = [v * 1000 for v in sorted(s)]
+            ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=label)
+    ax.axvline(250, color="grey", ls=":", lw=1, label="target 250 ms")
+    ax.set(xlabel="ms", ylabel="fraction", title="latency CDF", xscale="log")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    bars = [
+        (label, _get(r, *path))
+        for label, path in (
+            ("raw", ("throughput", "raw", "events_per_s")),
+            ("ceiling (a)", ("throughput", "ceiling", "events_per_s")),
+            ("peer (b)", ("throughput", "peer", "events_per_s")),
+            ("garda live", ("throughput", "garda_live", "events_per_s")),
+            ("garda rebuild", ("rebuild", "events_per_s")),
+        )
+    ]
+    bars = [(k, v) for k, v in bars if v]
+    ax.bar([k for k, _ in bars], [v for _, v in bars], color="tab:blue")
+    for i, (_, v) in enumerate(bars):
+        ax.text(i, v, f"{v:,}", ha="center", va="bottom", fontsize=8)
+    ax.set(ylabel="events/s", title="throughput (same events)", yscale="log")
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    ax = axes[2]
+    s = _get(r, "escalation", "samples_s")
+    if s:
+        ax.hist([v * 1000 for v in s], bins=20, color="tab:orange")
+    ax.axvline(1000, color="grey", ls=":", lw=1, label="target 1 s")
+    ax.set(xlabel="ms after the deadline", ylabel="escalations", title="escalation lateness")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out_stem.with_suffix(".png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def write(results: dict[str, Any], out_dir: Path, stamp: str) -> dict[str, Path]:
+    """``<stamp>.json``, ``<stamp>.md`` and ``<stamp>.png`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / stamp
+    json_path = stem.with_suffix(".json")
+    results = {**results, "targets": targets(results)}
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    pngs = plot(results, stem)
+    md_path = stem.with_suffix(".md")
+    md_path.write_text(markdown(results, [p.name for p in pngs]))
+    out = {"json": json_path, "markdown": md_path}
+    if pngs:
+        out["plot"] = pngs[0]
+    return out

@@ -1,0 +1,75 @@
+"""The benchmark command parses its options and writes its report from given figures.
+
+No timing is asserted: these are fake numbers, the point is the table, the files and the
+ratios computed from them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.__main__ import build_parser, sizes
+from infra.cli import parse_args as garda_args
+
+FAKE = {
+    "started_at": "2026-12-01T00:00:00+00:00",
+    "mode": "quick",
+    "events": 1000,
+    "seed": 7,
+    "machine": {"cpus": 2, "cpu_model": "test"},
+    "throughput": {
+        "raw": {"events_per_s": 40_000},
+        "ceiling": {"events_per_s": 20_000},
+        "peer": {"events_per_s": 4_000},
+        "garda_live": {"events_per_s": 5_000},
+    },
+    "rebuild_ceiling": {"events_per_s": 30_000, "events": 20_000},
+    "rebuild": {"events_per_s": 9_000, "events": 20_000, "peak_rss_mb_total": 300.0},
+    "latency": {
+        "round_trip": {"n": 3, "p50_ms": 20.0, "p99_ms": 50.0, "samples_s": [0.01, 0.02, 0.05]},
+        "incident_idle": {"n": 2, "p99_ms": 100.0, "samples_s": [0.05, 0.1]},
+    },
+    "escalation": {"observed": {"p99_ms": 900.0}, "samples_s": [0.2, 0.9]},
+}
+
+
+def test_quick_sizes_and_overrides() -> None:
+    args = build_parser().parse_args(["--quick", "--events", "123", "--only", "rebuild"])
+    assert args.only == ["rebuild"]
+    s = sizes(args)
+    assert s["events"] == 123 and s["rebuild_events"] == 20_000
+    assert sizes(build_parser().parse_args([]))["claims"] == 200_000
+
+
+def test_garda_bench_passes_its_arguments_through() -> None:
+    args = garda_args(["bench", "--quick", "--only", "latency", "--help"])
+    assert args.args == ["--quick", "--only", "latency", "--help"]
+    with pytest.raises(SystemExit):  # other commands still refuse unknown options
+        garda_args(["migrate", "--quick"])
+
+
+def test_targets_are_ratios_to_the_baselines_of_the_same_run() -> None:
+    rows = {r["name"]: r for r in report.targets(FAKE)}
+    assert rows["rebuild throughput"]["ratio"] == 0.3  # ÷ the ceiling over its own topics
+    assert rows["rebuild throughput"]["ok"] is False  # below 25,000/s
+    assert rows["live worker throughput (backlog)"]["ratio"] == 1.25
+    assert rows["live worker throughput (backlog)"]["ok"] is True
+    assert rows["incident → case p99, idle"]["ratio"] == 2.0
+    assert rows["incident → case p99, during a claims backlog"]["measured"] is None
+
+
+def test_report_files(tmp_path: Path) -> None:
+    paths = report.write(FAKE, tmp_path, "20261201T000000Z")
+    data = json.loads(paths["json"].read_text())
+    assert data["throughput"]["peer"]["events_per_s"] == 4_000
+    assert len(data["targets"]) == 6
+    md = paths["markdown"].read_text()
+    assert "| live worker throughput (backlog) | 5,000 events/s | ≥ 1.0× peer | 1.250 |" in md
+    assert "not run" in md  # the backlog latency was not measured
+    if "plot" in paths:  # matplotlib installed (the bench extra)
+        assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "![20261201T000000Z](20261201T000000Z.png)" in md
