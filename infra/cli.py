@@ -248,6 +248,7 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
             batch_size=args.batch_size,
             force=args.force,
             republish=args.republish,
+            processes=args.processes,
         )
     )
     return 0
@@ -370,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=5000)
     r.add_argument("--force", action="store_true", help="clear a non-empty read model first")
     r.add_argument("--republish", action="store_true", help="publish the output events again")
+    r.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="parallel processes, each replaying some partitions (default: one per CPU)",
+    )
     r.set_defaults(func=cmd_rebuild)
 
     pr = sub.add_parser("prune", help="delete rows older than the policy's [retention]")

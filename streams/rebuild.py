@@ -1,24 +1,47 @@
-"""``garda rebuild``: replay the input topics into an empty read model, in large batches.
+"""``garda rebuild``: replay the input topics into an empty read model, streaming, in parallel.
 
-The same ``BatchProcessor`` (and so the same handlers and dedup) as the live agent. Records of
-all input topics are merged by their Kafka timestamp so that a worker's events are applied in
-the order they were first handled. Output events derived during the rebuild go to the outbox
-already marked published (their ids are the ones published the first time); pass
-``republish=True`` to send them again.
+The same ``BatchProcessor`` (and so the same handlers and dedup) as the live agent.
+
+Rules decided here (the design is silent):
+- **Parallel by partition number.** Every input topic has the same partition count and is
+  keyed by worker id with Kafka's default (murmur2) partitioner, so all of a worker's events
+  sit in the same partition *number* of every input topic (the live agent relies on the same
+  co-partitioning). Partition numbers are dealt round-robin to ``processes`` child processes
+  (default: one per CPU, at most one per partition); each replays its partitions of every
+  input topic with its own consumer and database pool. Workers never span two processes, so
+  the processes share no state and need no coordination beyond the batch transactions.
+  A producer with another partitioner can put one worker's events on two partition numbers:
+  then only ``--processes 1`` keeps the old global time order for that worker.
+- **Streaming, in time order.** Within a process the topic-partitions are merged by Kafka
+  timestamp (ties: topic, partition, offset; the order the old all-in-memory sort used), so
+  a worker's events apply in the order they were first handled. A record is emitted only
+  when every other topic-partition of the process has a buffered head or is exhausted (its
+  position reached the fetch high-water mark: ListOffsets under-reports on some brokers).
+  A topic-partition whose buffer holds ``BUFFER_LIMIT`` records is paused until it drains,
+  so memory is bounded by the buffers and one batch, not by the size of the log.
+- Output events derived during the rebuild go to the outbox already marked published (their
+  ids are the ones published the first time); ``republish=True`` sends them again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import multiprocessing as mp
+import os
+import queue
 import sys
 import time
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from errors import GardaError
 from handlers.policy import Policy
 from infra.db import Database, migrate
-from infra.logging import get_logger
+from infra.logging import configure_logging, get_logger
 from infra.settings import Settings
 from schemas import topics
 from streams.processor import BatchProcessor, RawRecord
@@ -34,38 +57,178 @@ READ_MODEL_TABLES = (
     "deadletters",
     "outbox",
 )
+BUFFER_LIMIT = 20_000  # records buffered per topic-partition before it is paused
+FETCH_BYTES = 1 << 20  # per partition and fetch
 
 
-async def _read_all(
-    consumer: AIOKafkaConsumer, parts: list[TopicPartition], progress: bool
-) -> list[tuple]:
-    """Every record of the given partitions up to their high-water marks."""
+def _consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=FETCH_BYTES,
+        fetch_max_wait_ms=100,
+    )
+
+
+async def _partitions(settings: Settings) -> dict[str, list[int]]:
+    """Input topic name -> its partition numbers."""
+    consumer = _consumer(settings)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        return {
+            settings.topic(t): sorted(consumer.partitions_for_topic(settings.topic(t)) or [])
+            for t in topics.INPUTS
+        }
+    finally:
+        await consumer.stop()
+
+
+async def merged_records(
+    consumer: AIOKafkaConsumer, parts: list[TopicPartition], *, buffer_limit: int = BUFFER_LIMIT
+) -> AsyncIterator[RawRecord]:
+    """Every record of ``parts`` up to their high-water marks, merged by timestamp."""
     consumer.assign(parts)
     await consumer.seek_to_beginning(*parts)
-    out: list[tuple] = []
+    buffers: dict[TopicPartition, deque] = {tp: deque() for tp in parts}
+    active = set(parts)  # not yet known to be exhausted
+    paused: set[TopicPartition] = set()
+    heads: list[tuple] = []  # (timestamp, topic, partition, offset, tp) of each buffered head
+    in_heap: set[TopicPartition] = set()
     idle = 0
-    last = time.monotonic()
-    while idle < 3:
-        batch = await consumer.getmany(timeout_ms=500, max_records=10000)
-        n = sum(len(v) for v in batch.values())
+
+    def push_head(tp: TopicPartition) -> None:
+        m = buffers[tp][0]
+        heapq.heappush(heads, (m.timestamp or 0, tp.topic, tp.partition, m.offset, tp))
+        in_heap.add(tp)
+
+    while active or heads:
+        # Emit while every active topic-partition has a head (the merge is then exact).
+        while heads and all(tp in in_heap for tp in active):
+            *_, tp = heapq.heappop(heads)
+            in_heap.discard(tp)
+            m = buffers[tp].popleft()
+            yield RawRecord(
+                m.topic,
+                m.partition,
+                m.offset,
+                m.key,
+                m.value,
+                list(m.headers or []),
+                m.timestamp / 1000 if m.timestamp is not None else None,
+            )
+            if buffers[tp]:
+                push_head(tp)
+            if tp in paused and len(buffers[tp]) < buffer_limit // 2:
+                consumer.resume(tp)
+                paused.discard(tp)
+        if not active:
+            continue
+        batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+        got = 0
         for tp, msgs in batch.items():
-            for m in msgs:
-                out.append((m.timestamp, tp.topic, tp.partition, m.offset, m))
-        # Done when every partition's position reached its fetch high-water mark (ListOffsets
-        # under-reports on some brokers, so the fetch high-water is the one to trust).
-        done = True
-        for tp in parts:
+            got += len(msgs)
+            buf = buffers[tp]
+            buf.extend(msgs)
+            if tp not in in_heap and buf:
+                push_head(tp)
+            if len(buf) >= buffer_limit and tp not in paused:
+                consumer.pause(tp)
+                paused.add(tp)
+        for tp in list(active):
+            if buffers[tp]:
+                continue
             hw = consumer.highwater(tp)
-            if hw is None or await consumer.position(tp) < hw:
-                done = False
-                break
-        idle = idle + 1 if (n == 0 or done) else 0
-        if done and n == 0:
-            break
-        if progress and time.monotonic() - last > 1:
-            last = time.monotonic()
-            print(f"rebuild: read {len(out)} records", file=sys.stderr, flush=True)
-    return out
+            if hw is not None and await consumer.position(tp) >= hw:
+                active.discard(tp)
+        idle = 0 if got else idle + 1
+        if idle >= 20:  # 10 s without a record while partitions seem unfinished
+            log.warning(
+                "rebuild: no records for 10 s; treating the remaining partitions as done",
+                partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in active),
+            )
+            active.clear()
+
+
+async def _replay(
+    settings: Settings,
+    policy: Policy,
+    numbers: list[int],
+    *,
+    batch_size: int,
+    republish: bool,
+    report: Any = None,
+) -> tuple[Counter, int]:
+    """Replay partition ``numbers`` of every input topic; returns (outcome totals, records)."""
+    names = [settings.topic(t) for t in topics.INPUTS]
+    async with Database(settings.database_url or "", max_size=2) as db:
+        consumer = _consumer(settings)
+        await consumer.start()
+        try:
+            await consumer.topics()
+            parts = [
+                TopicPartition(n, p)
+                for n in names
+                for p in sorted(consumer.partitions_for_topic(n) or [])
+                if p in numbers
+            ]
+            processor = BatchProcessor(db, settings, policy)
+            chunk: list[RawRecord] = []
+            count = 0
+            async for rec in merged_records(consumer, parts):
+                count += 1
+                chunk.append(rec)
+                if len(chunk) >= batch_size:
+                    await _apply(db, processor, chunk, republish, report)
+                    chunk = []
+            if chunk:
+                await _apply(db, processor, chunk, republish, report)
+        finally:
+            await consumer.stop()
+        return Counter(processor.totals), count
+
+
+async def _apply(
+    db: Database, processor: BatchProcessor, chunk: list[RawRecord], republish: bool, report: Any
+) -> None:
+    result = await processor.process(chunk)
+    if not republish and result.outbox_seqs:
+        async with db.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE seq = ANY($1)", result.outbox_seqs
+            )
+    if report is not None:
+        report(len(chunk))
+
+
+def _child(
+    settings: Settings,
+    policy: Policy,
+    numbers: list[int],
+    batch_size: int,
+    republish: bool,
+    progress: Any,
+    results: Any,
+) -> None:
+    """One rebuild process (spawned): replays its partition numbers, reports to the parent."""
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        totals, count = asyncio.run(
+            _replay(
+                settings,
+                policy,
+                numbers,
+                batch_size=batch_size,
+                republish=republish,
+                report=progress.put,
+            )
+        )
+        results.put(("ok", (dict(totals), count)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+        raise
 
 
 async def rebuild(
@@ -76,10 +239,11 @@ async def rebuild(
     force: bool = False,
     republish: bool = False,
     progress: bool = True,
-) -> dict[str, int]:
+    processes: int | None = None,
+) -> dict[str, Any]:
     if not settings.database_url:
         raise GardaError("garda rebuild needs GARDA_DATABASE_URL")
-    async with Database(settings.database_url, max_size=4) as db:
+    async with Database(settings.database_url, max_size=1) as db:
         async with db.pool.acquire() as conn:
             await migrate(conn)
             present = await conn.fetchval("SELECT count(*) FROM processed_events")
@@ -90,76 +254,96 @@ async def rebuild(
                 )
             if present:
                 await conn.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 << 20,
-            fetch_max_wait_ms=100,
-        )
-        await consumer.start()
-        try:
-            names = [settings.topic(t) for t in topics.INPUTS]
-            parts = [
-                TopicPartition(n, p)
-                for n in names
-                for p in sorted(consumer.partitions_for_topic(n) or [])
-            ]
-            if not parts:
-                await consumer.topics()
-                parts = [
-                    TopicPartition(n, p)
-                    for n in names
-                    for p in sorted(consumer.partitions_for_topic(n) or [])
-                ]
-            started = time.monotonic()
-            records = await _read_all(consumer, parts, progress)
-        finally:
-            await consumer.stop()
-        ordered = [r[-1] for r in sorted(records, key=lambda r: r[:-1])]
-        processor = BatchProcessor(db, settings, policy)
+    numbers = sorted({p for ps in (await _partitions(settings)).values() for p in ps})
+    k = max(1, min(processes or os.cpu_count() or 1, len(numbers) or 1))
+    groups = [numbers[i::k] for i in range(k)]
+    started = time.monotonic()
+    if k == 1:
         done = 0
-        last = time.monotonic()
-        for chunk in _chunks(ordered, batch_size):
-            report = await processor.process(
-                [
-                    RawRecord(
-                        m.topic,
-                        m.partition,
-                        m.offset,
-                        m.key,
-                        m.value,
-                        list(m.headers or []),
-                        m.timestamp / 1000 if m.timestamp is not None else None,
-                    )
-                    for m in chunk
-                ]
-            )
-            if not republish and report.outbox_seqs:
-                async with db.pool.acquire() as conn:
-                    await conn.execute(
-                        "UPDATE outbox SET published_at = now() WHERE seq = ANY($1)",
-                        report.outbox_seqs,
-                    )
-            done += len(chunk)
+
+        def count(n: int) -> None:
+            nonlocal done, last
+            done += n
             if progress and time.monotonic() - last > 1:
                 last = time.monotonic()
-                print(
-                    f"rebuild: applied {done}/{len(ordered)} records", file=sys.stderr, flush=True
-                )
-        elapsed = time.monotonic() - started
-        totals = dict(processor.totals)
-    if progress:
-        rate = done / elapsed if elapsed > 0 else 0
-        print(
-            f"rebuild: done, {done} records in {elapsed:.1f}s ({rate:.0f}/s): {totals}",
-            file=sys.stderr,
+                print(f"rebuild: applied {done} records", file=sys.stderr, flush=True)
+
+        last = time.monotonic()
+        totals, records = await _replay(
+            settings, policy, numbers, batch_size=batch_size, republish=republish, report=count
         )
-    log.info("rebuild finished", records=done, seconds=round(elapsed, 2), **totals)
-    return {"records": done, **totals}
+    else:
+        totals, records = await asyncio.to_thread(
+            _run_children, settings, policy, groups, batch_size, republish, progress
+        )
+    elapsed = time.monotonic() - started
+    if progress:
+        rate = records / elapsed if elapsed > 0 else 0
+        print(
+            f"rebuild: done, {records} records in {elapsed:.1f}s ({rate:.0f}/s, "
+            f"{k} processes): {dict(totals)}",
+            file=sys.stderr,
+            flush=True,
+        )
+    log.info("rebuild finished", records=records, seconds=round(elapsed, 2), processes=k, **totals)
+    return {"records": records, "seconds": round(elapsed, 3), "processes": k, **totals}
 
 
-def _chunks(items: list, size: int) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def _run_children(
+    settings: Settings,
+    policy: Policy,
+    groups: list[list[int]],
+    batch_size: int,
+    republish: bool,
+    show: bool,
+) -> tuple[Counter, int]:
+    ctx = mp.get_context("spawn")
+    progress_q, results_q = ctx.Queue(), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_child,
+            args=(settings, policy, g, batch_size, republish, progress_q, results_q),
+            name=f"garda-rebuild-{i}",
+        )
+        for i, g in enumerate(groups)
+    ]
+    for p in procs:
+        p.start()
+    totals: Counter = Counter()
+    errors: list[str] = []
+    finished = done = records = 0
+    last = time.monotonic()
+    try:
+        while finished < len(procs):
+            try:
+                status, value = results_q.get(timeout=0.2)
+                finished += 1
+                if status == "ok":
+                    totals.update(value[0])
+                    records += value[1]
+                else:
+                    errors.append(value)
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs) and results_q.empty():
+                    dead = [p.name for p in procs if p.exitcode not in (None, 0)]
+                    time.sleep(0.5)  # its last message may still be in flight
+                    if results_q.empty():
+                        errors.append(f"rebuild process died: {', '.join(dead)}")
+                        break
+            while True:
+                try:
+                    done += progress_q.get_nowait()
+                except queue.Empty:
+                    break
+            if show and time.monotonic() - last > 1:
+                last = time.monotonic()
+                print(f"rebuild: applied {done} records", file=sys.stderr, flush=True)
+    finally:
+        for p in procs:
+            p.join(timeout=30 if not errors else 1)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    if errors:
+        raise GardaError("rebuild failed: " + "; ".join(errors))
+    return totals, records
