@@ -260,6 +260,7 @@ async def rebuild(
     started = time.monotonic()
     if k == 1:
         done = 0
+        last = time.monotonic()
 
         def count(n: int) -> None:
             nonlocal done, last
@@ -268,7 +269,6 @@ async def rebuild(
                 last = time.monotonic()
                 print(f"rebuild: applied {done} records", file=sys.stderr, flush=True)
 
-        last = time.monotonic()
         totals, records = await _replay(
             settings, policy, numbers, batch_size=batch_size, republish=republish, report=count
         )
