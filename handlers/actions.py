@@ -7,11 +7,17 @@ optionally ``at``; plus ``note`` (note-added, resolved), ``resolution`` (resolve
 Checks, in this order (the first failing one raises a ``Rejected`` subclass from ``errors``):
 
 1. the case exists in the worker's aggregate, else ``NotFound`` (``unknown case``);
-2. the acting post may act on it (:func:`may_act`), else ``Forbidden``. A post may act on the cases
-   assigned to it; headquarters (``policy.headquarters``) on any case; a post the case has
-   been escalated to (the head of mission from level 1 on; headquarters at level 2 anyway)
-   on that case. (The API answers 404 for a foreign post's case, as for an unknown one.)
-3. the action is allowed in the case's status, else ``Conflict`` (x below):
+2. the acting post may act on it (``handlers.access.may_act``), else ``Forbidden``: the
+   case's post, every post of the ladder it has reached (its head of mission from level 1
+   on, level 2 included), and headquarters. (The API answers 404 for a foreign post's case,
+   as for an unknown one.) A Kafka producer on pmi.case-actions.v1 declares ``post_id``
+   itself: Kafka ACLs on that topic are the guard (docs/access.md); the API sets it from
+   the token.
+3. the action's time (``at``, else the envelope's ``time``) is not before the case opened and
+   not more than ``intake.max_action_age`` (policy, default 1 d) before Garda received the
+   action (its record timestamp), else ``Unacceptable``: a self-declared ``at`` cannot
+   backdate an acknowledgement to 2000. It is then capped at ``ctx.now``.
+4. the action is allowed in the case's status, else ``Conflict`` (x below):
 
    ============ ====== ============ ======== ========
    action       open   acknowledged reopened resolved
@@ -27,8 +33,8 @@ Checks, in this order (the first failing one raises a ``Rejected`` subclass from
    (same effect twice). A missing or blank ``note``/``resolution``/``to`` is ``Unacceptable``.
 
 Effects: the case changes, then one timeline row and one ``garda.case.*`` event on
-pmi.cases.v1 via ``ctx.case_event`` (actor = ``data.actor``, at = ``data.at`` capped at
-``ctx.now``, else ``ctx.event_time``): ``garda.case.acknowledged``, ``.referred``,
+pmi.cases.v1 via ``ctx.case_event`` (actor = ``data.actor``, at = the action's time from
+check 3): ``garda.case.acknowledged``, ``.referred``,
 ``.resolved``, ``.reopened``; a note is recorded as ``garda.case.note-added``, which the
 design's list of output types does not name but which is published on pmi.cases.v1 too
 (``ctx.case_event`` publishes every ``garda.case.*`` step), so consumers see notes.
@@ -49,12 +55,12 @@ from datetime import datetime
 from typing import Any
 
 from errors import Conflict, Forbidden, Unacceptable
+from handlers.access import may_act
 from handlers.cases import CLOCK_STARTED_AT, case_or_not_found, deadlines
 from handlers.context import Ctx
-from handlers.escalation import ESCALATED_TO, RESOLVE_MISSED
+from handlers.escalation import RESOLVE_MISSED
 from handlers.model import Aggregate, Case, iso, parse_dt
-from handlers.policy import Policy
-from handlers.routing import escalation_target
+from handlers.policy import format_duration
 
 ACKNOWLEDGED = "pmi.case.acknowledged"
 NOTE_ADDED = "pmi.case.note-added"
@@ -66,28 +72,28 @@ ACTIONABLE = ("open", "acknowledged", "reopened")  # refer / resolve
 UNACKNOWLEDGED = ("open", "reopened")  # acknowledge
 
 
-def may_act(case: Case, post_id: str | None, policy: Policy) -> bool:
-    """Whether ``post_id`` may act on ``case`` (the rule in the module docstring)."""
-    if not post_id:
-        return False
-    if post_id in (case.post_id, policy.headquarters):
-        return True
-    if case.escalation_level >= 1:
-        if post_id == case.detail.get(ESCALATED_TO):
-            return True
-        for level in range(1, min(case.escalation_level, 2) + 1):
-            if post_id == escalation_target(policy, case.post_id, level):
-                return True
-    return False
-
-
-def _action_time(ctx: Ctx, data: dict[str, Any]) -> datetime:
+def _action_time(ctx: Ctx, case: Case, data: dict[str, Any]) -> datetime:
+    """The action's time (``data.at``, else the envelope's ``time``), capped at ``ctx.now``;
+    ``Unacceptable`` when it is before the case opened or older than
+    ``intake.max_action_age`` when Garda received it."""
     at = data.get("at")
     if isinstance(at, str):
         at = parse_dt(at)
-    if isinstance(at, datetime):
-        return min(at, ctx.now)
-    return ctx.event_time
+    if not isinstance(at, datetime):
+        at = ctx.envelope.time
+    if at is None:
+        return ctx.event_time
+    if at < case.opened_at:
+        raise Unacceptable(
+            f"action dated {iso(at)}, before case {case.case_id} opened ({iso(case.opened_at)})"
+        )
+    oldest = ctx.received - ctx.policy.intake.max_action_age
+    if at < oldest:
+        raise Unacceptable(
+            f"action dated {iso(at)}, more than {format_duration(ctx.policy.intake.max_action_age)}"
+            f" before Garda received it ({iso(ctx.received)})"
+        )
+    return min(at, ctx.now)
 
 
 def _required_text(data: dict[str, Any], name: str, action: str) -> str:
@@ -103,7 +109,7 @@ def _case_for(agg: Aggregate, ctx: Ctx) -> tuple[Case, dict[str, Any], datetime]
     post_id = data.get("post_id")
     if not may_act(case, post_id, ctx.policy):
         raise Forbidden(f"post {post_id!r} may not act on case {case.case_id}")
-    return case, data, _action_time(ctx, data)
+    return case, data, _action_time(ctx, case, data)
 
 
 def _base_detail(data: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,11 @@ Rules decided where the design is silent:
 - A severity rise recomputes ``ack_due``/``resolve_due`` from the case's clock start: its
   ``opened_at``, or the reopen time ``handlers.escalation`` keeps in
   ``detail["clock_started_at"]``. The escalation level already reached is kept.
+- A case opened by a late report (an event dated more than ``intake.max_event_age`` before
+  Garda received it, ``Ctx.late_report``) opens at the receipt time: its ``opened_at`` and
+  deadlines start when Garda learned of it, not at the event's ``time`` (a report dated 1970
+  must not open a case already past every deadline and escalate it on the next tick).
+  ``detail.late_report`` keeps the event's ``time`` and the receipt time.
 - Unknown categories (or ``None``, for non-protection cases) have no default: the reported
   severity is used, ``medium`` when there is none.
 """
@@ -54,6 +59,7 @@ from handlers.routing import route
 PROTECTION = "protection"
 DEFAULT_SEVERITY = "medium"
 CLOCK_STARTED_AT = "clock_started_at"  # kept by handlers.escalation when a case is reopened
+LATE_REPORT = "late_report"  # {time, received_at} of a case opened by a late report
 
 
 def severity_for(policy: Policy, category: str | None, reported: str | None) -> str:
@@ -98,6 +104,9 @@ def open_case(
     if severity not in SEVERITIES:
         raise Unacceptable(f"unknown severity {severity!r}")
     opened_at = at or ctx.event_time
+    detail = dict(detail or {})
+    if at is None and ctx.late_report and ctx.envelope.time is not None:
+        detail[LATE_REPORT] = {"time": iso(ctx.envelope.time), "received_at": iso(opened_at)}
     decision = route(ctx.policy, country, region)
     ack_due, resolve_due = deadlines(ctx.policy, severity, opened_at)
     case = Case(
@@ -116,7 +125,7 @@ def open_case(
         last_report_at=opened_at,
         updated_at=opened_at,
         cause=cause,
-        detail=dict(detail or {}),
+        detail=detail,
     )
     agg.cases[case_id] = case
     ctx.case_event(

@@ -24,12 +24,33 @@ class Ctx:
     now: datetime
     effects: Effects = field(default_factory=Effects)
     outcome: str = "ignored"
+    # When Garda received the event: its Kafka record timestamp (replay-stable, so
+    # ``garda rebuild`` decides the same); None: ``now``.
+    received_at: datetime | None = None
+
+    @property
+    def received(self) -> datetime:
+        """When Garda learned of the event (never after ``now``)."""
+        return min(self.received_at, self.now) if self.received_at is not None else self.now
+
+    @property
+    def late_report(self) -> bool:
+        """The event is dated more than ``policy.intake.max_event_age`` before it was
+        received (a late report, or a wrong clock: 1970)."""
+        t = self.envelope.time
+        return t is not None and t < self.received - self.policy.intake.max_event_age
 
     @property
     def event_time(self) -> datetime:
-        """When the event happened as far as Garda trusts it: its ``time``, never in the future."""
+        """When the event happened as far as Garda trusts it: its ``time``, never in the future,
+        and for a late report (:attr:`late_report`) the time Garda received it, so its clocks
+        start when Garda learned of it."""
         t = self.envelope.time
-        return min(t, self.now) if t is not None else self.now
+        if t is None:
+            return self.now
+        if self.late_report:
+            return self.received
+        return min(t, self.now)
 
     def derive_id(self, *labels: str) -> str:
         return stable_id(self.envelope.source, self.envelope.id, *labels)

@@ -11,6 +11,8 @@ aggregate through a ``Ctx``. Add one line per type; the module imports stay at t
   event time, never moving back) and leaves exactly one worker snapshot
   (``garda.worker.state``) in the effects, last, with the final state (a snapshot a handler
   emitted itself is replaced);
+- ``received_at`` (the Kafka record timestamp) is when Garda learned of the event: a late
+  report's clocks start then (``Ctx.event_time``), and case actions are dated against it;
 - returns ``Result(aggregate, effects, outcome)``.
 """
 
@@ -63,7 +65,14 @@ def _changed(before: Aggregate, after: Aggregate) -> bool:
         after.worker.updated_at = stamp
 
 
-def handle(agg: Aggregate, envelope: Envelope, policy: Policy, now: datetime) -> Result:
+def handle(
+    agg: Aggregate,
+    envelope: Envelope,
+    policy: Policy,
+    now: datetime,
+    *,
+    received_at: datetime | None = None,
+) -> Result:
     handler = HANDLERS.get(envelope.type)
     if handler is None:
         raise Unacceptable(f"unknown event type {envelope.type!r}")
@@ -74,7 +83,7 @@ def handle(agg: Aggregate, envelope: Envelope, policy: Policy, now: datetime) ->
         )
     before = agg
     agg = _clone(agg)
-    ctx = Ctx(envelope=envelope, policy=policy, now=now)
+    ctx = Ctx(envelope=envelope, policy=policy, now=now, received_at=received_at)
     handler(agg, ctx)
     events = ctx.effects.events
     events[:] = [e for e in events if e.topic != topics.WORKER_STATE]

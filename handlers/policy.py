@@ -14,6 +14,8 @@ Shape (``load_policy``/``parse_duration`` below):
 - ``Policy.claims``: ClaimsPolicy (stall)
 - ``Policy.sources``: tuple of ExpectedSource (producers that must not fall silent)
 - ``Policy.retention``: Retention (how long operational rows are kept; ``garda prune``)
+- ``Policy.intake``: IntakePolicy (max_event_age, max_action_age): how far in the past an
+  input event or a case action may be dated, measured from when Garda received it
 
 Rules decided where the design is silent (retention):
 - ``retention.processed_events`` is the *event* dedup window: a (source, id) processed longer
@@ -122,6 +124,15 @@ class ExpectedSource:
 
 
 @dataclass(frozen=True)
+class IntakePolicy:
+    # An event whose ``time`` is older than this when Garda receives it is a late report:
+    # its clocks start at the receipt time (handlers.context.Ctx.event_time).
+    max_event_age: timedelta = timedelta(days=30)
+    # A case action whose ``at`` is older than this when Garda receives it is refused.
+    max_action_age: timedelta = timedelta(days=1)
+
+
+@dataclass(frozen=True)
 class Policy:
     dedup_window: timedelta
     category_severity: dict[str, str]
@@ -136,6 +147,7 @@ class Policy:
     # The [hooks] table as written (retry schedule, horizon, never-silenced alerts...);
     # alerting hooks are not rules, so ``infra.hooks.policy`` validates it at start.
     hooks: dict[str, Any] = field(default_factory=dict)
+    intake: IntakePolicy = field(default_factory=IntakePolicy)
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,7 +216,15 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         doc,
         "policy",
         required=("dedup", "severity", "headquarters", "posts", "sla"),
-        optional=("non_procedural", "coverage", "claims", "retention", "sources", "hooks"),
+        optional=(
+            "non_procedural",
+            "coverage",
+            "claims",
+            "retention",
+            "sources",
+            "hooks",
+            "intake",
+        ),
     )
     dedup = _table(doc["dedup"], "dedup")
     _keys(dedup, "dedup", required=("window",))
@@ -227,6 +247,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         retention=_retention(_table(doc.get("retention", {}), "retention")),
         sources=_sources(doc.get("sources", [])),
         hooks=_table(doc.get("hooks", {}), "hooks"),
+        intake=_intake(_table(doc.get("intake", {}), "intake")),
     )
 
 
@@ -546,3 +567,15 @@ def _sources(value: object) -> tuple[ExpectedSource, ...]:
             )
         )
     return tuple(out)
+
+
+def _intake(table: dict[str, Any]) -> IntakePolicy:
+    keys = ("max_event_age", "max_action_age")
+    _keys(table, "intake", optional=keys)
+    default = IntakePolicy()
+    return IntakePolicy(
+        **{
+            k: parse_duration(table[k], f"intake.{k}") if k in table else getattr(default, k)
+            for k in keys
+        }
+    )
