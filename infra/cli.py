@@ -17,6 +17,24 @@ from infra.settings import Settings, load_settings, mask_url
 log = get_logger("garda.cli")
 
 DEV_TOKEN_LABEL = "garda dev session"
+# The dev session token is headquarters, bound to the sources of the simulator and of the
+# examples in README and docs (an HQ token publishes only as sources bound to it).
+DEV_SOURCES = (
+    "bpjs-ketenagakerjaan/claims",
+    "bpjs-tk/claims",
+    "kbri-kuala-lumpur/case-desk",
+    "kbri-riyadh/case-desk",
+    "kbri-seoul/case-desk",
+    "kbri-tokyo/consular",
+    "kdei-taipei/case-desk",
+    "kjri-hong-kong/case-desk",
+    "kjri-johor-bahru/case-desk",
+    "kp2mi/hotline",
+    "mission/desk",
+    "siskop2mi/embarkation",
+    "siskop2mi/embarkation-cgk",
+    "siskop2mi/embarkation-sub",
+)
 
 
 def _run_worker(settings: Settings, *, demo: dict | None = None) -> int:
@@ -115,7 +133,9 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
                 "UPDATE api_tokens SET revoked_at = now() WHERE label = $1 AND revoked_at IS NULL",
                 DEV_TOKEN_LABEL,
             )
-            _, token = await create_token(conn, posts=[], hq=True, label=DEV_TOKEN_LABEL)
+            _, token = await create_token(
+                conn, posts=[], hq=True, label=DEV_TOKEN_LABEL, sources=DEV_SOURCES
+            )
         return token
 
     async def down() -> None:
@@ -204,8 +224,11 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
         async with Database(url, max_size=1) as db, db.pool.acquire() as conn:
             await migrate(conn)
             if args.action == "create":
-                if not args.hq and not args.post:
-                    raise GardaError("garda tokens create needs --post ID (repeatable) or --hq")
+                if not args.hq and not args.post and not args.producer:
+                    raise GardaError(
+                        "garda tokens create needs --post ID, --hq or --producer SOURCE"
+                        " (each repeatable but --hq, and combinable)"
+                    )
                 if args.post:
                     from handlers.policy import load_policy  # noqa: PLC0415
 
@@ -215,15 +238,22 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
                         raise GardaError(
                             f"unknown post(s) {', '.join(unknown)}; see GET /api/posts"
                         )
-                token_id, token = await create_token(
-                    conn, posts=args.post or [], hq=args.hq, label=args.label
-                )
+                try:
+                    token_id, token = await create_token(
+                        conn,
+                        posts=args.post or [],
+                        hq=args.hq,
+                        label=args.label,
+                        sources=args.producer or [],
+                    )
+                except ValueError as exc:
+                    raise GardaError(str(exc)) from exc
                 print(f"token id: {token_id}")
                 print(f"token:    {token}")
                 print("This token is shown once; only its hash is stored.", file=sys.stderr)
             elif args.action == "list":
                 for t in await list_tokens(conn):
-                    scope = "HQ" if t.hq else ",".join(t.posts)
+                    scope = t.scope_text
                     state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
                     print(f"{t.token_id}  {scope:<40} {state:<24} {t.label or ''}")
             else:
@@ -400,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("token_id", nargs="?", help="for revoke")
     t.add_argument("--post", action="append", help="post id the token acts for (repeatable)")
     t.add_argument("--hq", action="store_true", help="headquarters: sees every post")
+    t.add_argument(
+        "--producer",
+        action="append",
+        metavar="SOURCE",
+        help="CloudEvents source the token may publish as on POST /api/events (repeatable)",
+    )
     t.add_argument("--label", help="who the token is for")
     t.set_defaults(func=cmd_tokens)
 

@@ -1,37 +1,29 @@
 """API bearer tokens: created once (the secret is shown once), stored as a SHA-256 hash.
 
-A token is scoped to one or more posts or to headquarters. ``Scope.can_see(post_id)`` is the
-one check every read and write goes through.
+A token is scoped to posts and/or headquarters, and bound to the producer sources it may
+publish as (``garda tokens create --post ID | --hq | --producer SOURCE``, combinable). What a
+scope allows is decided in ``handlers.access``, the one module of access rules.
+
+Source names bound to a token: 1 to 200 characters, no whitespace or control characters,
+not Garda's own (``garda``, ``garda-*``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from handlers.access import Scope, is_reserved_source
+
+__all__ = ["Scope", "TokenInfo", "audit", "create_token", "list_tokens", "resolve_token"]
+
 TOKEN_PREFIX = "garda_"
-
-
-@dataclass(frozen=True)
-class Scope:
-    token_id: str
-    posts: frozenset[str]
-    hq: bool
-
-    def can_see(self, post_id: str | None) -> bool:
-        return self.hq or (post_id is not None and post_id in self.posts)
-
-    def can_see_any(self, post_ids: set[str]) -> bool:
-        return self.hq or bool(self.posts & post_ids)
-
-    @property
-    def post_filter(self) -> frozenset[str] | None:
-        """None for headquarters (sees everything), else the posts."""
-        return None if self.hq else self.posts
+MAX_SOURCE_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -42,6 +34,25 @@ class TokenInfo:
     label: str | None
     created_at: datetime
     revoked_at: datetime | None
+    sources: list[str]
+
+    @property
+    def scope_text(self) -> str:
+        """e.g. ``HQ``, ``KJRI-JOHOR-BAHRU``, ``producer:bpjs-tk/claims``."""
+        parts = (["HQ"] if self.hq else []) + self.posts
+        parts += [f"producer:{s}" for s in self.sources]
+        return ",".join(parts)
+
+
+def check_source(source: str) -> str:
+    """A source name a token may be bound to (ValueError otherwise)."""
+    if not source or len(source) > MAX_SOURCE_LENGTH:
+        raise ValueError(f"a producer source must have 1 to {MAX_SOURCE_LENGTH} characters")
+    if any(c.isspace() or not c.isprintable() for c in source):
+        raise ValueError(f"producer source {source!r} contains whitespace or control characters")
+    if is_reserved_source(source):
+        raise ValueError(f"producer source {source!r} is Garda's own; bind another name")
+    return source
 
 
 def hash_token(token: str) -> str:
@@ -49,32 +60,46 @@ def hash_token(token: str) -> str:
 
 
 async def create_token(
-    conn: asyncpg.Connection, *, posts: list[str], hq: bool, label: str | None = None
+    conn: asyncpg.Connection,
+    *,
+    posts: list[str],
+    hq: bool,
+    label: str | None = None,
+    sources: Iterable[str] = (),
 ) -> tuple[str, str]:
     """Returns (token_id, secret token). Only the hash is stored."""
-    if not hq and not posts:
-        raise ValueError("a token needs at least one post, or headquarters")
+    bound = sorted({check_source(s) for s in sources})
+    if not hq and not posts and not bound:
+        raise ValueError("a token needs at least one post, headquarters or a producer source")
     token_id = "tok_" + secrets.token_hex(6)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     await conn.execute(
-        "INSERT INTO api_tokens (token_id, token_hash, posts, hq, label) VALUES ($1,$2,$3,$4,$5)",
+        "INSERT INTO api_tokens (token_id, token_hash, posts, hq, label, sources)"
+        " VALUES ($1,$2,$3,$4,$5,$6)",
         token_id,
         hash_token(token),
         sorted(set(posts)),
         hq,
         label,
+        bound,
     )
     return token_id, token
 
 
 async def list_tokens(conn: asyncpg.Connection) -> list[TokenInfo]:
     rows = await conn.fetch(
-        "SELECT token_id, posts, hq, label, created_at, revoked_at FROM api_tokens"
+        "SELECT token_id, posts, hq, label, created_at, revoked_at, sources FROM api_tokens"
         " ORDER BY created_at"
     )
     return [
         TokenInfo(
-            r["token_id"], list(r["posts"]), r["hq"], r["label"], r["created_at"], r["revoked_at"]
+            r["token_id"],
+            list(r["posts"]),
+            r["hq"],
+            r["label"],
+            r["created_at"],
+            r["revoked_at"],
+            list(r["sources"]),
         )
         for r in rows
     ]
@@ -90,12 +115,13 @@ async def revoke_token(conn: asyncpg.Connection, token_id: str) -> bool:
 
 async def resolve_token(conn: asyncpg.Connection, token: str) -> Scope | None:
     row = await conn.fetchrow(
-        "SELECT token_id, posts, hq FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        "SELECT token_id, posts, hq, sources FROM api_tokens"
+        " WHERE token_hash = $1 AND revoked_at IS NULL",
         hash_token(token),
     )
     if row is None:
         return None
-    return Scope(row["token_id"], frozenset(row["posts"]), row["hq"])
+    return Scope(row["token_id"], frozenset(row["posts"]), row["hq"], frozenset(row["sources"]))
 
 
 async def audit(
