@@ -98,6 +98,7 @@ class ProcessedId:
     partition: int
     offset: int
     outcome: str = "ok"
+    digest: str | None = None  # content digest (streams.processor.content_digest)
 
 
 @dataclass
@@ -146,20 +147,20 @@ async def lock_workers(conn: asyncpg.Connection, worker_ids: Iterable[str]) -> N
         )
 
 
-async def claim_new(
+async def processed_digests(
     conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """Of these (source, id) keys, the ones never processed before (not yet recorded)."""
+) -> dict[tuple[str, str], str | None]:
+    """Of these (source, id) keys, the ones already processed, with the content digest they
+    were processed with (None: processed before digests were recorded)."""
     if not keys:
-        return set()
+        return {}
     rows = await conn.fetch(
-        "SELECT source, id FROM processed_events"
+        "SELECT source, id, digest FROM processed_events"
         " WHERE (source, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
         [k[0] for k in keys],
         [k[1] for k in keys],
     )
-    seen = {(r["source"], r["id"]) for r in rows}
-    return {k for k in keys if k not in seen}
+    return {(r["source"], r["id"]): r["digest"] for r in rows}
 
 
 async def load_aggregates(
@@ -274,10 +275,20 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
     if batch.processed:
         await conn.executemany(
             """INSERT INTO processed_events (source, id, type, worker_id, topic, partition,
-                   "offset", outcome)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING""",
+                   "offset", outcome, digest)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING""",
             [
-                (p.source, p.id, p.type, p.worker_id, p.topic, p.partition, p.offset, p.outcome)
+                (
+                    p.source,
+                    p.id,
+                    p.type,
+                    p.worker_id,
+                    p.topic,
+                    p.partition,
+                    p.offset,
+                    p.outcome,
+                    p.digest,
+                )
                 for p in batch.processed
             ],
         )

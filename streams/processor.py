@@ -8,7 +8,9 @@ publish. Offsets may be committed only after it returns.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
+import json
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -35,10 +37,10 @@ from infra.store import (
     DeadLetter,
     OutboxRow,
     ProcessedId,
-    claim_new,
     load_aggregates,
     lock_partitions,
     lock_workers,
+    processed_digests,
     write_batch,
 )
 from schemas import topics
@@ -101,6 +103,32 @@ class BatchReport:
 class _Decoded:
     record: RawRecord
     envelope: Envelope
+    digest: str = ""
+
+    @property
+    def received_at(self) -> datetime | None:
+        """When Garda received it: the record timestamp (None when absent or out of range)."""
+        ts = self.record.timestamp
+        if not ts or not _EPOCH_MIN <= ts <= _EPOCH_MAX:
+            return None
+        return datetime.fromtimestamp(ts, UTC)
+
+
+DUPLICATE_CONFLICT = "duplicate id, different content"
+
+
+def content_digest(env: Envelope) -> str:
+    """What makes two events with one (source, id) the same event: type, subject, the
+    producer's own ``time`` (as an instant; absent stays absent) and ``data`` (as JSON, keys
+    sorted). Bytes, encoding mode and key order may differ between deliveries."""
+    doc = {
+        "type": env.type,
+        "subject": env.subject,
+        "time": env.time.timestamp() if env.time is not None else None,
+        "data": env.data,
+    }
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def envelope_time(self, now: datetime) -> datetime:
         """When the record was published (its Kafka timestamp), else ``now``."""
@@ -185,11 +213,12 @@ class BatchProcessor:
         return stall_due(claim, self.policy)
 
     # -- decoding -----------------------------------------------------------------------
-    def _decode(self, rec: RawRecord) -> Envelope:
+    def _decode(self, rec: RawRecord) -> _Decoded:
         logical = self._logical.get(rec.topic)
         if logical is None:
             raise InvalidEvent(f"not an input topic: {rec.topic}")
         env = decode(rec.key, rec.value, rec.headers, topic=logical)
+        digest = content_digest(env)
         if env.time is None and rec.timestamp:
             if not _EPOCH_MIN <= rec.timestamp <= _EPOCH_MAX:
                 raise InvalidEvent(
@@ -200,7 +229,7 @@ class BatchProcessor:
             # No CloudEvents ``time``: the record's timestamp stands in, so that a replay
             # (garda rebuild) derives the same deadlines as the first run.
             env = replace(env, time=datetime.fromtimestamp(rec.timestamp, UTC))
-        return env
+        return _Decoded(rec, env, digest)
 
     def _dead_letter(self, rec: RawRecord, error: str, env: Envelope | None = None) -> DeadLetter:
         return DeadLetter(
@@ -349,7 +378,7 @@ class BatchProcessor:
                 )
                 continue
             try:
-                decoded.append(_Decoded(rec, self._decode(rec)))
+                decoded.append(self._decode(rec))
             except InvalidEvent as exc:
                 batch.deadletters.append(self._dead_letter(rec, str(exc)))
                 report.outcomes["invalid"] += 1
@@ -378,12 +407,34 @@ class BatchProcessor:
             await lock_partitions(conn, [r.partition for r in records])
             await lock_workers(conn, (d.envelope.subject for d in decoded))
             keys = list(dict.fromkeys(d.envelope.key for d in decoded))
-            new = await claim_new(conn, keys)
+            known = await processed_digests(conn, keys)
             todo: list[_Decoded] = []
             for d in decoded:
-                if d.envelope.key in new:
-                    new.discard(d.envelope.key)  # first occurrence only
+                if d.envelope.key not in known:
+                    known[d.envelope.key] = d.digest  # first occurrence only
                     todo.append(d)
+                elif known[d.envelope.key] not in (None, d.digest):
+                    # Same (source, id), other content: a producer bug or an id claimed by
+                    # someone else first. Never a silent duplicate.
+                    env = d.envelope
+                    reason = (
+                        f"{DUPLICATE_CONFLICT}: ({env.source!r}, {env.id!r}) was processed "
+                        "before with other content"
+                    )
+                    batch.deadletters.append(self._dead_letter(d.record, reason, env))
+                    report.outcomes["duplicate-conflict"] += 1
+                    notes.append(
+                        (
+                            "warning",
+                            "event handled",
+                            {
+                                "event_id": env.id,
+                                "type": env.type,
+                                "worker_id": env.subject,
+                                "outcome": "duplicate-conflict",
+                            },
+                        )
+                    )
                 else:
                     report.outcomes["duplicate"] += 1
                     topic = self.logical_topic(d.record.topic)
@@ -404,7 +455,7 @@ class BatchProcessor:
             touched: dict[str, tuple[Aggregate, int]] = {}
             for d in todo:
                 env, rec = d.envelope, d.record
-                outcome = self._apply(env, rec, aggs, touched, batch, now, notes, report)
+                outcome = self._apply(d, aggs, touched, batch, now, notes, report)
                 report.outcomes[outcome] += 1
                 topic = self.logical_topic(rec.topic)
                 report.labelled[(topic, env.type, outcome)] += 1
@@ -420,6 +471,7 @@ class BatchProcessor:
                         rec.partition,
                         rec.offset,
                         outcome,
+                        d.digest,
                     )
                 )
             batch.aggregates = list(touched.values())
@@ -434,8 +486,7 @@ class BatchProcessor:
 
     def _apply(
         self,
-        env: Envelope,
-        rec: RawRecord,
+        d: _Decoded,
         aggs: dict[str, Aggregate],
         touched: dict[str, tuple[Aggregate, int]],
         batch: BatchWrite,
@@ -443,9 +494,10 @@ class BatchProcessor:
         notes: list[_Note],
         report: BatchReport,
     ) -> str:
+        env, rec = d.envelope, d.record
         agg = aggs[env.subject]
         try:
-            result = handle(agg, env, self.policy, now)
+            result = handle(agg, env, self.policy, now, received_at=d.received_at)
         except Rejected as exc:
             batch.deadletters.append(self._dead_letter(rec, f"rejected: {exc.reason}", env))
             notes.append(
