@@ -47,6 +47,7 @@ Publishing (:func:`publish_refusal`), rules decided where the design is silent
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,19 +77,33 @@ def is_reserved_source(source: str) -> bool:
 
 
 # -- cases -------------------------------------------------------------------------------
-def case_posts(case: Case, policy: Policy) -> set[str]:
-    """Every post that may see and act on ``case`` (see the module docstring)."""
-    posts = {case.post_id, policy.headquarters}
-    for level in range(1, min(case.escalation_level, MAX_LEVEL) + 1):
-        posts.add(escalation_target(policy, case.post_id, level))
-    escalated = case.detail.get(ESCALATED_TO)
+def _ladder_posts(post_id: str, level: int, detail: Mapping[str, Any], policy: Policy) -> set[str]:
+    posts = {post_id, policy.headquarters}
+    for step in range(1, min(level, MAX_LEVEL) + 1):
+        posts.add(escalation_target(policy, post_id, step))
+    escalated = detail.get(ESCALATED_TO)
     if isinstance(escalated, str) and escalated:
         posts.add(escalated)
     return posts
 
 
+def case_posts(case: Case, policy: Policy) -> set[str]:
+    """Every post that may see and act on ``case`` (see the module docstring)."""
+    return _ladder_posts(case.post_id, case.escalation_level, case.detail, policy)
+
+
 def can_see_case(scope: Scope, case: Case, policy: Policy) -> bool:
     return scope.hq or bool(scope.posts & case_posts(case, policy))
+
+
+def can_see_case_json(scope: Scope, case: Mapping[str, Any], policy: Policy) -> bool:
+    """:func:`can_see_case` for a case's public JSON (``post_id``, ``escalation_level``,
+    ``detail``), as the live stream has it."""
+    if scope.hq:
+        return True
+    level = case.get("escalation_level") or 0
+    posts = _ladder_posts(case["post_id"], level, case.get("detail") or {}, policy)
+    return bool(scope.posts & posts)
 
 
 def may_act(case: Case, post_id: str | None, policy: Policy) -> bool:

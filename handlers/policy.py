@@ -193,6 +193,15 @@ def parse_duration(value: object, where: str = "duration") -> timedelta:
     return timedelta(**{_UNITS[m.group(2)]: n})
 
 
+def format_duration(value: timedelta) -> str:
+    """The policy file's notation for a duration: "90s", "15m", "1h", "7d"."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def load_policy(path: Path | str | None = None) -> Policy:
     """Load and validate a policy file; ``None`` loads the default shipped with the code."""
     p = Path(path) if path is not None else DEFAULT_POLICY_PATH

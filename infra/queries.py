@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from handlers.access import CaseFilter, Scope, can_see_case, worker_view
 from handlers.escalation import ESCALATED_TO
 from handlers.model import Case, iso, parse_dt
 from handlers.policy import Policy
@@ -24,21 +25,15 @@ DESK_DUE = (
 
 
 async def get_worker(
-    conn: asyncpg.Connection, worker_id: str, posts: frozenset[str] | None = None
+    conn: asyncpg.Connection, worker_id: str, scope: Scope, policy: Policy
 ) -> dict[str, Any] | None:
-    """The worker (design §6 keys, plus journey dates and claims). With ``posts`` (a post
-    token's scope) only a worker with a case at one of those posts is visible, and only
-    those cases are listed."""
+    """The worker (design §6 keys, plus journey dates and claims) as ``scope`` may see it
+    (``handlers.access.worker_view``); None when unknown or not visible."""
     aggs = await load_aggregates(conn, [worker_id])
     agg = aggs[worker_id]
     if not agg.exists:
         return None
     body = agg.worker_public()
-    if posts is not None:
-        visible = {cid for cid, c in agg.cases.items() if responsible_posts(c) & posts}
-        if not visible:
-            return None
-        body["open_cases"] = [cid for cid in body["open_cases"] if cid in visible]
     w = agg.worker
     body["departed_at"] = iso(w.departed_at)
     body["returned_at"] = iso(w.returned_at)
@@ -46,19 +41,20 @@ async def get_worker(
     body["insured_from"] = iso(w.insured_from)
     body["claims"] = [c.to_doc() for c in sorted(agg.claims.values(), key=lambda c: c.claim_id)]
     body["updated_at"] = iso(w.updated_at)
-    return body
+    return worker_view(scope, agg, policy, body)
 
 
 async def list_cases(
     conn: asyncpg.Connection,
     filters: dict[str, str],
     *,
-    posts: frozenset[str] | None = None,
+    visible: CaseFilter | None = None,
     limit: int = 100,
     after: str | None = None,
     order: str = "newest",
 ) -> list[dict[str, Any]]:
-    """Cases matching the filters, ``posts`` limiting the scope.
+    """Cases matching the filters, ``visible`` (a post token's
+    ``handlers.access.case_filter``; None: every case) limiting the scope.
 
     Filters are exact matches; ``status`` may list several values (``open,reopened``); ``q``
     matches the start of the case id or of the worker id. ``order`` is ``newest`` (opened_at
@@ -81,11 +77,14 @@ async def list_cases(
         else:
             args.append(value)
             where.append(f"{name} = ${len(args)}")
-    if posts is not None:
-        args.append(sorted(posts))
-        where.append(
-            f"(post_id = ANY(${len(args)}) OR doc->'detail'->>'{ESCALATED_TO}' = ANY(${len(args)}))"
-        )
+    if visible is not None:
+        args.append(sorted(visible.posts))
+        ors = [f"doc->'detail'->>'{ESCALATED_TO}' = ANY(${len(args)})"]
+        for level, posts in enumerate(visible.by_level):
+            if posts:
+                args.append(sorted(posts))
+                ors.append(f"(escalation_level >= {level} AND post_id = ANY(${len(args)}))")
+        where.append("(" + " OR ".join(ors) + ")")
     if order == "urgency":
         if after:
             due, case_id = _parse_cursor(after, allow_none=True)
@@ -165,24 +164,19 @@ async def get_case(conn: asyncpg.Connection, case_id: str) -> dict[str, Any] | N
     return body
 
 
-def responsible_posts(case: Case | dict[str, Any]) -> set[str]:
-    """The posts that may see a case: its assigned post and, once escalated, the post it was
-    escalated to (the head of mission at level 1)."""
-    if isinstance(case, Case):
-        post, detail = case.post_id, case.detail
-    else:
-        post, detail = case["post_id"], case.get("detail") or {}
-    escalated = detail.get(ESCALATED_TO)
-    return {post, escalated} if escalated else {post}
-
-
-async def case_post(conn: asyncpg.Connection, case_id: str) -> tuple[set[str], str, str] | None:
-    """(posts that may see it, post_id, worker_id) of a case, for scope checks."""
+async def find_case(conn: asyncpg.Connection, case_id: str) -> Case | None:
     row = await conn.fetchrow("SELECT doc FROM cases WHERE case_id = $1", case_id)
-    if row is None:
+    return Case.from_doc(row["doc"]) if row is not None else None
+
+
+async def get_visible_case(
+    conn: asyncpg.Connection, case_id: str, scope: Scope, policy: Policy
+) -> dict[str, Any] | None:
+    """The case with its timeline if ``scope`` may see it (``handlers.access``), else None."""
+    case = await find_case(conn, case_id)
+    if case is None or not can_see_case(scope, case, policy):
         return None
-    case = Case.from_doc(row["doc"])
-    return responsible_posts(case), case.post_id, case.worker_id
+    return await get_case(conn, case_id)
 
 
 async def list_posts(

@@ -15,8 +15,8 @@ from typing import Any
 from faust.web import Request, Response
 
 from errors import Forbidden, InvalidEvent, NotFound, Rejected
+from handlers import access
 from handlers.dispatch import handle
-from handlers.policy import Policy
 from infra import queries
 from infra.store import load_aggregates
 from infra.tokens import Scope
@@ -58,29 +58,6 @@ class CaseAction(ApiView):
         return self.reply(reply, status=status)
 
 
-def acting_post(
-    scope: Scope, body: dict[str, Any], policy: Policy, case_post: str, responsible: set[str]
-) -> str:
-    """Which post the action is taken as: the body's post_id if the token holds it, else the
-    case's post, else the post it was escalated to, when the token holds one; else
-    headquarters for an HQ token."""
-    wanted = body.get("post_id")
-    if wanted:
-        if wanted == policy.headquarters and scope.hq:
-            return wanted
-        if wanted in scope.posts:
-            return wanted
-        raise Forbidden(f"this token does not act for post {wanted}")
-    if case_post in scope.posts:
-        return case_post
-    mine = sorted(responsible & scope.posts)
-    if mine:
-        return mine[0]
-    if scope.hq:
-        return policy.headquarters
-    return sorted(scope.posts)[0]
-
-
 async def case_action(
     runtime: Any,
     scope: Scope,
@@ -91,19 +68,20 @@ async def case_action(
 ) -> tuple[int, dict[str, Any]]:
     """Check the action against the current case (same rules as the processor), then publish
     it on pmi.case-actions.v1. Returns the HTTP status and the reply body."""
+    policy = runtime.policy
     async with runtime.db.pool.acquire() as conn:
-        found = await queries.case_post(conn, case_id)
-        if found is None or not scope.can_see_any(found[0]):
+        case = await queries.find_case(conn, case_id)
+        if case is None or not access.can_see_case(scope, case, policy):
             return 404, {"error": f"unknown case {case_id}"}
-        responsible, post_id, worker_id = found
+        worker_id = case.worker_id
         aggs = await load_aggregates(conn, [worker_id])
     actor = body.get("actor")
     if not isinstance(actor, str) or not actor.strip():
         return 422, {"error": "actor (the officer id) is required", "field": "actor"}
-    try:
-        acting = acting_post(scope, body, runtime.policy, post_id, responsible)
-    except Rejected as exc:
-        return http_status(exc), {"error": exc.reason}
+    wanted = body.get("post_id")
+    acting = access.acting_post(scope, case, policy, wanted if isinstance(wanted, str) else None)
+    if acting is None or (wanted is not None and not isinstance(wanted, str)):
+        return 403, {"error": f"this token does not act for post {wanted}"}
     data: dict[str, Any] = {
         "case_id": case_id,
         "worker_id": worker_id,
@@ -130,7 +108,7 @@ async def case_action(
             source=f"garda-api/{scope.token_id}",
             time=datetime.now(UTC),
         )
-        handle(aggs[worker_id], env, runtime.policy, datetime.now(UTC))
+        handle(aggs[worker_id], env, policy, datetime.now(UTC))
     except InvalidEvent as exc:
         return 422, {"error": str(exc), "field": exc.field}
     except Rejected as exc:

@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 from faust.web import Request, Response
 
+from handlers import access
 from infra import queries, sessions
 from infra.logging import get_logger
 from infra.tokens import audit
@@ -118,8 +119,8 @@ class DeskCasePage(DeskView):
         if session is None:
             return self.page(view="signin", next_path=safe_next(aio(request).path_qs))
         async with self.runtime.db.pool.acquire() as conn:
-            found = await queries.case_post(conn, case_id)
-        if found is None or not session.scope.can_see_any(found[0]):
+            case = await queries.find_case(conn, case_id)
+        if case is None or not access.can_see_case(session.scope, case, self.runtime.policy):
             return self.page(view="notfound", status=404)
         return self.page(view="case")
 

@@ -4,20 +4,30 @@ Rules decided where the design is silent: only producers' event types are accept
 actions go through ``/api/cases/{id}/<action>``, which checks the token's scope, and
 ``garda.*`` commands are Garda's own); an invalid event is refused with 400 *and*
 dead-lettered like a Kafka record, so both channels leave the same trace.
+
+Who may send what is ``handlers.access`` (its docstring has the rules): the token must own
+the event's ``source`` (``garda tokens create --producer SOURCE``; headquarters included),
+and a post token's event is dry-run against the worker's current state and must change
+nothing outside its posts. A refusal is 403 (a rule refusing the event in the dry run: its
+own status), audited, and dead-lettered with the reason (``forbidden: ...``).
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from faust.web import Request, Response
 
-from errors import InvalidEvent
+from errors import InvalidEvent, Rejected
+from handlers import access
+from handlers.dispatch import handle
 from infra.metrics import DEADLETTERS
-from infra.store import BatchWrite, DeadLetter, write_batch
+from infra.store import BatchWrite, DeadLetter, load_aggregates, write_batch
 from infra.tokens import Scope
 from schemas import topics
-from schemas.envelope import decode
+from schemas.envelope import Envelope, decode
+from streams.http_errors import http_status
 from streams.web.common import ApiView, log, write_endpoint
 
 INGEST_TOPICS = (topics.DEPARTURES, topics.INCIDENTS, topics.CLAIMS)
@@ -44,6 +54,12 @@ class Ingest(ApiView):
             await self.dead_letter(body, headers, reason)
             await self.audit(scope, request, 422, env.id, {"error": reason})
             return self.fail(422, reason, field="type", accepted=sorted(TOPIC_OF_TYPE))
+        refusal = await self.refusal(scope, env)
+        if refusal is not None:
+            status, reason = refusal
+            await self.dead_letter(body, headers, reason)
+            await self.audit(scope, request, status, env.id, {"error": reason})
+            return self.fail(status, reason, field="source" if status == 403 else None)
         topic = runtime.settings.topic(TOPIC_OF_TYPE[env.type])
         try:
             await runtime.relay.send_raw(topic, env.subject.encode(), body, headers)
@@ -54,6 +70,26 @@ class Ingest(ApiView):
         await self.audit(scope, request, 202, env.id, {"type": env.type})
         log.info("event ingested", event_id=env.id, type=env.type, worker_id=env.subject)
         return self.reply({"accepted": True, "id": env.id, "topic": topic}, status=202)
+
+    async def refusal(self, scope: Scope, env: Envelope) -> tuple[int, str] | None:
+        """(status, reason) when ``scope`` may not publish ``env`` (handlers.access), else None."""
+        reason = access.source_refusal(scope, env.source)
+        if reason is not None:
+            return 403, f"forbidden: {reason}"
+        if scope.hq or not scope.posts:
+            return None
+        policy = self.runtime.policy
+        async with self.runtime.db.pool.acquire() as conn:
+            before = (await load_aggregates(conn, [env.subject]))[env.subject]
+        try:
+            result = handle(before, env, policy, datetime.now(UTC))
+        except Rejected as exc:
+            return http_status(exc), f"rejected: {exc.reason}"
+        except Exception as exc:  # noqa: BLE001 - the rules could not apply it: refuse, say why
+            log.warning("ingest dry run failed", event_id=env.id, error=type(exc).__name__)
+            return 422, f"rejected: the rules could not apply this event ({type(exc).__name__})"
+        reason = access.effects_refusal(scope, before, result, policy)
+        return (403, f"forbidden: {reason}") if reason is not None else None
 
     async def dead_letter(self, body: bytes, headers: list[tuple[str, bytes]], error: str) -> None:
         runtime = self.runtime

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 from faust.web import Request, Response
 
+from handlers import access
 from infra import queries
 from infra.tokens import Scope
 from streams.web.common import ApiView, log, resolve_scope, token_required
@@ -100,9 +101,8 @@ class CaseFeed:
             if self.sent.get(case["case_id"]) == updated_at:
                 continue
             self.sent[case["case_id"]] = updated_at
-            visible = queries.responsible_posts(case)
             for listener in list(self.listeners):
-                if listener.scope.can_see_any(visible):
+                if access.can_see_case_json(listener.scope, case, self.runtime.policy):
                     listener.offer("case", case)
         if rows:
             self.cursor = max(self.cursor, rows[-1][0])

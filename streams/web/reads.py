@@ -6,6 +6,7 @@ from typing import Any
 
 from faust.web import Request, Response
 
+from handlers import access
 from handlers.model import CASE_KINDS, CASE_STATUSES, SEVERITIES
 from infra import queries
 from infra.tokens import Scope
@@ -24,7 +25,7 @@ class WorkerView(ApiView):
     @token_required
     async def get(self, request: Request, scope: Scope, worker_id: str) -> Response:
         async with self.runtime.db.pool.acquire() as conn:
-            body = await queries.get_worker(conn, worker_id, scope.post_filter)
+            body = await queries.get_worker(conn, worker_id, scope, self.runtime.policy)
         if body is None:
             return self.fail(404, f"unknown worker {worker_id}")
         return self.reply(body)
@@ -57,7 +58,7 @@ class CaseList(ApiView):
                 cases = await queries.list_cases(
                     conn,
                     dict(q),
-                    posts=scope.post_filter,
+                    visible=access.case_filter(scope, self.runtime.policy),
                     limit=limit,
                     after=q.get("after"),
                     order=order,
@@ -74,8 +75,8 @@ class CaseView(ApiView):
     @token_required
     async def get(self, request: Request, scope: Scope, case_id: str) -> Response:
         async with self.runtime.db.pool.acquire() as conn:
-            body = await queries.get_case(conn, case_id)
-        if body is None or not scope.can_see_any(queries.responsible_posts(body)):
+            body = await queries.get_visible_case(conn, case_id, scope, self.runtime.policy)
+        if body is None:
             return self.fail(404, f"unknown case {case_id}")
         return self.reply(body)
 

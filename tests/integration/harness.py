@@ -149,14 +149,22 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def new_token(
-    settings: Settings, *, posts: list[str] | None = None, hq: bool = False, label: str = "test"
+    settings: Settings,
+    *,
+    posts: list[str] | None = None,
+    hq: bool = False,
+    label: str = "test",
+    sources: list[str] | None = None,
 ) -> tuple[str, str]:
-    """(token_id, secret) through ``infra.tokens.create_token`` on the test database."""
+    """(token_id, secret) through ``infra.tokens.create_token`` on the test database;
+    ``sources``: the producer sources it may publish as."""
     from infra.tokens import create_token  # noqa: PLC0415
 
     conn = await asyncpg.connect(settings.database_url)
     try:
-        return await create_token(conn, posts=posts or [], hq=hq, label=label)
+        return await create_token(
+            conn, posts=posts or [], hq=hq, label=label, sources=sources or []
+        )
     finally:
         await conn.close()
 

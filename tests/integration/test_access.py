@@ -68,7 +68,7 @@ async def audit_rows(settings: Settings) -> list[dict]:
 async def test_post_tokens_see_only_their_cases(settings: Settings, worker: WorkerProcess) -> None:
     url = worker.url
     hq_id, hq = await new_token(settings, hq=True)
-    jb_id, jb_token = await new_token(settings, posts=[JOHOR])
+    jb_id, jb_token = await new_token(settings, posts=[JOHOR], sources=["kp2mi/hotline"])
     jb, tpe = await two_cases(settings, url, hq)
     johor = bearer(jb_token)
 
