@@ -52,7 +52,12 @@ async def worker(settings: Settings, tmp_path: Path) -> AsyncIterator[WorkerProc
     policy = derived_policy(
         tmp_path,
         "compliance_policy.toml",
-        **{"revoked_licenses = []": f'revoked_licenses = ["{REVOKED}"]'},
+        **{
+            "revoked_licenses = []": f'revoked_licenses = ["{REVOKED}"]',
+            # The worked example is dated 2026-11-20: replayed more than 30 d later it would
+            # be a late report (clocks from its receipt) and its deadlines would differ.
+            'max_event_age = "30d"': 'max_event_age = "3650d"',
+        },
     )
     w = WorkerProcess(replace(settings, policy=policy), tmp_path, "w1")
     await w.start()
