@@ -147,6 +147,14 @@ async def lock_workers(conn: asyncpg.Connection, worker_ids: Iterable[str]) -> N
         )
 
 
+async def claim_new(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Of these (source, id) keys, the ones never processed before (not yet recorded)."""
+    seen = await processed_digests(conn, keys)
+    return {k for k in keys if k not in seen}
+
+
 async def processed_digests(
     conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], str | None]:

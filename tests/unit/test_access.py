@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import replace
 
 import pytest
 
+from errors import ConfigError
 from handlers import access
 from handlers.access import Scope
 from handlers.dispatch import handle
 from handlers.model import Case
+from handlers.policy import DEFAULT_POLICY_PATH, policy_from_dict
+from streams.processor import content_digest
 from tests.unit.factories import POLICY, T0, H, aggregate, envelope, incident
 
 JOHOR, KL, PENANG, TAIPEI = "KJRI-JOHOR-BAHRU", "KBRI-KUALA-LUMPUR", "KJRI-PENANG", "KDEI-TAIPEI"
@@ -193,14 +197,6 @@ def test_late_report_clocks_start_at_receipt() -> None:
 
 
 def test_intake_policy_keys() -> None:
-    import tomllib  # noqa: PLC0415
-
-    from handlers.policy import (
-        DEFAULT_POLICY_PATH,  # noqa: PLC0415
-        policy_from_dict,  # noqa: PLC0415
-    )
-    from infra.errors import ConfigError  # noqa: PLC0415
-
     doc = tomllib.loads(DEFAULT_POLICY_PATH.read_text())
     assert POLICY.intake.max_event_age.days == 30 and POLICY.intake.max_action_age.days == 1
     doc["intake"] = {"max_event_age": "2h"}
@@ -211,8 +207,6 @@ def test_intake_policy_keys() -> None:
 
 
 def test_content_digest_ignores_encoding_not_content() -> None:
-    from streams.processor import content_digest  # noqa: PLC0415
-
     env = envelope("pmi.incident.reported", incident(), worker_id="W", id="same")
     reordered = replace(env, data=dict(reversed(list(env.data.items()))))
     assert content_digest(env) == content_digest(reordered)
