@@ -423,6 +423,9 @@ class BatchProcessor:
                     )
                     batch.deadletters.append(self._dead_letter(d.record, reason, env))
                     report.outcomes["duplicate-conflict"] += 1
+                    topic = self.logical_topic(d.record.topic)
+                    report.labelled[(topic, env.type, "duplicate-conflict")] += 1
+                    report.deadletters[(topic, "duplicate-conflict")] += 1
                     notes.append(
                         (
                             "warning",

@@ -214,9 +214,11 @@ async def test_same_id_other_content_is_a_dead_letter_same_content_a_silent_dupl
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{worker.url}/metrics") as r:
             text = await r.text()
-    assert "garda_deadletters_total 1" in text
-    assert 'garda_events_total{outcome="duplicate-conflict"} 1' in text
-    assert 'garda_events_total{outcome="duplicate"} 1' in text
+    incidents = f'topic="{topics.INCIDENTS}"'
+    assert f'garda_deadletters_total{{reason="duplicate-conflict",{incidents}}} 1.0' in text
+    kind = f'{incidents},type="pmi.incident.reported"'
+    assert f'garda_events_total{{outcome="duplicate-conflict",{kind}}} 1.0' in text
+    assert f'garda_events_total{{outcome="duplicate",{kind}}} 1.0' in text
 
 
 async def test_worker_view_shows_a_post_only_its_own_part(
