@@ -1,6 +1,6 @@
 """``garda rebuild`` throughput and memory, against the ceiling on the same topics.
 
-The N events are produced to a fresh topic prefix; ``python -m infra.cli rebuild`` replays
+The N events are produced to a fresh topic prefix; ``python -m garda rebuild`` replays
 them into an empty database in a child process. Its own figure (records / seconds from the
 first fetch to the last commit, as it prints it) is the throughput; the peak resident set of
 the rebuild's process tree (the parent plus its partition processes, sampled every 0.1 s
@@ -25,7 +25,7 @@ DONE = re.compile(r"rebuild: done, (\d+) records in ([\d.]+)s")
 
 def _tree_rss(pid: int) -> tuple[int, int]:
     """(sum, largest single) RSS in bytes of ``pid`` and its descendants."""
-    import psutil  # noqa: PLC0415 - a bench extra
+    import psutil
 
     try:
         root = psutil.Process(pid)
@@ -63,7 +63,7 @@ async def run_rebuild(stack: Stack, prefix: str, n: int, **env: str) -> dict[str
     )
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "rebuild"],
+        [sys.executable, "-m", "garda", "rebuild"],
         cwd=REPO,
         env=child_env,
         stdout=subprocess.DEVNULL,

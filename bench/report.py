@@ -157,10 +157,10 @@ def markdown(r: dict[str, Any], plots: list[str] | None = None) -> str:
 def plot(r: dict[str, Any], out_stem: Path) -> list[Path]:
     """latency CDF, throughput bars, escalation lateness; returns the PNG paths written."""
     try:
-        import matplotlib  # noqa: PLC0415 - a bench extra
+        import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
     except ImportError:
         return []
     written: list[Path] = []

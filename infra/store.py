@@ -27,13 +27,15 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 import asyncpg
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from errors import CaseConflict, GardaError
+from handlers.claims import stall_due
+from handlers.escalation import next_deadline
 from handlers.model import Aggregate, Case, Claim, TimelineEntry, Worker
+from handlers.policy import Policy
 from infra.logging import mask_document, mask_json_text
 
 Headers = list[tuple[str, bytes]]
@@ -190,18 +192,39 @@ async def load_aggregates(
     return aggs
 
 
-class Clocks(Protocol):
-    """When a case must escalate next and when a claim stalls (the timers scan these)."""
-
-    def next_due(self, case: Case) -> datetime | None: ...
-
-    def stall_due(self, claim: Claim) -> datetime | None: ...
+def _next_due(case: Case, policy: Policy) -> datetime | None:
+    nd = next_deadline(case, policy)
+    return nd[0] if nd else None
 
 
-async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clocks) -> list[int]:
-    """Write one batch (inside the caller's transaction); returns the new outbox seqs."""
+async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, policy: Policy) -> list[int]:
+    """Write one batch (inside the caller's transaction); returns the new outbox seqs.
+
+    ``policy`` dates the rows the timers scan (a case's next deadline, a claim's stall).
+    """
+    await _write_state(conn, batch.aggregates, policy)
+    await _write_history(conn, batch)
+    rows = list(batch.outbox)
+    rows += await _record_dead_letters(conn, batch.deadletters, batch.deadletter_topic)
+    return await _insert_outbox(conn, rows)
+
+
+async def write_dead_letters(
+    conn: asyncpg.Connection, deadletters: Sequence[DeadLetter], deadletter_topic: str
+) -> list[int]:
+    """Record dead letters and their outbox rows (inside the caller's transaction); returns
+    the new outbox seqs. A dead letter recorded before gets nothing twice."""
+    return await _insert_outbox(
+        conn, await _record_dead_letters(conn, deadletters, deadletter_topic)
+    )
+
+
+async def _write_state(
+    conn: asyncpg.Connection, aggregates: Sequence[tuple[Aggregate, int | None]], policy: Policy
+) -> None:
+    """Upsert the workers, cases and claims of the touched aggregates."""
     workers, cases, claims = [], [], []
-    for agg, partition in batch.aggregates:
+    for agg, partition in aggregates:
         w = agg.worker
         workers.append(
             (
@@ -231,7 +254,7 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
                     c.resolve_due,
                     c.opened_at,
                     c.reports,
-                    clocks.next_due(c),
+                    _next_due(c, policy),
                     partition,
                     c.to_doc(),
                 )
@@ -243,7 +266,7 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
                     cl.worker_id,
                     cl.status,
                     cl.last_change_at,
-                    clocks.stall_due(cl),
+                    stall_due(cl, policy),
                     partition,
                     cl.to_doc(),
                 )
@@ -270,6 +293,10 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
                    partition=$6, doc=$7, updated_at=now() WHERE claims.doc IS DISTINCT FROM $7""",
             claims,
         )
+
+
+async def _write_history(conn: asyncpg.Connection, batch: BatchWrite) -> None:
+    """Append the timeline rows and the processed ids (the dedup table)."""
     if batch.timeline:
         await conn.executemany(
             """INSERT INTO case_timeline (entry_id, case_id, at, type, actor, detail, source,
@@ -311,9 +338,14 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
             [k[1] for k, _ in seen],
             [t for _, t in seen],
         )
-    rows = list(batch.outbox)
-    if batch.deadletters:
-        dls = batch.deadletters
+
+
+async def _record_dead_letters(
+    conn: asyncpg.Connection, dls: Sequence[DeadLetter], deadletter_topic: str
+) -> list[OutboxRow]:
+    """Insert the dead letters; the outbox rows of those not recorded before."""
+    rows: list[OutboxRow] = []
+    if dls:
         # One statement for the whole batch; only dead letters not recorded before (a
         # redelivery records nothing twice) get an outbox row.
         fresh = await conn.fetch(
@@ -339,7 +371,12 @@ async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, clocks: Clock
         for d in dls:
             seq = new.pop((d.topic, d.partition, d.offset, d.digest), None)
             if seq is not None:
-                rows.append(dead_letter_row(d, batch.deadletter_topic, seq))
+                rows.append(dead_letter_row(d, deadletter_topic, seq))
+    return rows
+
+
+async def _insert_outbox(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> list[int]:
+    """Insert outbox rows (each checked to be publishable); returns the new seqs, sorted."""
     if not rows:
         return []
     for r in rows:

@@ -47,7 +47,7 @@ def worker_env(settings: Settings, web_port: int, **extra: str) -> dict[str, str
 
 
 class WorkerProcess:
-    """``python -m infra.cli worker`` as a child process, its log in a file."""
+    """``python -m garda worker`` as a child process, its log in a file."""
 
     poll_interval = 0.2
 
@@ -62,9 +62,9 @@ class WorkerProcess:
         self.startup_seconds = 0.0
 
     async def start(self, ready_timeout: float = 40.0) -> WorkerProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "worker"],
+            [sys.executable, "-m", "garda", "worker"],
             cwd=REPO,
             env=self.env,
             stdout=log,

@@ -241,7 +241,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
         except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
             log.warning("prune failed", error=repr(exc))
 
-    from streams import web  # noqa: PLC0415 - views need the app
+    from streams import web
 
     web.register(app)
     return app

@@ -21,10 +21,8 @@ from typing import Any
 import asyncpg
 
 from errors import CaseConflict, GardaError, InvalidEvent, Rejected
-from handlers.claims import stall_due
 from handlers.dispatch import handle
-from handlers.escalation import next_deadline
-from handlers.model import Aggregate, Case, Claim, OutputEvent, parse_dt
+from handlers.model import Aggregate, OutputEvent, parse_dt
 from handlers.policy import Policy
 from infra import metrics
 from infra.db import Database
@@ -42,6 +40,7 @@ from infra.store import (
     lock_workers,
     processed_digests,
     write_batch,
+    write_dead_letters,
 )
 from schemas import topics
 from schemas.envelope import GARDA_SOURCE, Envelope, decode, encode
@@ -205,13 +204,6 @@ class BatchProcessor:
         # e.g. garda rebuild, which must not notify anyone twice).
         self.hooks: Hooks | None = None
 
-    def next_due(self, case: Case) -> datetime | None:
-        nd = next_deadline(case, self.policy)
-        return nd[0] if nd else None
-
-    def stall_due(self, claim: Claim) -> datetime | None:
-        return stall_due(claim, self.policy)
-
     # -- decoding -----------------------------------------------------------------------
     def _decode(self, rec: RawRecord) -> _Decoded:
         logical = self._logical.get(rec.topic)
@@ -310,10 +302,10 @@ class BatchProcessor:
                     await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
 
     async def _dead_letter_only(self, rec: RawRecord, error: str) -> BatchReport:
-        batch = BatchWrite(deadletter_topic=self.deadletter_topic)
-        batch.deadletters.append(self._dead_letter(rec, error))
         async with self.db.pool.acquire() as conn, conn.transaction():
-            seqs = await write_batch(conn, batch, self)
+            seqs = await write_dead_letters(
+                conn, [self._dead_letter(rec, error)], self.deadletter_topic
+            )
         self.totals["deadletter"] += 1
         topic = self.logical_topic(rec.topic)
         report = BatchReport(
@@ -399,7 +391,7 @@ class BatchProcessor:
 
         for d in decoded:  # expected producers that spoke (policy [[sources]])
             if d.envelope.source in self._expected:
-                spoke = min(now, d.envelope_time(now))
+                spoke = min(now, d.received_at or now)
                 key = (d.envelope.source, d.record.partition)
                 if key not in batch.sources_seen or batch.sources_seen[key] < spoke:
                     batch.sources_seen[key] = spoke
@@ -478,7 +470,7 @@ class BatchProcessor:
                     )
                 )
             batch.aggregates = list(touched.values())
-            report.outbox_seqs = await write_batch(conn, batch, self)
+            report.outbox_seqs = await write_batch(conn, batch, self.policy)
             if self.hooks is not None:
                 await self.hooks.enqueue(conn, batch.outbox)
         for level, event, fields in notes:

@@ -226,7 +226,7 @@ def _child(
             )
         )
         results.put(("ok", (dict(totals), count)))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails
+    except BaseException as exc:
         results.put(("error", f"{type(exc).__name__}: {exc}"))
         raise
 

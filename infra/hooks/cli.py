@@ -65,7 +65,7 @@ async def _hooks(args: argparse.Namespace, settings: Settings) -> int:
                     f"pending={c.get('pending', 0)} delivered={c.get('delivered', 0)}"
                     f" failed={c.get('failed', 0)}  match: {rcv.match.describe()}"
                 )
-                if off:
+                if s is not None and off:
                     print(f"    disabled: {s['disabled_reason']}")
             for name, c in counts.items():
                 print(f"{name}  (not in the receivers file)  pending={c.get('pending', 0)}")
@@ -155,16 +155,17 @@ async def _test(receivers: Any, names: list[str], settings: Settings) -> int:
             rcv = receivers.get(name)
             if rcv is None:
                 raise ConfigError(f"hooks test: no receiver {name!r} in GARDA_RECEIVERS")
+            event_id = uuid.uuid4().hex
             event = {
                 "specversion": "1.0",
-                "id": uuid.uuid4().hex,
+                "id": event_id,
                 "source": "garda",
                 "type": "garda.alert.test",
                 "subject": name,
                 "time": datetime.now(UTC).isoformat(),
                 "data": {"alert": "test", "receiver": name, "note": "garda hooks test"},
             }
-            did = "test_" + event["id"][:20]
+            did = "test_" + event_id[:20]
             if rcv.type == "alertmanager":
                 body, headers = alertmanager_body([event]), {"Content-Type": "application/json"}
             else:
@@ -218,11 +219,11 @@ async def _silences(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "expire":
             if not args.silence_id:
                 raise ConfigError("silences expire needs the silence id")
-            s = await expire_silence(conn, args.silence_id, by=author, token_id=f"cli:{author}")
-            if s is None:
+            gone = await expire_silence(conn, args.silence_id, by=author, token_id=f"cli:{author}")
+            if gone is None:
                 print(f"{args.silence_id}: unknown or already over")
                 return 1
-            print(f"{s.silence_id} expired (silenced {s.silenced} alerts)")
+            print(f"{gone.silence_id} expired (silenced {gone.silenced} alerts)")
             return 0
     finally:
         await conn.close()

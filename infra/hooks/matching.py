@@ -284,7 +284,7 @@ def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
     value = value.strip()
     if value.isdigit():
         return timedelta(seconds=int(value))
-    from email.utils import parsedate_to_datetime  # noqa: PLC0415 - rarely needed
+    from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(value)

@@ -72,7 +72,7 @@ class Receiver:
 class Receivers:
     items: tuple[Receiver, ...] = ()
 
-    def __iter__(self):  # noqa: ANN204 - iterator of Receiver
+    def __iter__(self):
         return iter(self.items)
 
     def __len__(self) -> int:
@@ -118,7 +118,12 @@ def _receiver(doc: Any, where: str) -> Receiver:
         raise ConfigError(f"{where}.type: {type_!r} is not one of {', '.join(TYPES)}")
     url = doc.get("url")
     parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+    if (
+        not isinstance(url, str)
+        or parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.netloc
+    ):
         raise ConfigError(f"{where}.url: expected an http:// or https:// URL, got {url!r}")
     secret = doc.get("secret")
     if type_ == "webhook":

@@ -75,7 +75,7 @@ def check_new(matcher: Matcher, until: datetime, author: str, reason: str, now: 
 
 def parse_until(text: str, now: datetime | None = None) -> datetime:
     """``2026-12-01T18:00:00Z`` or a duration from now (``90m``, ``2h``, ``3d``)."""
-    from handlers.policy import parse_duration  # noqa: PLC0415
+    from handlers.policy import parse_duration
 
     now = now or datetime.now(UTC)
     text = text.strip()

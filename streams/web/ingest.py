@@ -23,7 +23,7 @@ from errors import InvalidEvent, Rejected
 from handlers import access
 from handlers.dispatch import handle
 from infra.metrics import DEADLETTERS
-from infra.store import BatchWrite, DeadLetter, load_aggregates, write_batch
+from infra.store import DeadLetter, load_aggregates, write_dead_letters
 from infra.tokens import Scope
 from schemas import topics
 from schemas.envelope import Envelope, decode
@@ -93,20 +93,17 @@ class Ingest(ApiView):
 
     async def dead_letter(self, body: bytes, headers: list[tuple[str, bytes]], error: str) -> None:
         runtime = self.runtime
-        batch = BatchWrite(deadletter_topic=runtime.settings.topic(topics.DEADLETTER))
-        batch.deadletters.append(
-            DeadLetter(
-                topic="http:/api/events",
-                partition=0,
-                offset=time.time_ns(),
-                error=error,
-                key=None,
-                value=body,
-                headers=headers,
-            )
+        dead = DeadLetter(
+            topic="http:/api/events",
+            partition=0,
+            offset=time.time_ns(),
+            error=error,
+            key=None,
+            value=body,
+            headers=headers,
         )
         async with runtime.db.pool.acquire() as conn, conn.transaction():
-            seqs = await write_batch(conn, batch, runtime.processor)
+            seqs = await write_dead_letters(conn, [dead], runtime.settings.topic(topics.DEADLETTER))
         DEADLETTERS.labels("http:/api/events", "invalid").inc()
         await runtime.relay.publish_with_retry(seqs)
 

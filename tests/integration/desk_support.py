@@ -83,7 +83,7 @@ class DeskClient:
         async with self.http.get(self.url + path) as r:
             text = await r.text()
             if r.content_type == "application/json":
-                import json  # noqa: PLC0415
+                import json
 
                 return r.status, json.loads(text)
             return r.status, text

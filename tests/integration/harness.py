@@ -131,7 +131,7 @@ async def db_fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
         await conn.close()
 
 
-# --- escalation, case actions and access (issue 3) ----------------------------------------
+# --- escalation, case actions and access ------------------------------------------------
 
 POLICIES = Path(__file__).resolve().parent / "policies"
 
@@ -158,7 +158,7 @@ async def new_token(
 ) -> tuple[str, str]:
     """(token_id, secret) through ``infra.tokens.create_token`` on the test database;
     ``sources``: the producer sources it may publish as."""
-    from infra.tokens import create_token  # noqa: PLC0415
+    from infra.tokens import create_token
 
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -170,14 +170,14 @@ async def new_token(
 
 
 def run_cli(settings: Settings, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """``python -m infra.cli ARGS`` against the test database (only GARDA_DATABASE_URL set,
+    """``python -m garda ARGS`` against the test database (only GARDA_DATABASE_URL set,
     plus GARDA_POLICY when the settings name one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GARDA_")}
     env["GARDA_DATABASE_URL"] = settings.database_url or ""
     if settings.policy is not None:
         env["GARDA_POLICY"] = str(settings.policy)
     return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args],
+        [sys.executable, "-m", "garda", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

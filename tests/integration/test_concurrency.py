@@ -87,7 +87,7 @@ async def test_two_processors_on_one_workers_events_serialise(
     real_load = store.load_aggregates
     gate = asyncio.Barrier(2)
 
-    async def load_then_meet(conn: asyncpg.Connection, ids):  # noqa: ANN001, ANN202
+    async def load_then_meet(conn: asyncpg.Connection, ids):
         aggs = await real_load(conn, ids)
         try:  # without serialisation both get here with a stale aggregate
             await asyncio.wait_for(gate.wait(), 1.0)
@@ -106,7 +106,7 @@ async def test_a_one_off_query_cancel_does_not_dead_letter_a_valid_event(
     real_write = processor_mod.write_batch
     calls = {"n": 0}
 
-    async def cancelled_once(conn, batch, clocks):  # noqa: ANN001, ANN202
+    async def cancelled_once(conn, batch, clocks):
         calls["n"] += 1
         if calls["n"] == 1:
             raise asyncpg.QueryCanceledError("canceling statement due to statement timeout")
@@ -127,7 +127,7 @@ async def test_a_record_that_keeps_failing_is_dead_lettered_after_a_few_tries(
 ) -> None:
     monkeypatch.setattr(processor_mod, "SINGLE_RECORD_ATTEMPTS", 2)
 
-    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def broken(*args, **kwargs):
         raise RuntimeError("a bug in a handler's caller")
 
     monkeypatch.setattr(processor_mod, "in_time_order", broken)

@@ -20,7 +20,7 @@ EXAMPLE = REPO / "examples" / "monitor.py"
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-def load_example():  # noqa: ANN201 - a module
+def load_example():
     spec = importlib.util.spec_from_file_location("garda_monitor_example", EXAMPLE)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -54,7 +54,7 @@ async def test_feed_prints_cases_and_alerts(settings: Settings, worker: WorkerPr
     assert "post_id=KJRI-JOHOR-BAHRU" in opened[0] and "severity=critical" in opened[0]
 
 
-async def test_webhook_receiver_verifies_and_dedupes(capsys) -> None:  # noqa: ANN001
+async def test_webhook_receiver_verifies_and_dedupes(capsys) -> None:
     app = load_example().webhook_app(SECRET)
     body = json.dumps(
         {"type": "garda.alert.escalated", "subject": "W-1", "data": {"case_id": "C-1"}}

@@ -95,7 +95,7 @@ async def test_write_batch_refuses_an_output_event_that_could_never_be_published
     async with proc.db.pool.acquire() as conn:
         with pytest.raises(OutputTooLarge, match="would be"):
             async with conn.transaction():
-                await write_batch(conn, BatchWrite(outbox=[row]), proc)
+                await write_batch(conn, BatchWrite(outbox=[row]), proc.policy)
         assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
 
 

@@ -197,17 +197,9 @@ async def test_the_upsert_itself_refuses_to_move_a_case(database_url: str) -> No
         agg = Aggregate(worker=Worker(worker_id="W-B"), cases={"CASE-G": case})
         with pytest.raises(CaseConflict, match="another worker"):
             async with conn.transaction():
-                await write_batch(conn, BatchWrite(aggregates=[(agg, 0)]), _NoClocks())
+                await write_batch(conn, BatchWrite(aggregates=[(agg, 0)]), load_policy())
         row = await conn.fetchrow("SELECT worker_id, post_id FROM cases WHERE case_id='CASE-G'")
         assert tuple(row) == ("W-A", "P-1")
         assert await conn.fetchval("SELECT severity FROM cases WHERE case_id='CASE-G'") == "low"
     finally:
         await conn.close()
-
-
-class _NoClocks:
-    def next_due(self, case):  # noqa: ANN001, ANN201
-        return None
-
-    def stall_due(self, claim):  # noqa: ANN001, ANN201
-        return None

@@ -45,7 +45,7 @@ scrape_configs:
       - targets: ["127.0.0.1:{worker.port}"]
 """
     )
-    log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - the child's lifetime
+    log = open(tmp_path / "prometheus.log", "wb")
     proc = subprocess.Popen(
         [
             PROMETHEUS,

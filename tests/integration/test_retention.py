@@ -152,7 +152,7 @@ async def test_garda_prune_command_dry_run_then_prune(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from infra.cli import main  # noqa: PLC0415
+    from garda.cli import main
 
     await _outbox(conn, "old", 8 * DAY, published=True)
     await _outbox(conn, "pending", 8 * DAY, published=False)

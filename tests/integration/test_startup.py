@@ -76,7 +76,7 @@ def test_a_database_that_never_comes_gives_one_clear_sentence(settings: Settings
         replace(settings, database_url=with_port(settings.database_url, port)), free_port()
     )
     done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "worker", "--wait", "2"],
+        [sys.executable, "-m", "garda", "worker", "--wait", "2"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -5,15 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from infra.db import _init_connection, migrate
-from infra.store import BatchWrite, DeadLetter, write_batch
-
-
-class NoClocks:
-    def next_due(self, case):  # noqa: ANN001, ANN201
-        return None
-
-    def stall_due(self, claim):  # noqa: ANN001, ANN201
-        return None
+from infra.store import DeadLetter, write_dead_letters
 
 
 def dead(value: bytes) -> DeadLetter:
@@ -38,9 +30,7 @@ async def test_redelivered_dead_letter_once_new_bytes_at_a_reused_offset_again(
         seqs = []
         for value in (b"{bad", b"{bad", b"{other"):  # redelivery, then a new broker's offset 0
             async with conn.transaction():
-                seqs.append(
-                    await write_batch(conn, BatchWrite(deadletters=[dead(value)]), NoClocks())
-                )
+                seqs.append(await write_dead_letters(conn, [dead(value)], "pmi.deadletter.v1"))
         assert [len(s) for s in seqs] == [1, 0, 1]
         rows = await conn.fetch("SELECT value FROM outbox ORDER BY seq")
         assert [bytes(r["value"]) for r in rows] == [b"{bad", b"{other"]

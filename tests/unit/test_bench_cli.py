@@ -13,7 +13,7 @@ import pytest
 
 from bench import report
 from bench.__main__ import build_parser, sizes
-from infra.cli import parse_args as garda_args
+from garda.cli import parse_args as garda_args
 
 FAKE = {
     "started_at": "2026-12-01T00:00:00+00:00",

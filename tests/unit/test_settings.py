@@ -52,7 +52,7 @@ def test_database_password_hidden_in_repr() -> None:
 
 
 def test_garda_dev_banner_never_shows_a_database_password(tmp_path: Path) -> None:
-    from infra.cli import dev_banner
+    from garda.cli import dev_banner
 
     secret = "s3cr3t-Pa55"
     s = Settings(database_url=f"postgresql://garda:{secret}@db:5432/garda")

@@ -39,17 +39,17 @@ DEV_SOURCES = (
 
 def _run_worker(settings: Settings, *, demo: dict | None = None) -> int:
     """Run the processors and the API in this process until Ctrl-C / SIGTERM."""
-    import faust  # noqa: PLC0415 - heavy import, only for commands that run the app
+    import faust
 
-    from handlers.policy import load_policy  # noqa: PLC0415
-    from streams.app import create_app  # noqa: PLC0415
+    from handlers.policy import load_policy
+    from streams.app import create_app
 
     policy = load_policy(settings.policy)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app = create_app(settings, policy)
     if demo is not None:
-        from infra.simulate import simulate  # noqa: PLC0415
+        from infra.simulate import simulate
 
         @app.task
         async def _demo() -> None:
@@ -81,8 +81,8 @@ def _run_worker(settings: Settings, *, demo: dict | None = None) -> int:
 
 async def _prepare(settings: Settings) -> None:
     """Topics and migrations, idempotently."""
-    from infra.db import Database, migrate  # noqa: PLC0415
-    from infra.kafka_admin import ensure_topics  # noqa: PLC0415
+    from infra.db import Database, migrate
+    from infra.kafka_admin import ensure_topics
 
     await ensure_topics(settings.kafka_bootstrap, settings)
     if settings.database_url:
@@ -106,8 +106,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.broker import EmbeddedBroker  # noqa: PLC0415
-    from infra.postgres import EmbeddedPostgres  # noqa: PLC0415
+    from infra.broker import EmbeddedBroker
+    from infra.postgres import EmbeddedPostgres
 
     data = settings.data_dir
     broker = EmbeddedBroker(data / "broker")
@@ -124,8 +124,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         return s
 
     async def dev_token(s: Settings) -> str:
-        from infra.db import Database  # noqa: PLC0415
-        from infra.tokens import create_token  # noqa: PLC0415
+        from infra.db import Database
+        from infra.tokens import create_token
 
         async with Database(s.database_url or "", max_size=1) as db, db.pool.acquire() as conn:
             # One session token at a time: the previous session's stops working.
@@ -182,7 +182,7 @@ def dev_banner(s: Settings, token: str, password_file: Path | None) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.db import Database, migrate  # noqa: PLC0415
+    from infra.db import Database, migrate
 
     if not settings.database_url:
         raise GardaError("garda migrate needs GARDA_DATABASE_URL")
@@ -198,7 +198,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.simulate import simulate  # noqa: PLC0415
+    from infra.simulate import simulate
 
     asyncio.run(
         simulate(
@@ -213,8 +213,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.db import Database, migrate  # noqa: PLC0415
-    from infra.tokens import create_token, list_tokens, revoke_token  # noqa: PLC0415
+    from infra.db import Database, migrate
+    from infra.tokens import create_token, list_tokens, revoke_token
 
     if not settings.database_url:
         raise GardaError("garda tokens needs GARDA_DATABASE_URL (the database garda dev uses)")
@@ -230,7 +230,7 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
                         " (each repeatable but --hq, and combinable)"
                     )
                 if args.post:
-                    from handlers.policy import load_policy  # noqa: PLC0415
+                    from handlers.policy import load_policy
 
                     known = load_policy(settings.policy).posts
                     unknown = [p for p in args.post if p not in known]
@@ -268,8 +268,8 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from handlers.policy import load_policy  # noqa: PLC0415
-    from streams.rebuild import rebuild  # noqa: PLC0415
+    from handlers.policy import load_policy
+    from streams.rebuild import rebuild
 
     asyncio.run(
         rebuild(
@@ -285,9 +285,9 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
-    from handlers.policy import load_policy  # noqa: PLC0415
-    from infra.db import Database, migrate  # noqa: PLC0415
-    from infra.retention import prune  # noqa: PLC0415
+    from handlers.policy import load_policy
+    from infra.db import Database, migrate
+    from infra.retention import prune
 
     if not settings.database_url:
         raise GardaError("garda prune needs GARDA_DATABASE_URL")
@@ -344,8 +344,8 @@ def cmd_repolicy(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """``python -m bench ARGS`` from the source tree (the suite is not part of the wheel)."""
-    import subprocess  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import subprocess
+    from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     if not (root / "bench" / "__main__.py").is_file():
@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label", help="who the token is for")
     t.set_defaults(func=cmd_tokens)
 
-    from infra.hooks.cli import add_parsers  # noqa: PLC0415
+    from infra.hooks.cli import add_parsers
 
     add_parsers(sub)
     return p

@@ -1,0 +1,7 @@
+"""``python -m garda ARGS`` is the ``garda`` command."""
+
+import sys
+
+from garda.cli import main
+
+sys.exit(main())
