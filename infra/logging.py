@@ -2,6 +2,17 @@
 
 Personal identifiers never reach a log line raw: the ``mask_pii`` processor masks the values
 of known identifier keys wherever they appear (also nested), e.g. NIK ``3201********0001``.
+
+Exceptions never put input data in a log line either. The text of many exceptions quotes
+the value that failed (a ``UnicodeEncodeError`` carries the whole string, asyncpg's
+"invalid input for query argument $3: 'Siti Aminah dipukul…'" the first 40 characters,
+a PostgreSQL data error the literal), and that value can be a case description. So:
+- log ``error=safe_error(exc)``, never ``repr(exc)`` or ``str(exc)`` of a foreign exception:
+  the type plus fields that never carry data (SQLSTATE, constraint, codec, position,
+  errno), and the message only of Garda's own errors (written without personal data);
+- the ``safe_exceptions`` processor renders every ``exc_info`` (``log.exception``, and
+  Faust's or aiokafka's records) as the frames (file, line, function) and ``safe_error``
+  of each exception in the chain, never their messages or locals.
 """
 
 from __future__ import annotations
@@ -9,11 +20,14 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import MutableMapping
 from typing import Any
 
 import stamina
 import structlog
+
+from errors import GardaError
 
 PII_KEYS = frozenset({"nik", "passport_no", "full_name", "name", "employer_name", "phone"})
 
@@ -87,6 +101,86 @@ def mask_pii(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMa
     return event_dict
 
 
+_QUOTED = re.compile(r'"[^"]*"|\'[^\']*\'')
+_QUERY_ARGUMENT = re.compile(
+    r"^invalid input for query argument \$\d+(?: in element #\d+ of executemany\(\) sequence)?"
+)
+
+
+def safe_error(exc: BaseException) -> str:
+    """``exc`` described without any of the data that caused it (see the module doc)."""
+    name = type(exc).__name__
+    if isinstance(exc, GardaError):
+        return f"{name}: {exc}"
+    if isinstance(exc, UnicodeError):
+        codec = getattr(exc, "encoding", None)
+        start, end = getattr(exc, "start", None), getattr(exc, "end", None)
+        reason = getattr(exc, "reason", None)
+        where = f" at position {start}" if start is not None else ""
+        if start is not None and end is not None and end - start > 1:
+            where += f"-{end - 1}"
+        return f"{name}: {codec or 'codec'}{where}: {reason or 'invalid text'}"
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str):  # a PostgreSQL error (asyncpg.PostgresError)
+        parts = [f"SQLSTATE {sqlstate}"]
+        for attr in ("constraint_name", "table_name", "column_name", "data_type_name"):
+            value = getattr(exc, attr, None)
+            if value:
+                parts.append(f"{attr.removesuffix('_name')} {value}")
+        message = getattr(exc, "message", None) or ""
+        if sqlstate.startswith(("22", "23")):  # data errors quote the input: not the quotes
+            message = _QUOTED.sub('"…"', message)
+        if message:
+            parts.append(message)
+        return f"{name} ({', '.join(parts)})"
+    m = _QUERY_ARGUMENT.match(str(exc)) if isinstance(exc, ValueError) else None
+    if m:  # asyncpg's client-side DataError: the argument's repr follows, then the cause
+        cause = exc.__cause__
+        return f"{name}: {m.group(0)}" + (f" ({safe_error(cause)})" if cause else "")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{name}: [Errno {exc.errno}] {exc.strerror}"
+    if isinstance(exc, TimeoutError | ConnectionError | NotImplementedError):
+        return name
+    return f"{name} (message withheld: it may quote input data)"
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """The frames of ``exc`` and its causes, each exception as ``safe_error`` shows it."""
+    lines: list[str] = []
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        chain.append(cur)
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    for i, e in enumerate(reversed(chain)):
+        if i:
+            lines.append("The above exception led to the following one:")
+        lines.append("Traceback (most recent call last):")
+        for f in traceback.extract_tb(e.__traceback__):
+            lines.append(f'  File "{f.filename}", line {f.lineno}, in {f.name}')
+        lines.append(safe_error(e))
+    return "\n".join(lines)
+
+
+def safe_exceptions(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: ``exc_info`` becomes ``exception`` = ``safe_traceback``."""
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info:
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        exc = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
+        if isinstance(exc, BaseException):
+            event_dict["exception"] = safe_traceback(exc)
+    for key, value in list(event_dict.items()):
+        if isinstance(value, BaseException):  # error=exc passed as is
+            event_dict[key] = safe_error(value)
+    return event_dict
+
+
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
     """Configure structlog and route stdlib logging (Faust, aiokafka) through it."""
     lvl = getattr(logging, level.upper())
@@ -115,7 +209,7 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         foreign_pre_chain=[*shared[:-1], structlog.stdlib.ExtraAdder(), mask_pii],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if fmt == "json" else _identity,
+            safe_exceptions,
             renderer,
         ],
     )
@@ -127,10 +221,6 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     # Faust and Kafka clients are chatty at INFO; keep their warnings.
     for noisy in ("faust", "mode", "aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
-
-
-def _identity(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    return event_dict
 
 
 def get_logger(name: str = "garda") -> structlog.stdlib.BoundLogger:

@@ -20,7 +20,7 @@ from infra.hooks.dispatcher import Dispatcher
 from infra.hooks.enqueue import Hooks
 from infra.hooks.policy import hooks_policy
 from infra.hooks.receivers import load_receivers
-from infra.logging import get_logger
+from infra.logging import get_logger, safe_error
 from infra.outbox import OutboxRelay
 from infra.retention import PruneReport, prune
 from infra.settings import Settings
@@ -193,7 +193,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
         try:
             await runtime.relay.sweep()
         except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
-            log.warning("outbox sweep failed", error=repr(exc))
+            log.warning("outbox sweep failed", error=safe_error(exc))
 
     input_names = {settings.topic(t) for t in topics.INPUTS}
     actions_topic = settings.topic(topics.CASE_ACTIONS)
@@ -230,7 +230,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
         try:
             await runtime.timer.tick(owned)
         except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
-            log.warning("deadline scan failed", error=repr(exc))
+            log.warning("deadline scan failed", error=safe_error(exc))
 
     @app.timer(policy.retention.interval.total_seconds())
     async def prune_old_rows() -> None:
@@ -239,7 +239,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
         try:
             await runtime.prune()
         except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
-            log.warning("prune failed", error=repr(exc))
+            log.warning("prune failed", error=safe_error(exc))
 
     from streams import web
 

@@ -28,7 +28,7 @@ from infra import metrics
 from infra.db import Database
 from infra.faults import is_retriable
 from infra.hooks.enqueue import Hooks
-from infra.logging import get_logger
+from infra.logging import get_logger, safe_error
 from infra.settings import Settings
 from infra.store import (
     BatchWrite,
@@ -166,8 +166,8 @@ def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, CaseConflict):
         return f"rejected: {exc}"
     if is_deterministic(exc):
-        return f"refused by the database or runtime: {type(exc).__name__}: {exc}"
-    return f"internal error: {exc!r}"
+        return f"refused by the database or runtime: {safe_error(exc)}"
+    return f"internal error: {safe_error(exc)}"
 
 
 def in_time_order(records: Sequence[RawRecord]) -> list[RawRecord]:
@@ -264,7 +264,7 @@ class BatchProcessor:
                     delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * (0.5 + random.random())
                     log.warning(
                         "batch failed, will retry",
-                        error=repr(exc),
+                        error=safe_error(exc),
                         attempt=attempt,
                         retry_in=round(delay, 2),
                         records=len(records),
@@ -281,7 +281,7 @@ class BatchProcessor:
                     delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
                     log.warning(
                         "record failed, will retry before dead-lettering it",
-                        error=repr(exc),
+                        error=safe_error(exc),
                         attempt=attempt,
                         retry_in=round(delay, 2),
                     )
@@ -510,7 +510,9 @@ class BatchProcessor:
             )
             return "rejected"
         except Exception as exc:  # a bug must not stop the worker nor lose the event
-            batch.deadletters.append(self._dead_letter(rec, f"internal error: {exc!r}", env))
+            batch.deadletters.append(
+                self._dead_letter(rec, f"internal error: {safe_error(exc)}", env)
+            )
             log.exception(
                 "event handled",
                 event_id=env.id,

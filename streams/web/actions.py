@@ -18,6 +18,7 @@ from errors import Forbidden, InvalidEvent, NotFound, Rejected
 from handlers import access
 from handlers.dispatch import handle
 from infra import queries
+from infra.logging import safe_error
 from infra.store import load_aggregates
 from infra.tokens import Scope
 from schemas import topics
@@ -124,7 +125,7 @@ async def case_action(
             [("content-type", b"application/cloudevents+json")],
         )
     except Exception as exc:  # noqa: BLE001 - broker down or record too large
-        log.warning("case action not published", event_id=event_id, error=repr(exc))
+        log.warning("case action not published", event_id=event_id, error=safe_error(exc))
         return 503, {"error": "the action could not be published; retry it", "id": event_id}
     log.info(
         "case action accepted",

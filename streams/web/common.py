@@ -18,7 +18,7 @@ from faust.web import Request, Response, View
 
 from errors import GardaError, Unauthorized
 from infra import sessions
-from infra.logging import get_logger
+from infra.logging import get_logger, safe_error
 from infra.tokens import Scope, audit, resolve_token
 
 log = get_logger("garda.api")
@@ -141,7 +141,7 @@ def token_required(
                 await self.audit(None, request, 403, None, {"error": str(exc), **kwargs})
             return self.fail(403, str(exc))
         except Exception as exc:  # noqa: BLE001 - the token store is unreachable
-            log.warning("token check failed", error=repr(exc))
+            log.warning("token check failed", error=safe_error(exc))
             return self.fail(503, "the database is unavailable; retry shortly")
         return await handler(self, request, scope, *args, **kwargs)
 

@@ -22,6 +22,7 @@ from faust.web import Request, Response
 from errors import InvalidEvent, Rejected
 from handlers import access
 from handlers.dispatch import handle
+from infra.logging import safe_error
 from infra.metrics import DEADLETTERS
 from infra.store import DeadLetter, load_aggregates, write_dead_letters
 from infra.tokens import Scope
@@ -64,8 +65,8 @@ class Ingest(ApiView):
         try:
             await runtime.relay.send_raw(topic, env.subject.encode(), body, headers)
         except Exception as exc:  # noqa: BLE001 - broker down or record too large
-            log.warning("ingest not published", event_id=env.id, error=repr(exc))
-            await self.audit(scope, request, 503, env.id, {"error": repr(exc)})
+            log.warning("ingest not published", event_id=env.id, error=safe_error(exc))
+            await self.audit(scope, request, 503, env.id, {"error": safe_error(exc)})
             return self.fail(503, "the event could not be published; retry it")
         await self.audit(scope, request, 202, env.id, {"type": env.type})
         log.info("event ingested", event_id=env.id, type=env.type, worker_id=env.subject)

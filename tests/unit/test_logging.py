@@ -3,10 +3,12 @@ from __future__ import annotations
 import json
 import logging
 
+import asyncpg
 import pytest
 import structlog
 
-from infra.logging import configure_logging, get_logger, mask_pii, mask_value
+from errors import InvalidEvent
+from infra.logging import configure_logging, get_logger, mask_pii, mask_value, safe_error
 
 
 @pytest.mark.parametrize(
@@ -48,3 +50,86 @@ def test_json_log_lines_mask_identifiers(capsys: pytest.CaptureFixture[str]) -> 
     assert lines[0]["event"] == "event handled" and lines[0]["worker_id"] == "PMI-1"
     assert lines[0]["nik"] == "32************01"
     assert lines[1]["event"] == "from faust" and "Siti Aminah" not in json.dumps(lines[1])
+
+
+# --- exceptions never carry input data into a log line ----------------------------------
+
+DESCRIPTION = "Siti Aminah dipukul majikan di Johor, paspor ditahan"
+
+
+def _encode_error() -> UnicodeEncodeError:
+    text = DESCRIPTION + "\udfff"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+def _client_data_error() -> Exception:
+    # What asyncpg raises when it cannot encode a query argument (prepared_stmt.pyx).
+    cause = _encode_error()
+    exc = asyncpg.exceptions._base.DataError(
+        f"invalid input for query argument $3: {DESCRIPTION[:40]!r}... ({cause})"
+    )
+    exc.__cause__ = cause
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "shown"),
+    [
+        (_encode_error(), "UnicodeEncodeError: utf-8 at position 52: surrogates not allowed"),
+        (
+            _client_data_error(),
+            "DataError: invalid input for query argument $3 (UnicodeEncodeError",
+        ),
+        (
+            asyncpg.exceptions.PostgresError.new(
+                {"M": f'invalid input syntax for type timestamp: "{DESCRIPTION}"', "C": "22007"}
+            ),
+            'InvalidDatetimeFormatError (SQLSTATE 22007, invalid input syntax for type timestamp: "…")',
+        ),
+        (ValueError(DESCRIPTION), "ValueError (message withheld"),
+        (KeyError(DESCRIPTION), "KeyError (message withheld"),
+        (InvalidEvent("data.nik: expected a string"), "InvalidEvent: data.nik: expected a string"),
+    ],
+)
+def test_safe_error_keeps_the_kind_and_drops_the_data(exc: BaseException, shown: str) -> None:
+    text = safe_error(exc)
+    assert text.startswith(shown)
+    assert "Siti" not in text and "majikan" not in text
+    assert "Siti" in repr(exc) or isinstance(exc, InvalidEvent)  # what used to be logged
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_logged_exceptions_never_show_their_message(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(fmt, "info")
+    try:
+        try:
+            raise _client_data_error()
+        except Exception as exc:
+            get_logger("garda.test").exception("record failed", error=exc)
+            logging.getLogger("aiokafka.test").exception("foreign failure")
+        text = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert "Siti" not in text and "majikan" not in text
+    assert text.count("DataError: invalid input for query argument $3") >= 3  # error + 2 tracebacks
+    assert "test_logged_exceptions_never_show_their_message" in text  # the frames are kept
+    if fmt == "json":
+        lines = [json.loads(x) for x in text.strip().splitlines()]
+        assert [line["event"] for line in lines] == ["record failed", "foreign failure"]
+        assert all("Traceback" in line["exception"] for line in lines)
+
+
+def test_dead_letter_reason_of_a_failed_record_holds_no_data() -> None:
+    from streams.processor import _failure_reason
+
+    for exc in (_encode_error(), _client_data_error(), RuntimeError(DESCRIPTION)):
+        reason = _failure_reason(exc)
+        assert "Siti" not in reason, reason
+        assert type(exc).__name__ in reason
