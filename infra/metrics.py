@@ -80,6 +80,15 @@ OUTBOX_PARKED = Counter(
     "garda_outbox_parked",
     "Outbox rows this process parked because the broker refused them for good.",
 )
+HTTP_RATE_LIMITED = Counter(
+    "garda_http_rate_limited",
+    "API requests this process refused with 429: their client had too many failed requests.",
+)
+PRUNED = Counter(
+    "garda_pruned_rows",
+    "Rows this process deleted by retention (garda prune and the prune timer), by table.",
+    ["table"],
+)
 # delivered: 2xx; failed: an attempt failed and will be retried; expired: given up after the
 # retry horizon; disabled: the receiver answered 410; held / silenced: not sent (inhibited,
 # silenced) and recorded.

@@ -32,6 +32,7 @@ class Settings:
     fetch_max_wait_ms: int = 100
     session_timeout: float = 10.0
     timer_interval: float = 1.0
+    failed_requests_per_minute: int = 60  # per client; 0 turns the limit off
     data_dir: Path = Path(".garda")
     receivers: Path | None = None  # the alerting hooks' receivers file (TOML)
     public_url: str | None = None  # base of links in notifications (ack_url); default: web address
@@ -130,6 +131,8 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"GARDA_PARTITIONS must be between 1 and 1024, not {s.partitions}")
     if not 0 <= s.web_port <= 65535:
         raise ConfigError(f"GARDA_WEB_PORT must be a TCP port, not {s.web_port}")
+    if s.failed_requests_per_minute < 0:
+        raise ConfigError("GARDA_FAILED_REQUESTS_PER_MINUTE must be 0 (no limit) or more")
     if s.batch_size < 1:
         raise ConfigError("GARDA_BATCH_SIZE must be at least 1")
     if s.policy is not None and not s.policy.is_file():

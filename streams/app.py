@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from typing import Any, cast
 
 import faust
 
 from handlers.policy import Policy
+from infra import metrics
 from infra.db import Database, migrate
 from infra.hooks.dispatcher import Dispatcher
 from infra.hooks.enqueue import Hooks
@@ -30,6 +30,7 @@ from streams.processor import BatchProcessor, RawRecord
 from streams.source_watch import SourceWatch, caught_up
 from streams.timers import DeadlineTimer
 from streams.transport import FastFetchTransport
+from streams.web.ratelimit import AUDIT_EVERY, FailureLimiter
 
 log = get_logger("garda.streams")
 
@@ -47,7 +48,6 @@ class Runtime:
         self.processor = BatchProcessor(self.db, settings, policy)
         self.timer = DeadlineTimer(self)
         self.sources = SourceWatch(self)
-        self.pruned: Counter[str] = Counter()  # rows pruned since start, per table
         # Alerting hooks: receivers and the [hooks] policy are validated here, at start.
         self.hooks = Hooks(
             load_receivers(settings.receivers),
@@ -61,6 +61,7 @@ class Runtime:
             public_url=settings.public_base_url,
             headquarters=policy.headquarters,
         )
+        self.limiter = FailureLimiter(settings.failed_requests_per_minute)
         self.started = False
 
     async def start(self) -> None:
@@ -75,7 +76,9 @@ class Runtime:
         """Prune the operational tables now (skipped if another worker is pruning)."""
         async with self.db.pool.acquire() as conn:
             report = await prune(conn, self.policy.retention, pause=0.05)
-        self.pruned.update({t.table: t.deleted for t in report.tables})
+        for t in report.tables:
+            if t.deleted:
+                metrics.PRUNED.labels(t.table).inc(t.deleted)
         if report.deleted:
             log.info("pruned", **{t.table: t.deleted for t in report.tables})
         return report
@@ -231,6 +234,15 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
             await runtime.timer.tick(owned)
         except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
             log.warning("deadline scan failed", error=safe_error(exc))
+
+    @app.timer(AUDIT_EVERY)
+    async def audit_rate_limited() -> None:
+        if not runtime.started:
+            return
+        try:
+            await runtime.limiter.flush(runtime)
+        except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
+            log.warning("rate-limit audit failed", error=safe_error(exc))
 
     @app.timer(policy.retention.interval.total_seconds())
     async def prune_old_rows() -> None:

@@ -43,11 +43,14 @@ class ApiView(View):
     def runtime(self) -> Any:
         return self.app.runtime  # type: ignore[attr-defined]
 
-    def reply(self, body: Any, status: int = 200) -> Response:
+    def reply(
+        self, body: Any, status: int = 200, headers: dict[str, str] | None = None
+    ) -> Response:
         return self.bytes(
             json.dumps(body, ensure_ascii=False, default=str).encode(),
             content_type="application/json",
             status=status,
+            headers=headers,
         )
 
     def fail(self, status: int, message: str, **extra: Any) -> Response:
@@ -113,6 +116,14 @@ async def resolve_scope(runtime: Any, request: Request) -> Scope:
     return scope
 
 
+def route_of(view: ApiView, request: Request) -> str:
+    """The route template of a request (``/api/cases/{case_id}``): a closed set, unlike paths."""
+    try:
+        return str(cast(web.Request, request).match_info.route.resource.canonical)
+    except AttributeError:
+        return type(view).__name__
+
+
 Handler = Callable[Concatenate[Any, Request, Scope, P], Awaitable[Response]]
 
 
@@ -122,12 +133,10 @@ def token_required(
     """Run ``handler(self, request, scope, **path_args)`` only for a valid bearer token.
 
     Without one the reply is 401 (503 when the token store is unreachable); with
-    ``audit_refusal`` the refusal is written to the audit log (write endpoints)."""
+    ``audit_refusal`` the refusal is written to the audit log (write endpoints). A client
+    with too many failed (4xx) requests gets 429 first (``streams.web.ratelimit``)."""
 
-    @functools.wraps(handler)
-    async def wrapper(
-        self: ApiView, request: Request, *args: P.args, **kwargs: P.kwargs
-    ) -> Response:
+    async def serve(self: ApiView, request: Request, *args: Any, **kwargs: Any) -> Response:
         if "\x00" in request_path(request) or any("\x00" in v for v in request.query.values()):
             return self.fail(400, "NUL characters are not allowed in the path or query")
         try:
@@ -144,6 +153,25 @@ def token_required(
             log.warning("token check failed", error=safe_error(exc))
             return self.fail(503, "the database is unavailable; retry shortly")
         return await handler(self, request, scope, *args, **kwargs)
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: ApiView, request: Request, *args: P.args, **kwargs: P.kwargs
+    ) -> Response:
+        limiter = self.runtime.limiter
+        client = cast(web.Request, request).remote or "unknown"
+        wait = await limiter.retry_after(client)
+        if wait is not None:
+            await limiter.refused(self.runtime, client, route_of(self, request))
+            return self.reply(
+                {"error": "too many failed requests from this address; retry later"},
+                status=429,
+                headers={"Retry-After": str(wait)},
+            )
+        response = await serve(self, request, *args, **kwargs)
+        if 400 <= response.status < 500:
+            await limiter.failed(client)
+        return response
 
     return wrapper
 

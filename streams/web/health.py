@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from infra import metrics, queries
-from infra.logging import get_logger
+from infra.logging import get_logger, safe_error
 from streams.lag import partition_lag
 from streams.web.common import ApiView
 
@@ -56,7 +56,7 @@ async def health(app: Any) -> tuple[dict[str, Any], int]:
                 await conn.fetchval("SELECT 1")
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - health reports, never raises
-        checks["database"] = f"error: {exc!r}"
+        checks["database"] = f"error: {safe_error(exc)}"
         failing.append("database")
     if broker_ok(runtime):
         checks["broker"] = "ok"
@@ -89,7 +89,7 @@ async def metrics_text(app: Any) -> bytes:
         collectors.append(metrics.DatabaseCollector(snapshot))
         up.add_metric([], 1)
     except Exception as exc:  # noqa: BLE001 - the per-process series are still served
-        log.warning("metrics: database snapshot failed", error=repr(exc))
+        log.warning("metrics: database snapshot failed", error=safe_error(exc))
         up.add_metric([], 0)
     collectors.append(_Static([up]))
     return metrics.render(*collectors)
