@@ -118,10 +118,8 @@ async def resolve_scope(runtime: Any, request: Request) -> Scope:
 
 def route_of(view: ApiView, request: Request) -> str:
     """The route template of a request (``/api/cases/{case_id}``): a closed set, unlike paths."""
-    try:
-        return str(cast(web.Request, request).match_info.route.resource.canonical)
-    except AttributeError:
-        return type(view).__name__
+    resource = cast(web.Request, request).match_info.route.resource
+    return resource.canonical if resource is not None else type(view).__name__
 
 
 Handler = Callable[Concatenate[Any, Request, Scope, P], Awaitable[Response]]
