@@ -43,7 +43,7 @@ from infra.hooks.enqueue import NOTIFY_CHANNEL, Hooks, delivery_id_for, raise_al
 from infra.hooks.matching import next_attempt, parse_retry_after
 from infra.hooks.receivers import Receiver
 from infra.hooks.signing import alertmanager_body, cloudevent_body, sign
-from infra.logging import get_logger
+from infra.logging import get_logger, safe_error
 
 log = get_logger("garda.hooks")
 
@@ -160,7 +160,7 @@ class Dispatcher:
             await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
         except Exception as exc:  # noqa: BLE001 - polling still works
             self._listener = None
-            log.warning("hooks listener unavailable; polling", error=repr(exc))
+            log.warning("hooks listener unavailable; polling", error=safe_error(exc))
 
     async def _run(self) -> None:
         while True:
@@ -173,7 +173,7 @@ class Dispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - outages: the next round retries
-                log.warning("hooks round failed", error=repr(exc))
+                log.warning("hooks round failed", error=safe_error(exc))
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll)

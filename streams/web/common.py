@@ -152,10 +152,18 @@ def token_required(
             return self.fail(503, "the database is unavailable; retry shortly")
         return await handler(self, request, scope, *args, **kwargs)
 
-    @functools.wraps(handler)
-    async def wrapper(
-        self: ApiView, request: Request, *args: P.args, **kwargs: P.kwargs
-    ) -> Response:
+    return functools.wraps(handler)(rate_limited(serve))
+
+
+View_ = Callable[..., Awaitable[Response]]
+
+
+def rate_limited(handler: View_) -> View_:
+    """Answer 429 (with ``Retry-After``) to a client with too many failed requests, before
+    ``handler`` runs; a 4xx answer from ``handler`` costs the client one unit
+    (``streams.web.ratelimit``). :func:`token_required` includes it."""
+
+    async def wrapper(self: ApiView, request: Request, *args: Any, **kwargs: Any) -> Response:
         limiter = self.runtime.limiter
         client = cast(web.Request, request).remote or "unknown"
         wait = await limiter.retry_after(client)
@@ -166,7 +174,7 @@ def token_required(
                 status=429,
                 headers={"Retry-After": str(wait)},
             )
-        response = await serve(self, request, *args, **kwargs)
+        response = await handler(self, request, *args, **kwargs)
         if 400 <= response.status < 500:
             await limiter.failed(client)
         return response

@@ -32,7 +32,7 @@ from handlers import access
 from infra import queries, sessions
 from infra.logging import get_logger
 from infra.tokens import audit
-from streams.web.common import ApiView, desk_session
+from streams.web.common import ApiView, desk_session, rate_limited
 
 log = get_logger("garda.desk")
 
@@ -150,6 +150,7 @@ class DeskSession(DeskView):
             headers={"Cache-Control": "no-store"},
         )
 
+    @rate_limited
     async def post(self, request: Request) -> Response:
         form = await request.post()
         next_path = safe_next(str(form.get("next") or ""))

@@ -31,6 +31,7 @@ from faust.web import Request, Response
 
 from handlers import access
 from infra import queries
+from infra.logging import safe_error
 from infra.tokens import Scope
 from streams.web.common import ApiView, log, resolve_scope, token_required
 
@@ -83,7 +84,7 @@ class CaseFeed:
             try:
                 await self.read_once()
             except Exception as exc:  # noqa: BLE001 - the feed outlives database hiccups
-                log.warning("case feed read failed", error=repr(exc))
+                log.warning("case feed read failed", error=safe_error(exc))
             await asyncio.sleep(self.interval)
         self.cursor = None
         self.sent.clear()

@@ -1,6 +1,7 @@
 """Rate limit of failed API requests, per client, so one client cannot flood the audit log.
 
-Every ``/api/...`` request goes through :func:`streams.web.common.token_required`, which asks
+Every ``/api/...`` request (and the desk sign-in) goes through
+:func:`streams.web.common.rate_limited` (part of ``token_required``), which asks
 :class:`FailureLimiter` first. A request that fails on the client's side (any 4xx answer:
 no or bad token, invalid event, unknown case, refused action) costs its client one unit of
 ``GARDA_FAILED_REQUESTS_PER_MINUTE`` (moving one-minute window). A client with nothing left

@@ -64,6 +64,24 @@ async def test_unauthenticated_flood_gets_429_and_stops_writing_audit_rows(
         await w.stop()
 
 
+async def test_desk_sign_in_guessing_is_limited_too(settings: Settings, tmp_path: Path) -> None:
+    w = WorkerProcess(settings, tmp_path, GARDA_FAILED_REQUESTS_PER_MINUTE=str(LIMIT))
+    await w.start()
+    try:
+        statuses = []
+        async with aiohttp.ClientSession() as http:
+            for i in range(LIMIT + 20):
+                form = {"token": f"garda_guess{i}", "actor": "officer-1", "next": "/desk"}
+                async with http.post(f"{w.url}/desk/session", data=form) as r:
+                    statuses.append(r.status)
+        assert statuses == [401] * LIMIT + [429] * 20
+        url = settings.database_url or ""
+        assert await _count(url, "SELECT count(*) FROM audit_log WHERE status = 401") == LIMIT
+        assert await _count(url, "SELECT count(*) FROM audit_log WHERE status = 429") == 1
+    finally:
+        await w.stop()
+
+
 async def test_refusals_are_audited_once_a_minute_per_client_with_their_count(
     database_url: str,
 ) -> None:
