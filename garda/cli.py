@@ -1,4 +1,5 @@
-"""The ``garda`` command: dev, worker, migrate, simulate, tokens, rebuild, prune."""
+"""The ``garda`` command: dev, worker, migrate, simulate, rebuild, prune, repolicy, bench,
+tokens, hooks and silences. The composition root: the one module that wires every layer."""
 
 from __future__ import annotations
 

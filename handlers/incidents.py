@@ -5,13 +5,13 @@
    same incident re-sent under another event id attaches or opens nothing twice.
 2. A worker with no state yet (never seen) becomes ``unregistered_abroad`` with the
    incident's country/region and ``first_seen_via = "pmi.incident.reported"``; the
-   ``ON_FIRST_SEEN`` hooks run (issue 4: flag as suspected non-procedural).
+   ``ON_FIRST_SEEN`` hooks run (``nonprocedural.flag_suspected``).
 3. Severity = the higher of the reported one and the category default.
 4. The report joins the attachable protection case (same category, open, last report
    within the dedup window: ``cases.find_attachable_case``; outcome ``attached``), else
    opens a ``protection`` case with cause = incident id (outcome ``opened``), routed by the
-   incident's country/region. ``AFTER_INCIDENT`` hooks run with the case either way (issue 4:
-   coverage gap, claim suggestion).
+   incident's country/region. ``AFTER_INCIDENT`` hooks run with the case either way
+   (``coverage.check_incident_coverage``: coverage gap, claim suggestion).
 
 ``pmi.incident.updated``: the case holding the incident id (else ``NotFound``).
 - ``category``: the case takes the new category (a case has one category; its incidents all
@@ -58,7 +58,7 @@ Hook = Callable[[Aggregate, Ctx], object]
 CaseHook = Callable[[Aggregate, Ctx, Case], object]
 
 
-# Issue 4 plugs in here, one line each.
+# Checks that follow an incident plug in below (ON_FIRST_SEEN, AFTER_INCIDENT), one line each.
 def _check_coverage(agg: Aggregate, ctx: Ctx, case: Case) -> None:
     data = ctx.envelope.data
     coverage.check_incident_coverage(agg, ctx, case, data["category"], data["occurred_at"])

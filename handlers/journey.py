@@ -67,7 +67,7 @@ from handlers.routing import normalize_country, normalize_region
 
 Hook = Callable[[Aggregate, Ctx], object]
 
-# Issue 4 plugs in here, one line each (e.g. ``nonprocedural.check_departure``).
+# Checks that follow a departure plug in here, one line each.
 AFTER_DEPARTURE: list[Hook] = [nonprocedural.check_departure]
 # e.g. ``coverage.update_coverage``: departed_at/contract_end/returned_at may have changed.
 AFTER_JOURNEY_CHANGE: list[Hook] = [coverage.update_coverage, coverage.recheck_gaps]

@@ -26,9 +26,10 @@ Rules decided where the design is silent:
   departure does not clear an earlier finding: the case stays the record of it), except
   ``suspected_unregistered``, which a departure record answers: it is dropped, and the
   worker stays ``non_procedural`` only if some real reason remains.
-- Case cause: ``ctx.derive_id("departure")`` (a function of the event's source and id), so
-  a replay finds the same case and opens nothing twice; a departure re-sent under a new id
-  is a new record and gets its own case.
+- Case cause: the journey, i.e. the destination country and ``departed_at`` (not the
+  event): a replay, or the same departure re-sent under another event id (a registry
+  re-sync), finds the case it already opened; reasons it adds join that case (severity may
+  rise, a ``garda.case.updated`` event says what was added).
 - ``flag_suspected`` flags only: the incident already opens a protection case, a second
   (non-procedural) case for the same worker would double the work of the same post.
 """

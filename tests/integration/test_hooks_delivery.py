@@ -1,4 +1,4 @@
-"""Alerting hooks against real PostgreSQL and real HTTP receivers (issue 9, items 1–3).
+"""Alerting hooks against real PostgreSQL and real HTTP receivers.
 
 The dispatchers run in the test process (the same class each worker runs); alerts are
 enqueued through ``Hooks.enqueue_events`` in a transaction, as the processor does.

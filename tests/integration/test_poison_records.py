@@ -1,6 +1,6 @@
 """Poison records against the real batch pipeline and PostgreSQL (no broker needed).
 
-Each test is a defect of issue 7 reproduced: the record must end as a dead letter with a
+Each test reproduces a poison record: the record must end as a dead letter with a
 precise reason, at once (no retries meant for outages), and the valid record behind it must
 go through.
 """

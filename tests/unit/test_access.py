@@ -42,7 +42,7 @@ def case(post: str = JOHOR, level: int = 0, **detail: str) -> Case:
     [
         (0, None, {JOHOR, "HQ"}),
         (1, KL, {JOHOR, KL, "HQ"}),
-        # Level 2: escalated_to is HQ now, the head of mission keeps the case (issue 7).
+        # Level 2: escalated_to is HQ now, the head of mission keeps the case.
         (2, "HQ", {JOHOR, KL, "HQ"}),
     ],
 )
