@@ -39,3 +39,18 @@ TYPES_BY_TOPIC: dict[str, tuple[str, ...]] = {
     ),
     COMMANDS: ("garda.deadline.due", "garda.claim.stalled", "garda.deadlines.recompute"),
 }
+
+# What Garda publishes on pmi.cases.v1 (design §2; the handlers emit them through
+# ``Ctx.case_event``).
+CASE_EVENT_TYPES: tuple[str, ...] = (
+    "garda.case.opened",
+    "garda.case.assigned",
+    "garda.case.report-attached",
+    "garda.case.acknowledged",
+    "garda.case.note-added",
+    "garda.case.escalated",
+    "garda.case.referred",
+    "garda.case.resolved",
+    "garda.case.reopened",
+    "garda.case.updated",
+)
