@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.web import actions, desk, health, ingest, live, reads
+from streams.web import ack, actions, desk, health, hooks, ingest, live, reads
 
-MODULES = (health, reads, ingest, actions, live, desk)
+MODULES = (health, reads, hooks, ingest, actions, live, desk, ack)
 
 
 def routes() -> dict[str, type]:

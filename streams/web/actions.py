@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from infra.logging import safe_error
 from infra.store import load_aggregates
 from infra.tokens import Scope
 from schemas import topics
-from schemas.envelope import encode, new_envelope
+from schemas.envelope import Envelope, encode, new_envelope
 from streams.http_errors import http_status
 from streams.web.common import ApiView, log, write_endpoint
 
@@ -59,16 +60,30 @@ class CaseAction(ApiView):
         return self.reply(reply, status=status)
 
 
-async def case_action(
+@dataclass(frozen=True)
+class CheckedAction:
+    """An action the pure rules accepted, ready to publish."""
+
+    envelope: Envelope
+    case_id: str
+    worker_id: str
+    actor: str
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope.id
+
+
+async def check_action(
     runtime: Any,
     scope: Scope,
     case_id: str,
     type_: str,
     fields: tuple[str, ...],
     body: dict[str, Any],
-) -> tuple[int, dict[str, Any]]:
-    """Check the action against the current case (same rules as the processor), then publish
-    it on pmi.case-actions.v1. Returns the HTTP status and the reply body."""
+) -> CheckedAction | tuple[int, dict[str, Any]]:
+    """Check the action against the current case with the same pure rules the processor
+    uses: the event to publish, or the HTTP status and reply body of the refusal."""
     policy = runtime.policy
     async with runtime.db.pool.acquire() as conn:
         case = await queries.find_case(conn, case_id)
@@ -99,13 +114,12 @@ async def case_action(
             "error": f"unexpected field(s): {', '.join(sorted(extra))}",
             "allowed": ["actor", "post_id", *fields],
         }
-    event_id = str(uuid.uuid4())
     try:
         env = new_envelope(
             type=type_,
             subject=worker_id,
             data=data,
-            id=event_id,
+            id=str(uuid.uuid4()),
             source=f"garda-api/{scope.token_id}",
             time=datetime.now(UTC),
         )
@@ -116,26 +130,49 @@ async def case_action(
         # A case the acting post may not see is answered like an unknown one.
         status = 404 if isinstance(exc, NotFound | Forbidden) else http_status(exc)
         return status, {"error": exc.reason}
+    return CheckedAction(env, case_id, worker_id, actor)
+
+
+async def publish_action(runtime: Any, action: CheckedAction) -> tuple[int, dict[str, Any]]:
+    """Publish a checked action on pmi.case-actions.v1 (keyed by worker): 202, or 503 when
+    the broker did not take it."""
+    env = action.envelope
     topic = runtime.settings.topic(topics.CASE_ACTIONS)
     try:
         await runtime.relay.send_raw(
             topic,
-            worker_id.encode(),
+            action.worker_id.encode(),
             encode(env),
             [("content-type", b"application/cloudevents+json")],
         )
     except Exception as exc:  # noqa: BLE001 - broker down or record too large
-        log.warning("case action not published", event_id=event_id, error=safe_error(exc))
-        return 503, {"error": "the action could not be published; retry it", "id": event_id}
+        log.warning("case action not published", event_id=env.id, error=safe_error(exc))
+        return 503, {"error": "the action could not be published; retry it", "id": env.id}
     log.info(
         "case action accepted",
-        event_id=event_id,
-        type=type_,
-        case_id=case_id,
-        worker_id=worker_id,
-        actor=actor,
+        event_id=env.id,
+        type=env.type,
+        case_id=action.case_id,
+        worker_id=action.worker_id,
+        actor=action.actor,
     )
-    return 202, {"accepted": True, "id": event_id, "type": type_, "case_id": case_id}
+    return 202, {"accepted": True, "id": env.id, "type": env.type, "case_id": action.case_id}
+
+
+async def case_action(
+    runtime: Any,
+    scope: Scope,
+    case_id: str,
+    type_: str,
+    fields: tuple[str, ...],
+    body: dict[str, Any],
+) -> tuple[int, dict[str, Any]]:
+    """Check the action against the current case (same rules as the processor), then publish
+    it on pmi.case-actions.v1. Returns the HTTP status and the reply body."""
+    checked = await check_action(runtime, scope, case_id, type_, fields, body)
+    if not isinstance(checked, CheckedAction):
+        return checked
+    return await publish_action(runtime, checked)
 
 
 def _now_iso() -> str:
