@@ -2,7 +2,7 @@
 Kafka → a real ``garda worker`` opens a critical case → its dispatcher POSTs the signed
 CloudEvent to a real aiohttp receiver (verified with ``standardwebhooks``) → the officer
 follows ``ack_url`` once (a normal case action: timeline, audit, clock stopped) and a second
-use is refused (issue 9, item 4)."""
+use is refused."""
 
 from __future__ import annotations
 
