@@ -112,6 +112,10 @@ class _Decoded:
             return None
         return datetime.fromtimestamp(ts, UTC)
 
+    def envelope_time(self, now: datetime) -> datetime:
+        """When the record was published (its Kafka timestamp, in range), else ``now``."""
+        return self.received_at or now
+
 
 DUPLICATE_CONFLICT = "duplicate id, different content"
 
@@ -128,11 +132,6 @@ def content_digest(env: Envelope) -> str:
     }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-    def envelope_time(self, now: datetime) -> datetime:
-        """When the record was published (its Kafka timestamp), else ``now``."""
-        ts = self.record.timestamp
-        return datetime.fromtimestamp(ts, UTC) if ts else now
 
 
 _Note = tuple[str, str, dict[str, Any]]  # (level, event, fields)
