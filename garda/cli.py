@@ -285,6 +285,14 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# Why rows past the cutoff were kept, per table (``garda prune`` output).
+KEPT_AS = {
+    "outbox": "unpublished",
+    "hook_deliveries": "pending",
+    "hook_alerts": "held",
+}
+
+
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.policy import load_policy
     from infra.db import Database, migrate
@@ -311,7 +319,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
             line = f"{t.table:<17} {verb} {t.eligible if report.dry_run else t.deleted:>9}"
             line += f"  (older than {t.older_than:%Y-%m-%d %H:%M:%S} UTC)"
             if t.kept:
-                line += f"; kept {t.kept} unpublished"
+                line += f"; kept {t.kept} {KEPT_AS.get(t.table, 'on purpose')}"
             print(line)
         return 0
 

@@ -108,6 +108,7 @@ class Retention:
     deadletters: timedelta = timedelta(days=90)
     audit_log: timedelta = timedelta(days=365)
     processed_events: timedelta = timedelta(days=30)  # the event dedup window (>= 7 d)
+    hooks: timedelta = timedelta(days=30)  # finished deliveries, used/expired ack links
     interval: timedelta = timedelta(hours=1)  # how often a worker prunes
     batch: int = 5000  # rows per DELETE: short transactions, short locks
 
@@ -530,7 +531,14 @@ def _claims(table: dict[str, Any]) -> ClaimsPolicy:
     return ClaimsPolicy(stall=stall)
 
 
-_RETENTION_DURATIONS = ("outbox", "deadletters", "audit_log", "processed_events", "interval")
+_RETENTION_DURATIONS = (
+    "outbox",
+    "deadletters",
+    "audit_log",
+    "processed_events",
+    "hooks",
+    "interval",
+)
 
 
 def _retention(table: dict[str, Any]) -> Retention:

@@ -1,6 +1,6 @@
 """Retention: delete operational rows older than the policy says (``[retention]``).
 
-``prune()`` is what ``garda prune`` and every worker's prune timer run. Four tables grow with
+``prune()`` is what ``garda prune`` and every worker's prune timer run. These tables grow with
 traffic and are pruned, oldest first:
 
 | table              | age column     | kept                                              |
@@ -9,6 +9,9 @@ traffic and are pruned, oldest first:
 | ``deadletters``    | ``received_at``  |                                                   |
 | ``audit_log``      | ``at``           |                                                   |
 | ``processed_events`` | ``processed_at`` | the event dedup window (``retention.processed_events``, >= 7 d) |
+| ``hook_deliveries`` (with their ``hook_attempts`` and ``hook_alerts``) | ``delivered_at``, else ``created_at`` | pending deliveries, always (they still must reach their receiver) |
+| ``hook_alerts`` (silenced, never sent) | ``created_at`` | held alerts (they go out with a later delivery) |
+| ``hook_ack_links`` | ``used_at``, else ``expires_at`` | unused links that have not expired |
 
 The case record (workers, cases, claims, case_timeline) is never pruned.
 
@@ -21,6 +24,8 @@ Rules decided where the design is silent:
 - One pruner at a time: a run holds the session advisory lock ``PRUNE_LOCK`` on its own
   connection; a worker that finds it taken skips that run (the other one is doing the work).
 - ``dry_run`` counts what would go, deletes nothing, and takes no lock.
+- A delivery goes with its attempts and the alerts it listed, in one statement (the foreign
+  keys never see a half-deleted delivery); all three age by ``retention.hooks``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class Target:
     keep: str = ""  # an extra condition a prunable row must meet
     setting: str = ""  # the Retention field with the maximum age
     kept: str = ""  # the rows as old as the cutoff that are kept on purpose (for the report)
+    children: tuple[str, ...] = ()  # tables referencing ``key`` deleted in the same statement
 
     def where(self) -> str:
         return f"{self.age} < $1" + (f" AND {self.keep}" if self.keep else "")
@@ -65,6 +71,24 @@ TARGETS: tuple[Target, ...] = (
     Target("deadletters", "received_at", "seq", setting="deadletters"),
     Target("audit_log", "at", "seq", setting="audit_log"),
     Target("processed_events", "processed_at", "source, id", setting="processed_events"),
+    Target(
+        "hook_deliveries",
+        "coalesce(delivered_at, created_at)",
+        "delivery_id",
+        keep="status <> 'pending'",
+        setting="hooks",
+        kept="status = 'pending' AND created_at < $1",
+        children=("hook_attempts", "hook_alerts"),
+    ),
+    Target(
+        "hook_alerts",
+        "created_at",
+        "receiver, alert_id",
+        keep="disposition = 'silenced' AND delivery_id IS NULL",
+        setting="hooks",
+        kept="disposition = 'held' AND delivery_id IS NULL AND created_at < $1",
+    ),
+    Target("hook_ack_links", "coalesce(used_at, expires_at)", "link_id", setting="hooks"),
 )
 
 Progress = Callable[[str, int, int], None]  # (table, rows so far, rows expected)
@@ -140,9 +164,13 @@ async def _prune_table(
         if progress:
             progress(t, 0, eligible)
         return rep
+    children = "".join(
+        f", gone_{i} AS (DELETE FROM {c} WHERE ({target.key}) IN (SELECT {target.key} FROM doomed))"
+        for i, c in enumerate(target.children)
+    )
     delete = (
         f"WITH doomed AS (SELECT {target.key} FROM {t} WHERE {target.where()}"
-        f" ORDER BY {target.age} LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        f" ORDER BY {target.age} LIMIT $2 FOR UPDATE SKIP LOCKED){children}"
         f" DELETE FROM {t} WHERE ({target.key}) IN (SELECT {target.key} FROM doomed)"
     )
     while True:

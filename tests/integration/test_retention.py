@@ -85,6 +85,9 @@ async def test_prune_never_removes_unpublished_outbox_rows_or_dedup_ids_in_windo
         "deadletters": 1,
         "audit_log": 1,
         "processed_events": 1,
+        "hook_deliveries": 0,
+        "hook_alerts": 0,
+        "hook_ack_links": 0,
     }
     assert by_table["outbox"].kept == 1  # the unpublished one, however old
     assert await _ids(conn, "SELECT event_id FROM outbox") == {"old-unpublished", "new-published"}
@@ -197,3 +200,100 @@ async def test_the_worker_prunes_on_its_timer(
         assert '"event": "pruned"' in w.log_text()
     finally:
         await w.stop()
+
+
+async def _delivery(
+    conn: asyncpg.Connection, did: str, status: str, age: timedelta, *, alerts: int = 1
+) -> None:
+    """A delivery ``age`` old (created, and delivered then when delivered), one attempt,
+    ``alerts`` alerts listed in it."""
+    await conn.execute(
+        "INSERT INTO hook_deliveries (delivery_id, receiver, group_key, status, attempts,"
+        " next_attempt_at, created_at, delivered_at)"
+        " VALUES ($1, 'duty', $1, $2, 1, now() - $3::interval, now() - $3::interval,"
+        " CASE WHEN $2 = 'delivered' THEN now() - $3::interval END)",
+        did,
+        status,
+        age,
+    )
+    await conn.execute(
+        "INSERT INTO hook_attempts (delivery_id, attempt, dispatcher, started_at, outcome)"
+        " VALUES ($1, 1, 'd1', now() - $2::interval, 'retry')",
+        did,
+        age,
+    )
+    for i in range(alerts):
+        await _hook_alert(conn, f"{did}-a{i}", "queued", age, did)
+
+
+async def _hook_alert(
+    conn: asyncpg.Connection, alert_id: str, disposition: str, age: timedelta, did: str | None
+) -> None:
+    await conn.execute(
+        "INSERT INTO hook_alerts (receiver, alert_id, alert_type, event, disposition,"
+        " delivery_id, created_at)"
+        " VALUES ('duty', $1, 'garda.alert.escalated', '{}', $2, $3, now() - $4::interval)",
+        alert_id,
+        disposition,
+        did,
+        age,
+    )
+
+
+async def _link(conn: asyncpg.Connection, link_id: str, expires: timedelta, used: bool) -> None:
+    """``expires`` from now (negative: in the past); used when it was made, if ``used``."""
+    await conn.execute(
+        "INSERT INTO hook_ack_links (link_id, case_id, delivery_id, receiver, created_at,"
+        " expires_at, used_at)"
+        " VALUES ($1, 'C', 'dlv', 'duty', now() + $2::interval - interval '72 hours',"
+        " now() + $2::interval, CASE WHEN $3 THEN now() + $2::interval - interval '72 hours' END)",
+        link_id,
+        expires,
+        used,
+    )
+
+
+async def test_prune_hook_tables_never_a_pending_delivery_or_a_held_alert(
+    conn: asyncpg.Connection,
+) -> None:
+    old, young = 40 * DAY, 2 * DAY  # retention.hooks is 30 days
+    await _delivery(conn, "delivered-old", "delivered", old, alerts=2)
+    await _delivery(conn, "failed-old", "failed", old)
+    await _delivery(conn, "pending-old", "pending", 400 * DAY)  # receiver down for a year
+    await _delivery(conn, "delivered-young", "delivered", young)
+    await _hook_alert(conn, "silenced-old", "silenced", old, None)
+    await _hook_alert(conn, "silenced-young", "silenced", young, None)
+    await _hook_alert(conn, "held-old", "held", old, None)
+    await _link(conn, "used-old", -38 * DAY, used=True)  # used 41 days ago
+    await _link(conn, "expired-old", -35 * DAY, used=False)
+    await _link(conn, "expired-young", -DAY, used=False)
+    await _link(conn, "unused-live", DAY, used=False)
+
+    dry = await prune(conn, RETENTION, dry_run=True)
+    by_table = {t.table: t for t in dry.tables}
+    assert by_table["hook_deliveries"].eligible == 2 and by_table["hook_deliveries"].kept == 1
+    assert by_table["hook_alerts"].eligible == 1 and by_table["hook_alerts"].kept == 1
+    assert by_table["hook_ack_links"].eligible == 2
+    assert await conn.fetchval("SELECT count(*) FROM hook_deliveries") == 4  # nothing deleted
+
+    report = await prune(conn, dataclasses.replace(RETENTION, batch=1))  # one row a chunk
+    by_table = {t.table: t for t in report.tables}
+    assert by_table["hook_deliveries"].deleted == 2
+    assert await _ids(conn, "SELECT delivery_id FROM hook_deliveries") == {
+        "pending-old",
+        "delivered-young",
+    }
+    assert await _ids(conn, "SELECT DISTINCT delivery_id FROM hook_attempts") == {
+        "pending-old",
+        "delivered-young",
+    }
+    assert await _ids(conn, "SELECT alert_id FROM hook_alerts") == {
+        "pending-old-a0",
+        "delivered-young-a0",
+        "silenced-young",
+        "held-old",
+    }
+    assert await _ids(conn, "SELECT link_id FROM hook_ack_links") == {
+        "expired-young",
+        "unused-live",
+    }
