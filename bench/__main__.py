@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, escalation, live, rebuild, report
+from bench import baselines, escalation, hotpath, live, rebuild, report
 from bench.common import RESULTS, Stack, generate, log, machine, produce_fast, versions
 
-SUITES = ("throughput", "latency", "escalation", "rebuild")
+SUITES = ("hotpath", "throughput", "latency", "escalation", "rebuild")
 QUICK = {"events": 5_000, "rebuild_events": 20_000, "latency_seconds": 5.0, "claims": 20_000}
 FULL = {"events": 20_000, "rebuild_events": 200_000, "latency_seconds": 20.0, "claims": 200_000}
 
@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-seconds", type=float)
     p.add_argument("--escalation-cases", type=int, default=20)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--profile", action="store_true", help="py-spy the live worker")
+    p.add_argument(
+        "--profile", action="store_true", help="py-spy the live worker, pyinstrument the hot path"
+    )
     p.add_argument("--output-dir", type=Path, default=RESULTS)
     p.add_argument("--keep-tmp", action="store_true", help="keep worker logs and data")
     return p
@@ -77,6 +79,12 @@ async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         "embedded (Tansu memory, PostgreSQL durable=False)" if stack.embedded else "given"
     )
     try:
+        if "hotpath" in only:
+            events = generate(size["events"] + hotpath.BATCH, args.seed + 2)
+            prof = args.output_dir / f"{stamp}.hotpath.txt" if args.profile else None
+            results["hotpath"] = await hotpath.hotpath(stack, events, profile_to=prof)
+            h = results["hotpath"]
+            log(f"hotpath: {h['cpu_us_per_event']} µs CPU per event, {h['events_per_s']:,}/s")
         if "throughput" in only:
             n = size["events"]
             log(f"throughput: generating {n} events (seed {args.seed})")

@@ -181,8 +181,37 @@ def safe_exceptions(
     return event_dict
 
 
+class _LineWriter:
+    """structlog's final logger for Garda's own loggers: one rendered line per call, written
+    to the stdlib handler's stream under the handler's lock (Faust's and aiokafka's records,
+    from other threads, go through the same handler: lines never interleave)."""
+
+    def __init__(self, handler: logging.StreamHandler[Any], name: str) -> None:
+        self._handler = handler
+        self.name = name  # read by structlog.stdlib.add_logger_name
+
+    def msg(self, message: str) -> None:
+        h = self._handler
+        h.acquire()
+        try:
+            h.stream.write(message + "\n")
+            h.stream.flush()
+        finally:
+            h.release()
+
+    log = debug = info = warn = warning = msg
+    err = error = critical = exception = fatal = failure = msg
+
+
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
-    """Configure structlog and route stdlib logging (Faust, aiokafka) through it."""
+    """Configure structlog and route stdlib logging (Faust, aiokafka) through it.
+
+    Garda's own loggers (``get_logger``) are structlog's native filtering bound loggers: a
+    call below the level returns at once, and a line is rendered by the processor chain and
+    written directly, without a stdlib ``LogRecord`` and formatter. Stdlib records (Faust,
+    aiokafka, mode) keep their logger names and levels and are rendered by the same
+    processors (``ProcessorFormatter``), so every line has the same shape and masking.
+    """
     lvl = getattr(logging, level.upper())
     # stamina would log every scheduled retry with the exception's repr; Garda's retry loops
     # log their own line instead (what is unreachable, where, the attempt), so turn it off.
@@ -199,10 +228,15 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    handler = logging.StreamHandler(sys.stderr)
+
+    def writer(*args: Any) -> _LineWriter:
+        return _LineWriter(handler, str(args[0]) if args else "garda")
+
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*shared, safe_exceptions, renderer],
+        logger_factory=writer,
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -213,7 +247,6 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -223,5 +256,7 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
 
 
-def get_logger(name: str = "garda") -> structlog.stdlib.BoundLogger:
+def get_logger(name: str = "garda") -> Any:
+    """A Garda logger; its lines carry ``logger=name``. Lazy: a module-level logger follows
+    a ``configure_logging`` called later."""
     return structlog.get_logger(name)
