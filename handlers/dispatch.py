@@ -5,6 +5,7 @@ aggregate through a ``Ctx``. Add one line per type; the module imports stay at t
 
 ``handle``:
 - works on a deep copy (the caller's aggregate is untouched, also when a handler raises);
+  the copy shares only immutable values (strings, numbers, datetimes) with the original;
 - refuses an unknown type, and an event whose ``data.worker_id`` is not the aggregate's
   worker (``Unacceptable``: the processor sends both to the dead-letter topic);
 - after the handler, when the worker or any case changed: sets ``worker.updated_at`` (the
@@ -18,9 +19,11 @@ aggregate through a ``Ctx``. Add one line per type; the module imports stay at t
 
 from __future__ import annotations
 
-import pickle
+import copy
+import dataclasses
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from typing import Any
 
 from errors import Unacceptable
 from handlers import actions, claims, escalation, incidents, journey, repolicy
@@ -47,10 +50,38 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, datetime, date, timedelta})
+_DATACLASSES: set[type] = set()  # dataclass types with a __dict__ seen so far
+_new = object.__new__
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of the model's values: immutable leaves are shared, every list, dict,
+    set, tuple and dataclass is new. About twice as fast as a pickle round trip (which
+    copied the immutable leaves too); any other type goes through ``copy.deepcopy``."""
+    t = type(value)
+    if t in _IMMUTABLE:
+        return value
+    if t is list:
+        return [_copy(v) for v in value]
+    if t is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if t in _DATACLASSES or (dataclasses.is_dataclass(value) and hasattr(value, "__dict__")):
+        _DATACLASSES.add(t)
+        obj = _new(t)
+        obj.__dict__.update({k: _copy(v) for k, v in value.__dict__.items()})
+        return obj
+    if t is tuple:
+        return tuple(_copy(v) for v in value)
+    if t is set:
+        return {_copy(v) for v in value}
+    return copy.deepcopy(value)
+
+
 def _clone(agg: Aggregate) -> Aggregate:
-    """An independent copy the handler may change (pickle: about twice as fast as deepcopy)."""
-    copy: Aggregate = pickle.loads(pickle.dumps(agg, pickle.HIGHEST_PROTOCOL))
-    return copy
+    """An independent copy the handler may change (shares only immutable values)."""
+    clone: Aggregate = _copy(agg)
+    return clone
 
 
 def _changed(before: Aggregate, after: Aggregate) -> bool:

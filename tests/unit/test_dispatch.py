@@ -166,3 +166,59 @@ def test_story_departure_incidents_update_return() -> None:
     assert case.post_id == "KJRI-JOHOR-BAHRU" and case.reports == 2
     assert case.severity == "critical" and case.incident_ids == ["I1", "I2"]
     assert agg.worker.state == "returned" and agg.worker_public()["in_crisis"] is True
+
+
+def _containers(obj: object, path: str = "agg") -> dict[int, str]:
+    """id -> path of every mutable container and dataclass reachable from ``obj``."""
+    import dataclasses
+
+    out: dict[int, str] = {}
+    if dataclasses.is_dataclass(obj):
+        out[id(obj)] = path
+        for f in dataclasses.fields(obj):
+            out.update(_containers(getattr(obj, f.name), f"{path}.{f.name}"))
+    elif isinstance(obj, dict):
+        out[id(obj)] = path
+        for k, v in obj.items():
+            out.update(_containers(v, f"{path}[{k!r}]"))
+    elif isinstance(obj, list | set):
+        out[id(obj)] = path
+        for i, v in enumerate(obj):
+            out.update(_containers(v, f"{path}[{i}]"))
+    return out
+
+
+def test_clone_is_equal_and_shares_no_mutable_part() -> None:
+    agg = aggregate(state="placed", state_at=T0, exists=True)
+    agg = handle(agg, envelope("pmi.incident.reported", incident()), POLICY, NOW).aggregate
+    case = next(iter(agg.cases.values()))
+    case.detail = {"reasons": ["a", {"nested": [1, 2]}], "tags": {"x"}, "pair": (1, [2])}
+    agg.worker.non_procedural_reasons.append("visa")
+    clone = dispatch._clone(agg)
+    assert clone == agg
+    shared = set(_containers(agg)) & set(_containers(clone))
+    assert not shared, [_containers(agg)[i] for i in shared]
+    clone.cases[case.case_id].detail["reasons"][1]["nested"].append(3)
+    clone.worker.non_procedural_reasons.clear()
+    assert case.detail["reasons"][1]["nested"] == [1, 2]
+    assert agg.worker.non_procedural_reasons == ["visa"]
+
+
+def test_a_raising_handler_leaves_every_nested_part_untouched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    agg = aggregate(state="placed", state_at=T0, exists=True)
+    agg = handle(agg, envelope("pmi.incident.reported", incident()), POLICY, NOW).aggregate
+    before = dispatch._clone(agg)
+
+    def vandal(a: Aggregate, ctx: Ctx) -> None:
+        c = next(iter(a.cases.values()))
+        c.incident_ids.append("forged")
+        c.detail["x"] = 1
+        a.worker.anomalies.append("forged")
+        raise RuntimeError("handler bug")
+
+    monkeypatch.setitem(HANDLERS, "pmi.incident.updated", vandal)
+    with pytest.raises(RuntimeError):
+        handle(agg, envelope("pmi.incident.updated", incident()), POLICY, NOW)
+    assert agg == before
