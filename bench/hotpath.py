@@ -26,7 +26,7 @@ BATCH = 1000
 
 
 def records(events: list[Event], prefix: str, partitions: int = 6) -> list[RawRecord]:
-    from aiokafka.partitioner import DefaultPartitioner  # noqa: PLC0415
+    from aiokafka.partitioner import DefaultPartitioner
 
     part = DefaultPartitioner()
     ps = list(range(partitions))
@@ -48,21 +48,21 @@ async def hotpath(
     settings = await stack.topics(prefix)
     url = await stack.database("hotpath")
     recs = records(events, prefix, settings.partitions)
-    sink = open(os.devnull, "w")  # noqa: SIM115 - the log handler keeps it for the run
+    sink = open(os.devnull, "w")
     with contextlib.redirect_stderr(sink):  # the handler binds sys.stderr when configured
         configure_logging("json", "info")
     prof = None
     async with Database(url, max_size=2) as db:
         async with db.pool.acquire() as conn:
             await migrate(conn)
-        from dataclasses import replace  # noqa: PLC0415
+        from dataclasses import replace
 
         processor = BatchProcessor(db, replace(settings, database_url=url), load_policy())
         await processor.process(recs[:BATCH])  # warm-up (connections, prepared statements)
         rest = recs[BATCH:]
         log(f"hotpath: {len(rest)} events through BatchProcessor in batches of {BATCH}")
         if profile_to:
-            import pyinstrument  # noqa: PLC0415
+            import pyinstrument
 
             prof = pyinstrument.Profiler(async_mode="disabled", interval=0.0005)
             prof.start()
