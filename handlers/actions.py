@@ -55,6 +55,7 @@ from datetime import datetime
 from typing import Any
 
 from errors import Conflict, Forbidden, Unacceptable
+from handlers import referrals
 from handlers.access import may_act
 from handlers.cases import CLOCK_STARTED_AT, case_or_not_found, deadlines
 from handlers.context import Ctx
@@ -148,11 +149,12 @@ def handle_referred(agg: Aggregate, ctx: Ctx) -> None:
     if case.detail.get("referred_to") == to:
         raise Conflict(f"case {case.case_id} is already referred to {to!r}")
     case.detail["referred_to"] = to
-    referrals = list(case.detail.get("referrals") or [])
-    referrals.append({"to": to, "at": iso(at), "actor": data.get("actor")})
-    case.detail["referrals"] = referrals
+    history = list(case.detail.get("referrals") or [])
+    history.append({"to": to, "at": iso(at), "actor": data.get("actor")})
+    case.detail["referrals"] = history
+    referrals.start_clock(case, ctx, to=to, at=at, actor=data.get("actor"))
     case.updated_at = at
-    detail = {**_base_detail(data), "to": to}
+    detail = {**_base_detail(data), "to": to, "answer_due": case.detail["referral"]["due"]}
     ctx.case_event(case, "garda.case.referred", actor=data.get("actor"), detail=detail, at=at)
     ctx.outcome = "referred"
 

@@ -26,7 +26,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from errors import Unacceptable
-from handlers import actions, claims, escalation, incidents, journey, repolicy
+from handlers import actions, claims, escalation, incidents, journey, referrals, repolicy
 from handlers.context import Ctx
 from handlers.model import Aggregate, Result
 from handlers.policy import Policy
@@ -47,6 +47,8 @@ HANDLERS: dict[str, Handler] = {
     **claims.CLAIM_HANDLERS,
     **escalation.DEADLINE_HANDLERS,
     **repolicy.REPOLICY_HANDLERS,
+    # issue 13: prevention and aftercare
+    **referrals.REFERRAL_HANDLERS,
 }
 
 

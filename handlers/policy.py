@@ -43,6 +43,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from errors import ConfigError
 from handlers.model import SEVERITIES
+from handlers.prevention_policy import SECTIONS as _PREVENTION_SECTIONS
+from handlers.prevention_policy import Prevention, parse_prevention
 from schemas.types import CATEGORIES as _CATEGORIES
 
 
@@ -149,6 +151,8 @@ class Policy:
     # alerting hooks are not rules, so ``infra.hooks.policy`` validates it at start.
     hooks: dict[str, Any] = field(default_factory=dict)
     intake: IntakePolicy = field(default_factory=IntakePolicy)
+    # Prevention and aftercare (issue 13): handlers.prevention_policy.
+    prevention: Prevention = field(default_factory=Prevention)
 
 
 # ---------------------------------------------------------------------------------------
@@ -234,6 +238,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
             "sources",
             "hooks",
             "intake",
+            *_PREVENTION_SECTIONS,
         ),
     )
     dedup = _table(doc["dedup"], "dedup")
@@ -258,6 +263,7 @@ def policy_from_dict(doc: dict[str, Any]) -> Policy:
         sources=_sources(doc.get("sources", [])),
         hooks=_table(doc.get("hooks", {}), "hooks"),
         intake=_intake(_table(doc.get("intake", {}), "intake")),
+        prevention=parse_prevention(doc, CATEGORIES),
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from errors import ConfigError
-from handlers.escalation import next_deadline
+from handlers.clocks import case_next_due
 from handlers.model import Case, iso
 from handlers.policy import Policy
 from handlers.repolicy import RECOMPUTE, changes_for, command_data, sla_digest
@@ -49,8 +49,7 @@ class RepolicyReport:
 def plan(case: Case, stored_next_due: datetime | None, policy: Policy) -> Change | None:
     """What would change for one open case, or None."""
     fields = {k: (iso(old), iso(new)) for k, (old, new) in changes_for(case, policy).items()}
-    nxt = next_deadline(case, policy)
-    new_next = nxt[0] if nxt else None
+    new_next = case_next_due(case, policy)
     if not fields and new_next != stored_next_due:
         # Only a level-2 SLA changed: the stored deadlines stay, the next escalation moves.
         fields["next_due"] = (iso(stored_next_due), iso(new_next))

@@ -33,7 +33,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from errors import CaseConflict, GardaError
 from handlers.claims import stall_due
-from handlers.escalation import next_deadline
+from handlers.clocks import case_next_due
 from handlers.model import Aggregate, Case, Claim, TimelineEntry, Worker
 from handlers.policy import Policy
 from infra.logging import mask_document, mask_json_text
@@ -193,8 +193,8 @@ async def load_aggregates(
 
 
 def _next_due(case: Case, policy: Policy) -> datetime | None:
-    nd = next_deadline(case, policy)
-    return nd[0] if nd else None
+    """The earliest of the case's clocks (ladder, referral, reminders: ``handlers.clocks``)."""
+    return case_next_due(case, policy)
 
 
 async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, policy: Policy) -> list[int]:

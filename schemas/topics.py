@@ -36,8 +36,17 @@ TYPES_BY_TOPIC: dict[str, tuple[str, ...]] = {
         "pmi.case.referred",
         "pmi.case.resolved",
         "pmi.case.reopened",
+        # issue 13: answers to a referral
+        "pmi.case.referral-accepted",
+        "pmi.case.referral-declined",
     ),
-    COMMANDS: ("garda.deadline.due", "garda.claim.stalled", "garda.deadlines.recompute"),
+    COMMANDS: (
+        "garda.deadline.due",
+        "garda.claim.stalled",
+        "garda.deadlines.recompute",
+        # issue 13: prevention and aftercare clocks
+        "garda.referral.due",
+    ),
 }
 
 # What Garda publishes on pmi.cases.v1 (design §2; the handlers emit them through

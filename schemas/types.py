@@ -292,6 +292,32 @@ _SPEC_LIST: tuple[TypeSpec, ...] = (
     ),
 )
 
+# Prevention and aftercare (issue 13): referral answers and the commands of their clocks.
+_NOTE = {"note": Text("Why, or what was agreed (optional).", LONG_TEXT)}
+_PREVENTION_SPECS: tuple[TypeSpec, ...] = (
+    _spec(
+        "pmi.case.referral-accepted",
+        "The organisation a case was referred to (or the post on its behalf) accepted it.",
+        _CASE_BASE,
+        {**_AT, **_NOTE},
+    ),
+    _spec(
+        "pmi.case.referral-declined",
+        "The organisation a case was referred to (or the post on its behalf) declined it.",
+        _CASE_BASE,
+        {**_AT, **_NOTE},
+    ),
+    _spec(
+        "garda.referral.due",
+        "Internal command: a referral has not been answered by its deadline.",
+        {
+            "case_id": _id("The case whose referral is due."),
+            "worker_id": WORKER_ID,
+            "due_at": DateTime("When the referral answer fell due."),
+        },
+    ),
+)
+
 _SOURCE_ALERT_BASE: dict[str, Field] = {
     "source": Text("The CloudEvents source of the expected producer (policy [[sources]]).", 200),
     "name": Text("Display name of the producer."),
@@ -330,7 +356,9 @@ _ALERT_SPECS: tuple[TypeSpec, ...] = (
     ),
 )
 
-SPECS: dict[str, TypeSpec] = {spec.name: spec for spec in (*_SPEC_LIST, *_ALERT_SPECS)}
+SPECS: dict[str, TypeSpec] = {
+    spec.name: spec for spec in (*_SPEC_LIST, *_PREVENTION_SPECS, *_ALERT_SPECS)
+}
 
 _CROSS_FIELD_COMMENT = {
     "region": "The validator also requires the region's country prefix to equal {country}.",

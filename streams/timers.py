@@ -1,8 +1,9 @@
 """Timers: find deadlines that have passed and send a command into the worker's own stream.
 
 A timer never changes state itself. For the partitions this processor owns, it reads the
-cases whose next escalation deadline has passed (and the claims that have stalled) and
-publishes ``garda.deadline.due`` / ``garda.claim.stalled`` commands keyed by worker_id to the
+cases whose next deadline (escalation, referral, reminder: ``handlers.clocks``) has passed
+(and the claims that have stalled) and publishes ``garda.deadline.due`` /
+``garda.referral.due`` / ``garda.claim.stalled`` commands keyed by worker_id to the
 internal commands topic, which has the same partition count and so reaches this same
 processor, in order with that worker's other events. The handler re-checks the command
 against the current state, so duplicated or stale commands change nothing; command ids are
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handlers.claims import stall_due
-from handlers.escalation import due_commands
+from handlers.clocks import due_commands
 from handlers.model import Case, Claim, iso
 from infra.logging import get_logger
 from schemas import topics
@@ -71,16 +72,14 @@ class DeadlineTimer:
             )
         commands: list[tuple[str, str, dict[str, Any]]] = []
         cases = [Case.from_doc(r["doc"]) for r in case_rows]
-        for data in due_commands(cases, rt.policy, now):
-            cid = f"deadline:{data['case_id']}:{data['deadline']}:{data['level']}:{data['due_at']}"
-            commands.append(("garda.deadline.due", cid, data))
+        commands.extend(due_commands(cases, rt.policy, now))  # every case clock (handlers.clocks)
         for r in claim_rows:
             claim = Claim.from_doc(r["doc"])
             due = stall_due(claim, rt.policy)
             if due is None or due > now:
                 continue
             last = claim.last_change_at or claim.filed_at
-            data = {
+            data: dict[str, Any] = {
                 "claim_id": claim.claim_id,
                 "worker_id": claim.worker_id,
                 "last_change_at": iso(last),

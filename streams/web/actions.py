@@ -33,6 +33,9 @@ ACTIONS = {
     "refer": ("pmi.case.referred", ("to",)),
     "resolve": ("pmi.case.resolved", ("resolution", "note")),
     "reopen": ("pmi.case.reopened", ()),
+    # issue 13: the answer to a referral (the organisation, or the post on its behalf)
+    "referral-accepted": ("pmi.case.referral-accepted", ("note",)),
+    "referral-declined": ("pmi.case.referral-declined", ("note",)),
 }
 
 

@@ -88,6 +88,9 @@ MINIMAL: dict[str, dict[str, Any]] = {
     },
     "garda.claim.stalled": {"claim_id": "CLM-1", "worker_id": W, "last_change_at": T},
     "garda.deadlines.recompute": {"case_id": "CASE-1", "worker_id": W, "sla": "0123abcd"},
+    "pmi.case.referral-accepted": dict(CASE),
+    "pmi.case.referral-declined": dict(CASE),
+    "garda.referral.due": {"case_id": "CASE-1", "worker_id": W, "due_at": T},
     "garda.alert.source-silent": {
         "alert": "source-silent",
         "source": "siskop2mi/embarkation",
@@ -147,6 +150,9 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "garda.deadline.due": {},
     "garda.claim.stalled": {},
     "garda.deadlines.recompute": {},
+    "pmi.case.referral-accepted": {"at": T, "note": "Shelter place found."},
+    "pmi.case.referral-declined": {"at": T, "note": "No capacity this month."},
+    "garda.referral.due": {},
     "garda.alert.source-silent": {"last_seen_at": "2026-11-28T10:00:00Z"},
     "garda.alert.source-recovered": {},
 }
@@ -170,6 +176,9 @@ DESIGN_TYPES = {
     "garda.deadline.due",
     "garda.claim.stalled",
     "garda.deadlines.recompute",
+    "pmi.case.referral-accepted",
+    "pmi.case.referral-declined",
+    "garda.referral.due",
     "garda.alert.source-silent",
     "garda.alert.source-recovered",
 }
