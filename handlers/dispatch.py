@@ -47,7 +47,7 @@ HANDLERS: dict[str, Handler] = {
     **claims.CLAIM_HANDLERS,
     **escalation.DEADLINE_HANDLERS,
     **repolicy.REPOLICY_HANDLERS,
-    # issue 13: prevention and aftercare
+    # prevention and aftercare
     **referrals.REFERRAL_HANDLERS,
 }
 

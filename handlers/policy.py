@@ -151,7 +151,7 @@ class Policy:
     # alerting hooks are not rules, so ``infra.hooks.policy`` validates it at start.
     hooks: dict[str, Any] = field(default_factory=dict)
     intake: IntakePolicy = field(default_factory=IntakePolicy)
-    # Prevention and aftercare (issue 13): handlers.prevention_policy.
+    # Prevention and aftercare: handlers.prevention_policy.
     prevention: Prevention = field(default_factory=Prevention)
 
 

@@ -1,4 +1,4 @@
-"""Policy tables of prevention and aftercare (issue 13): referral clocks, reintegration
+"""Policy tables of prevention and aftercare: referral clocks, reintegration
 referrals, the employer watchlist and the agency (P3MI) scorecard.
 
 Kept apart from ``handlers.policy`` so that these tables grow without touching the core

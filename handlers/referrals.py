@@ -1,4 +1,4 @@
-"""Referral clocks (issue 13 item 4): a referral must be answered in time. Pure, no I/O.
+"""Referral clocks: a referral must be answered in time. Pure, no I/O.
 
 A ``pmi.case.referred`` to an organisation (``handlers.actions.handle_referred``) starts a
 clock through :func:`start_clock`: the organisation (or the post on its behalf) answers with

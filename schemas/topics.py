@@ -36,7 +36,7 @@ TYPES_BY_TOPIC: dict[str, tuple[str, ...]] = {
         "pmi.case.referred",
         "pmi.case.resolved",
         "pmi.case.reopened",
-        # issue 13: answers to a referral
+        # answers to a referral
         "pmi.case.referral-accepted",
         "pmi.case.referral-declined",
     ),
@@ -44,7 +44,7 @@ TYPES_BY_TOPIC: dict[str, tuple[str, ...]] = {
         "garda.deadline.due",
         "garda.claim.stalled",
         "garda.deadlines.recompute",
-        # issue 13: prevention and aftercare clocks
+        # prevention and aftercare clocks
         "garda.referral.due",
     ),
 }

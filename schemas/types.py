@@ -292,7 +292,7 @@ _SPEC_LIST: tuple[TypeSpec, ...] = (
     ),
 )
 
-# Prevention and aftercare (issue 13): referral answers and the commands of their clocks.
+# Prevention and aftercare: referral answers and the commands of their clocks.
 _NOTE = {"note": Text("Why, or what was agreed (optional).", LONG_TEXT)}
 _PREVENTION_SPECS: tuple[TypeSpec, ...] = (
     _spec(

@@ -33,7 +33,7 @@ ACTIONS = {
     "refer": ("pmi.case.referred", ("to",)),
     "resolve": ("pmi.case.resolved", ("resolution", "note")),
     "reopen": ("pmi.case.reopened", ()),
-    # issue 13: the answer to a referral (the organisation, or the post on its behalf)
+    # the answer to a referral (the organisation, or the post on its behalf)
     "referral-accepted": ("pmi.case.referral-accepted", ("note",)),
     "referral-declined": ("pmi.case.referral-declined", ("note",)),
 }
