@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.web import ack, actions, desk, health, hooks, ingest, live, reads
+from streams.web import ack, actions, desk, health, hooks, ingest, live, openapi, reads
 
-MODULES = (health, reads, hooks, ingest, actions, live, desk, ack)
+MODULES = (health, reads, hooks, ingest, actions, live, desk, ack, openapi)
 
 
 def routes() -> dict[str, type]:
