@@ -62,4 +62,8 @@ CASE_EVENT_TYPES: tuple[str, ...] = (
     "garda.case.resolved",
     "garda.case.reopened",
     "garda.case.updated",
+    # referral clocks (handlers.referrals)
+    "garda.case.referral-accepted",
+    "garda.case.referral-declined",
+    "garda.case.referral-lapsed",
 )
