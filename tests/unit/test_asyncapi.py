@@ -104,3 +104,4 @@ def test_the_case_event_types_are_the_ones_the_handlers_emit() -> None:
     for path in (REPO / "handlers").glob("*.py"):
         emitted |= set(re.findall(r'"(garda\.case\.[a-z-]+)"', path.read_text()))
     assert emitted <= set(topics.CASE_EVENT_TYPES), emitted - set(topics.CASE_EVENT_TYPES)
+    assert len(set(topics.CASE_EVENT_TYPES)) == len(topics.CASE_EVENT_TYPES)  # each once
