@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, escalation, hotpath, live, rebuild, report
+from bench import baselines, escalation, hook_latency, hotpath, live, rebuild, report
 from bench.common import RESULTS, Stack, generate, log, machine, produce_fast, versions
 
-SUITES = ("hotpath", "throughput", "latency", "escalation", "rebuild")
+SUITES = ("hotpath", "throughput", "latency", "escalation", "rebuild", "hooks")
 QUICK = {"events": 5_000, "rebuild_events": 20_000, "latency_seconds": 5.0, "claims": 20_000}
 FULL = {"events": 20_000, "rebuild_events": 200_000, "latency_seconds": 20.0, "claims": 200_000}
 
@@ -128,6 +128,11 @@ async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         if "escalation" in only:
             results["escalation"] = await escalation.escalation_lateness(
                 stack, cases=args.escalation_cases, spread=2.0
+            )
+        if "hooks" in only:
+            log("hooks: alert committed -> receiver got it")
+            results["hooks"] = await hook_latency.hook_latency(
+                stack, rate=20.0, seconds=size["latency_seconds"]
             )
         if "rebuild" in only:
             n = size["rebuild_events"]
