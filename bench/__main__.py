@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import signal
 import sys
 import tempfile
 from collections import Counter
@@ -155,8 +156,13 @@ async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     return results
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: unwind like Ctrl-C, so the stack is stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results = asyncio.run(run(args, stamp))
     paths = report.write(results, args.output_dir, stamp)

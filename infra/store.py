@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
+import orjson
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from errors import CaseConflict, GardaError
@@ -272,60 +273,98 @@ async def _write_state(
                 )
             )
     if workers:
-        await conn.executemany(
+        await conn.execute(
             """INSERT INTO workers (worker_id, state, country, region, in_crisis, non_procedural,
                    insured_until, partition, doc, updated_at)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9, now())
-               ON CONFLICT (worker_id) DO UPDATE SET state=$2, country=$3, region=$4,
-                   in_crisis=$5, non_procedural=$6, insured_until=$7, partition=$8, doc=$9,
-                   updated_at=now()""",
-            workers,
+               SELECT w, s, c, r, i, n, u, p, d::jsonb, now()
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[],
+                           $6::bool[], $7::timestamptz[], $8::int[], $9::text[])
+                   AS t(w, s, c, r, i, n, u, p, d)
+               ON CONFLICT (worker_id) DO UPDATE SET state=EXCLUDED.state,
+                   country=EXCLUDED.country, region=EXCLUDED.region,
+                   in_crisis=EXCLUDED.in_crisis, non_procedural=EXCLUDED.non_procedural,
+                   insured_until=EXCLUDED.insured_until, partition=EXCLUDED.partition,
+                   doc=EXCLUDED.doc, updated_at=now()""",
+            *_columns(list({w[0]: w for w in workers}.values()), 9, json_at=(8,)),
         )
     if cases:
         await _check_case_owners(conn, cases)
         await conn.executemany(CASE_UPSERT, cases)
     if claims:
-        await conn.executemany(
+        await conn.execute(
             """INSERT INTO claims (claim_id, worker_id, status, last_change_at, stall_due,
                    partition, doc, updated_at)
-               VALUES ($1,$2,$3,$4,$5,$6,$7, now())
-               ON CONFLICT (claim_id) DO UPDATE SET status=$3, last_change_at=$4, stall_due=$5,
-                   partition=$6, doc=$7, updated_at=now() WHERE claims.doc IS DISTINCT FROM $7""",
-            claims,
+               SELECT c, w, s, l, d, p, j::jsonb, now()
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                           $5::timestamptz[], $6::int[], $7::text[]) AS t(c, w, s, l, d, p, j)
+               ON CONFLICT (claim_id) DO UPDATE SET status=EXCLUDED.status,
+                   last_change_at=EXCLUDED.last_change_at, stall_due=EXCLUDED.stall_due,
+                   partition=EXCLUDED.partition, doc=EXCLUDED.doc, updated_at=now()
+               WHERE claims.doc IS DISTINCT FROM EXCLUDED.doc""",
+            # One row per claim id, the last one, as row-by-row upserts would leave it (one
+            # statement may not update a row twice).
+            *_columns(list({c[0]: c for c in claims}.values()), 7, json_at=(6,)),
         )
+
+
+def _columns(rows: Sequence[tuple], width: int, json_at: tuple[int, ...] = ()) -> list[list]:
+    """Rows as column arrays for one ``unnest`` statement (one round trip and one plan for
+    the whole batch, where ``executemany`` ran the statement once per row); the columns in
+    ``json_at`` become JSON text (orjson), cast to jsonb in the statement."""
+    cols: list[list] = [[] for _ in range(width)]
+    for row in rows:
+        for i, v in enumerate(row):
+            cols[i].append(v)
+    for i in json_at:
+        cols[i] = [orjson.dumps(v).decode() for v in cols[i]]
+    return cols
 
 
 async def _write_history(conn: asyncpg.Connection, batch: BatchWrite) -> None:
     """Append the timeline rows and the processed ids (the dedup table)."""
     if batch.timeline:
-        await conn.executemany(
+        await conn.execute(
             """INSERT INTO case_timeline (entry_id, case_id, at, type, actor, detail, source,
                    event_id)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (entry_id) DO NOTHING""",
-            [
-                (e.entry_id, e.case_id, e.at, e.type, e.actor, e.detail, src, eid)
-                for e, src, eid in batch.timeline
-            ],
+               SELECT e, c, a, t, r, d::jsonb, s, i
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                           $6::text[], $7::text[], $8::text[])
+                   WITH ORDINALITY AS u(e, c, a, t, r, d, s, i, n)
+               ORDER BY n
+               ON CONFLICT (entry_id) DO NOTHING""",
+            *_columns(
+                [
+                    (e.entry_id, e.case_id, e.at, e.type, e.actor, e.detail, src, eid)
+                    for e, src, eid in batch.timeline
+                ],
+                8,
+                json_at=(5,),
+            ),
         )
     if batch.processed:
-        await conn.executemany(
+        await conn.execute(
             """INSERT INTO processed_events (source, id, type, worker_id, topic, partition,
                    "offset", outcome, digest)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING""",
-            [
-                (
-                    p.source,
-                    p.id,
-                    p.type,
-                    p.worker_id,
-                    p.topic,
-                    p.partition,
-                    p.offset,
-                    p.outcome,
-                    p.digest,
-                )
-                for p in batch.processed
-            ],
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                    $6::int[], $7::bigint[], $8::text[], $9::text[])
+               ON CONFLICT DO NOTHING""",
+            *_columns(
+                [
+                    (
+                        p.source,
+                        p.id,
+                        p.type,
+                        p.worker_id,
+                        p.topic,
+                        p.partition,
+                        p.offset,
+                        p.outcome,
+                        p.digest,
+                    )
+                    for p in batch.processed
+                ],
+                9,
+            ),
         )
     if batch.sources_seen:
         seen = sorted(batch.sources_seen.items())
