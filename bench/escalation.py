@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.common import Stack, log, percentiles
 from bench.live import incidents, start_worker
 from schemas import topics
+from schemas.fields import parse_dt
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "handlers" / "default_policy.toml"
 FAST_SLA = {  # severity -> (ack, level2, resolve) in seconds
@@ -53,10 +54,6 @@ def fast_sla_policy(out: Path) -> Path:
         text = text[: m.start(1)] + block + text[m.end(1) :]
     out.write_text(text)
     return out
-
-
-def _parse(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
 async def escalation_lateness(stack: Stack, *, cases: int, spread: float) -> dict[str, Any]:
@@ -93,9 +90,9 @@ async def escalation_lateness(stack: Stack, *, cases: int, spread: float) -> dic
                     if ev["type"] != "garda.case.escalated":
                         continue
                     step = ev["data"]["event"]
-                    missed = _parse(step["missed_deadline"])
+                    missed = parse_dt(step["missed_deadline"])
                     per_level[step["level"]] = per_level.get(step["level"], 0) + 1
-                    handled.append((_parse(ev["time"]) - missed).total_seconds())
+                    handled.append((parse_dt(ev["time"]) - missed).total_seconds())
                     observed.append((seen - missed).total_seconds())
     finally:
         await producer.stop()

@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from schemas.fields import iso as iso
+from schemas.fields import parse_dt as parse_dt
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -62,25 +65,6 @@ def stable_id(*parts: str, prefix: str = "", length: int = 16) -> str:
     text = _ID_SEPARATOR.join(_id_part(p) for p in parts)
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
     return f"{prefix}{digest}"
-
-
-def iso(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-@overload
-def parse_dt(value: str) -> datetime: ...
-@overload
-def parse_dt(value: None) -> None: ...
-@overload
-def parse_dt(value: str | None) -> datetime | None: ...
-def parse_dt(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _to_json(value: Any) -> Any:

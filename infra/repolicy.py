@@ -48,7 +48,9 @@ class RepolicyReport:
 
 def plan(case: Case, stored_next_due: datetime | None, policy: Policy) -> Change | None:
     """What would change for one open case, or None."""
-    fields = {k: (iso(old), iso(new)) for k, (old, new) in changes_for(case, policy).items()}
+    fields: dict[str, tuple[str | None, str | None]] = {
+        k: (iso(old), iso(new)) for k, (old, new) in changes_for(case, policy).items()
+    }
     new_next = case_next_due(case, policy)
     if not fields and new_next != stored_next_due:
         # Only a level-2 SLA changed: the stored deadlines stay, the next escalation moves.

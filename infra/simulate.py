@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from infra.settings import Settings
 from schemas import topics
+from schemas.fields import iso
 
 # country: (placements 2023, regions seen in reports)
 DESTINATIONS: dict[str, tuple[int, list[str | None]]] = {
@@ -67,6 +68,11 @@ SOURCES = {
 }
 
 
+def _stamp(dt: datetime) -> str:
+    """Whole seconds, UTC, ``Z``: what the producers send."""
+    return iso(dt.replace(microsecond=0))
+
+
 def _event(type_: str, source: str, worker_id: str, data: dict[str, Any], at: datetime) -> bytes:
     return json.dumps(
         {
@@ -75,7 +81,7 @@ def _event(type_: str, source: str, worker_id: str, data: dict[str, Any], at: da
             "source": source,
             "type": type_,
             "subject": worker_id,
-            "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time": _stamp(at),
             "datacontenttype": "application/json",
             "data": data,
         }
@@ -95,7 +101,7 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
     while True:
         n += 1
         now = datetime.now(UTC)
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = _stamp(now)
         if claims and rnd.random() < 0.05:  # the insurer moves a claim on
             i = rnd.randrange(len(claims))
             claim_id, wid, step = claims[i]
@@ -127,9 +133,7 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
             data = {
                 "worker_id": wid,
                 "destination_country": country,
-                "departed_at": (now - timedelta(hours=rnd.randint(1, 48))).strftime(
-                    "%Y-%m-%dT%H:%M:%SZ"
-                ),
+                "departed_at": _stamp(now - timedelta(hours=rnd.randint(1, 48))),
                 "embarkation_point": rnd.choice(["CGK", "SUB", "KNO", "BTH"]),
                 "scheme": rnd.choices(["p2p", "g2g", "individual"], [85, 10, 5])[0],
                 "employer_type": "household" if household else "legal_entity",
@@ -161,7 +165,7 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
             data = {
                 "worker_id": wid,
                 "country": country,
-                "reported_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "reported_at": _stamp(now),
             }
             if region:
                 data["region"] = region
@@ -183,9 +187,7 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
                 "incident_id": f"INC-{seed}-{n}",
                 "worker_id": wid,
                 "category": rnd.choices(cats, cat_w)[0],
-                "occurred_at": (now - timedelta(hours=rnd.randint(0, 72))).strftime(
-                    "%Y-%m-%dT%H:%M:%SZ"
-                ),
+                "occurred_at": _stamp(now - timedelta(hours=rnd.randint(0, 72))),
                 "country": country,
                 "reporter_type": rnd.choice(
                     ["mission", "worker", "family", "hotline", "panic_button"]

@@ -34,7 +34,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, overload
 
 from errors import InvalidEvent
 
@@ -175,6 +175,36 @@ def format_datetime(value: datetime) -> str:
         raise ValueError("datetime must be timezone-aware")
     text = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+# The three date-time forms of Garda, here once: ``parse_datetime`` (strict, for input
+# events), ``format_datetime`` (an event's time, its offset kept), and ``iso``/``parse_dt``
+# (what Garda stores and serves: UTC, written with ``Z``; a naive value is read as UTC).
+@overload
+def iso(dt: datetime) -> str: ...
+@overload
+def iso(dt: None) -> None: ...
+@overload
+def iso(dt: datetime | None) -> str | None: ...
+def iso(dt: datetime | None) -> str | None:
+    """``dt`` in UTC as RFC 3339 text with ``Z`` (a naive ``dt`` is taken as local time)."""
+    if dt is None:
+        return None
+    return format_datetime(dt.astimezone(UTC))
+
+
+@overload
+def parse_dt(value: str) -> datetime: ...
+@overload
+def parse_dt(value: None) -> None: ...
+@overload
+def parse_dt(value: str | None) -> datetime | None: ...
+def parse_dt(value: str | None) -> datetime | None:
+    """A stored or served date-time (``iso`` text) back as an aware datetime (naive: UTC)."""
+    if value is None:
+        return None
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from infra.store import load_aggregates
 from infra.tokens import Scope
 from schemas import topics
 from schemas.envelope import Envelope, encode, new_envelope
+from schemas.fields import iso
 from streams.http_errors import http_status
 from streams.web.common import ApiView, log, write_endpoint
 
@@ -106,7 +107,7 @@ async def check_action(
         "worker_id": worker_id,
         "actor": actor,
         "post_id": acting,
-        "at": _now_iso(),
+        "at": iso(datetime.now(UTC)),
     }
     for name in fields:
         if body.get(name) is not None:
@@ -176,10 +177,6 @@ async def case_action(
     if not isinstance(checked, CheckedAction):
         return checked
     return await publish_action(runtime, checked)
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 ROUTES = {"/api/cases/{case_id}/{action}": CaseAction}

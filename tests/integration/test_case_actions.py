@@ -9,6 +9,7 @@ from typing import Any
 
 from infra.settings import Settings
 from schemas import topics
+from schemas.fields import parse_dt
 from tests.integration.harness import (
     WorkerProcess,
     bearer,
@@ -25,10 +26,6 @@ from tests.integration.harness import (
 
 JOHOR = "KJRI-JOHOR-BAHRU"
 OPENING = ["garda.case.opened", "garda.case.assigned"]  # a new case's first timeline rows
-
-
-def parse(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
 def incident(wid: str, category: str = "unpaid_wages", region: str = "MY-01") -> dict:
@@ -176,7 +173,7 @@ async def test_actions_through_the_api(settings: Settings, worker: WorkerProcess
     actors = [e["actor"] for e in steps]
     assert actors == ["officer-jb-7"] * 3 + ["officer-jb-9", "officer-jb-7"]
     now = datetime.now(UTC) + timedelta(seconds=1)
-    times = [parse(e["at"]) for e in steps]
+    times = [parse_dt(e["at"]) for e in steps]
     assert all(started <= t <= now for t in times) and times == sorted(times)
     assert all(e["source"].startswith("garda-api/") and e["event_id"] for e in steps)
     assert steps[1]["detail"]["note"] == "called employer"
@@ -184,7 +181,7 @@ async def test_actions_through_the_api(settings: Settings, worker: WorkerProcess
     assert steps[3]["detail"]["resolution"] == "wages paid"
     assert all(e["detail"]["post_id"] == JOHOR for e in steps)
     assert final["escalation_level"] == 0
-    assert parse(final["ack_due"]) > parse(case["ack_due"])  # clocks restarted on reopen
+    assert parse_dt(final["ack_due"]) > parse_dt(case["ack_due"])  # clocks restarted on reopen
 
     # The case events went out on pmi.cases.v1 too.
     out = [v for _, v in await read_events(settings, topics.CASES) if v]

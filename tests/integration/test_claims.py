@@ -14,6 +14,7 @@ import pytest
 
 from infra.settings import Settings
 from schemas import topics
+from schemas.fields import iso
 from tests.integration.harness import (
     WorkerProcess,
     cloudevent,
@@ -33,10 +34,6 @@ from tests.integration.test_compliance import (
 
 INSURER = "bpjs-tk/claims"
 LIFECYCLE = ("docs_pending", "submitted", "verified", "approved", "paid")
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def filed(

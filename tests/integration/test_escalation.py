@@ -25,6 +25,7 @@ import pytest
 from handlers.policy import load_policy
 from infra.settings import Settings
 from schemas import topics
+from schemas.fields import iso, parse_dt
 from tests.integration.harness import (
     TopicTail,
     WorkerProcess,
@@ -46,10 +47,6 @@ ESCALATED = "garda.case.escalated"
 REASONS = {"ack": "not acknowledged in time", "resolve": "not resolved in time"}
 DELAYS: list[float] = []  # (escalation event time - missed deadline), over this module
 DUPLICATES: list[int] = []  # escalation records re-published (same id) after a kill -9
-
-
-def parse(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
 def incident(wid: str, category: str, country: str = "MY", region: str | None = "MY-01") -> dict:
@@ -120,7 +117,7 @@ def escalations_once_per_level(published: list[dict[str, Any]], case_id: str) ->
 
 def expected_deadline(case: dict[str, Any], clock: str, level: int) -> datetime:
     sla = load_policy(POLICY).sla[case["severity"]]
-    opened = parse(case["opened_at"])
+    opened = parse_dt(case["opened_at"])
     if clock == "resolve":
         return opened + sla.resolve
     return opened + (sla.ack if level == 1 else sla.level2)
@@ -161,7 +158,7 @@ def check_escalation(
     assert step["deadline"] == clock
     assert step["reason"] == REASONS[clock]
     assert step["actor"] == "garda"
-    missed = parse(step["missed_deadline"])
+    missed = parse_dt(step["missed_deadline"])
     assert missed == expected_deadline(case, clock, level), (step, case)
     if clock == "resolve":
         assert step["missed_deadline"] == case["resolve_due"]
@@ -169,7 +166,7 @@ def check_escalation(
         assert step["missed_deadline"] == case["ack_due"]
     target = "HQ" if level == 2 else step["escalated_to"]
     assert step["escalated_to"] == target
-    handled = parse(ev["time"])
+    handled = parse_dt(ev["time"])
     delay = (handled - missed).total_seconds()
     published = datetime.fromtimestamp(msg.timestamp / 1000, UTC)
     assert delay >= 0, f"escalated {-delay:.3f}s before its deadline: {step}"
@@ -222,7 +219,7 @@ async def test_unacknowledged_case_climbs_to_level_1_then_level_2(
             check_escalation(case, *l2[0], level=2, clock="ack")
 
         # Past both resolve deadlines: a case at level 2 climbs no further.
-        last = max(parse(c["resolve_due"]) for c in (crit, high)) + timedelta(seconds=1.5)
+        last = max(parse_dt(c["resolve_due"]) for c in (crit, high)) + timedelta(seconds=1.5)
         await sleep_until(last, cases_t)
 
         all_cases = [v for _, v in await read_events(settings, topics.CASES) if v]
@@ -239,7 +236,7 @@ async def test_unacknowledged_case_climbs_to_level_1_then_level_2(
                 assert d["alert"] == "escalated" and d["level"] == lv and d["deadline"] == "ack"
                 assert d["reason"] == REASONS["ack"] and d["post_id"] == case["post_id"]
                 assert d["severity"] == case["severity"] and d["worker_id"] == case["worker_id"]
-                assert parse(d["missed_deadline"]) == expected_deadline(case, "ack", lv)
+                assert parse_dt(d["missed_deadline"]) == expected_deadline(case, "ack", lv)
 
             rows = await timeline_escalations(settings, cid)
             assert [r["detail"]["level"] for r in rows] == [1, 2]
@@ -247,7 +244,7 @@ async def test_unacknowledged_case_climbs_to_level_1_then_level_2(
                 lv = r["detail"]["level"]
                 missed = expected_deadline(case, "ack", lv)
                 assert r["actor"] == "garda" and r["detail"]["reason"] == REASONS["ack"]
-                assert parse(r["detail"]["missed_deadline"]) == missed
+                assert parse_dt(r["detail"]["missed_deadline"]) == missed
                 assert timedelta(0) <= r["at"] - missed < timedelta(seconds=LATE_BOUND)
 
             status, body = await get_json(f"{url}/api/cases/{cid}", headers=bearer(hq))
@@ -285,7 +282,9 @@ async def test_acknowledged_case_stops_the_ack_clock_but_escalates_at_resolve_du
             timeout=5,
         )
         ack = next(e for e in body["timeline"] if e["type"] == "garda.case.acknowledged")
-        assert parse(ack["at"]) < parse(case["ack_due"]), "acknowledged too late for this test"
+        assert parse_dt(ack["at"]) < parse_dt(case["ack_due"]), (
+            "acknowledged too late for this test"
+        )
 
         # Past the ack clock's level 1 and level 2 deadlines: nothing.
         await sleep_until(expected_deadline(case, "ack", 2) + timedelta(seconds=1.5), cases_t)
@@ -294,7 +293,7 @@ async def test_acknowledged_case_stops_the_ack_clock_but_escalates_at_resolve_du
         # At resolve_due: one level up (0 -> 1), and only once.
         found = await cases_t.wait(is_escalation(cid), timeout=12)
         check_escalation(case, *found[0], level=1, clock="resolve")
-        await sleep_until(parse(case["resolve_due"]) + timedelta(seconds=2.5), cases_t)
+        await sleep_until(parse_dt(case["resolve_due"]) + timedelta(seconds=2.5), cases_t)
         all_cases = [v for _, v in await read_events(settings, topics.CASES) if v]
         assert len({v["id"] for v in all_cases if is_escalation(cid)(v)}) == 1
         all_alerts = [v for _, v in await read_events(settings, topics.ALERTS) if v]
@@ -339,7 +338,7 @@ async def test_kill9_between_deadlines_each_level_fires_exactly_once(
             for case, level in ((crit, 2), (high, 1), (high, 2)):
                 found = await cases_t.wait(is_escalation(case["case_id"], level), timeout=20)
                 check_escalation(case, *found[0], level=level, clock="ack", bound=None)
-            end = max(parse(c["resolve_due"]) for c in (crit, high)) + timedelta(seconds=2)
+            end = max(parse_dt(c["resolve_due"]) for c in (crit, high)) + timedelta(seconds=2)
             await sleep_until(end, cases_t)
 
             published = [v for _, v in await read_events(settings, topics.CASES) if v]
@@ -394,7 +393,7 @@ async def test_acknowledgement_made_while_down_counts_before_the_missed_deadline
                 "worker_id": "W-DOWN-ACK",
                 "actor": "officer-7",
                 "post_id": case["post_id"],
-                "at": ack_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "at": iso(ack_at),
             },
             source="kjri-johor-bahru/desk",
         )

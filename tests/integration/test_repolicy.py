@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from handlers.policy import load_policy
@@ -29,10 +29,6 @@ from tests.integration.harness import (
 )
 
 FAST = policy_file("fast_sla.toml")
-
-
-def parse(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
 async def case_row(settings: Settings, wid: str) -> list:

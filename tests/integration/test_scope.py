@@ -15,6 +15,7 @@ import aiohttp
 
 from infra.settings import Settings
 from schemas import topics
+from schemas.fields import iso, parse_dt
 from tests.integration.harness import (
     WorkerProcess,
     bearer,
@@ -31,10 +32,6 @@ from tests.integration.harness import (
 
 JOHOR, TAIPEI, KL = "KJRI-JOHOR-BAHRU", "KDEI-TAIPEI", "KBRI-KUALA-LUMPUR"
 JB_DESK, TPE_DESK, HOTLINE = "kjri-johor-bahru/case-desk", "kdei-taipei/case-desk", "kp2mi/hotline"
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def incident(
@@ -367,9 +364,9 @@ async def test_an_incident_dated_1970_opens_with_clocks_from_its_receipt(
     case_id = body["cases"][0]["case_id"]
     await asyncio.sleep(2.5)  # several timer ticks (timer_interval 0.5 s)
     _, case = await get_json(f"{worker.url}/api/cases/{case_id}", headers=hq_headers)
-    opened = datetime.fromisoformat(case["opened_at"].replace("Z", "+00:00"))
+    opened = parse_dt(case["opened_at"])
     assert opened >= before, case["opened_at"]
-    ack_due = datetime.fromisoformat(case["ack_due"].replace("Z", "+00:00"))
+    ack_due = parse_dt(case["ack_due"])
     assert ack_due - opened == timedelta(hours=1)  # critical SLA, from the receipt
     assert case["escalation_level"] == 0
     assert case["detail"]["late_report"]["time"] == "1970-01-01T00:00:00Z"

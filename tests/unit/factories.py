@@ -10,6 +10,7 @@ from handlers.context import Ctx
 from handlers.model import Aggregate, Worker
 from handlers.policy import Policy, Post, Sla, load_policy
 from schemas.envelope import Envelope
+from schemas.fields import iso
 
 T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -18,10 +19,6 @@ WORKER = "PMI-2024-000123"
 POLICY = load_policy()
 
 _ids = itertools.count(1)
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def envelope(

@@ -24,6 +24,7 @@ from handlers.model import Aggregate, Case, Claim, Worker
 from handlers.policy import ClaimsPolicy, load_policy
 from schemas import topics
 from schemas.envelope import Envelope
+from schemas.fields import iso
 
 POLICY = dataclasses.replace(load_policy(), claims=ClaimsPolicy(stall=timedelta(days=14)))
 STALL = timedelta(days=14)
@@ -38,10 +39,6 @@ T0 = utc(2027, 3, 1, 9)
 
 def at(days: float) -> datetime:
     return T0 + timedelta(days=days)
-
-
-def iso(dt: datetime) -> str:
-    return dt.isoformat().replace("+00:00", "Z")
 
 
 def run(
