@@ -33,6 +33,12 @@ const I18N = {
     departed: "Berangkat", arrived: "Tiba", returned: "Pulang", contract_end: "Kontrak berakhir",
     coverage: "Masa jaminan", claims: "Klaim", no_claims: "Tidak ada klaim.",
     no_deliveries: "Belum ada catatan notifikasi untuk kasus ini.",
+    d_notified: "Diberi tahu", d_delivered: "Diterima", d_acked: "Diakui lewat tautan",
+    d_attempts: "Percobaan", d_last: "jawaban terakhir", d_alerts: "Isi", d_why: "Alasan", d_at: "Waktu",
+    d_in: "setelah", d_by: "oleh", d_not_yet: "belum", d_error: "Galat terakhir",
+    d_case_acked: "Kasus diakui (meja atau API)", d_not_sent: "Tidak dikirim",
+    dst: { pending: "menunggu", delivered: "terkirim", failed: "gagal", abandoned: "dihentikan" },
+    disp: { held: "ditahan", silenced: "dibisukan", queued: "antre" },
     sent: "Terkirim; menunggu diterapkan…", applied: "Diterapkan.", refused: "Ditolak",
     u: { d: "h", h: "j", m: "m", s: "d" }, lang_switch: "Switch to English", lang_btn: "EN",
     st: { open: "terbuka", acknowledged: "diakui", reopened: "dibuka kembali", resolved: "selesai" },
@@ -43,7 +49,8 @@ const I18N = {
       "garda.case.escalated": "Dieskalasi", "garda.case.acknowledged": "Diakui",
       "garda.case.note-added": "Catatan", "garda.case.referred": "Dirujuk",
       "garda.case.resolved": "Diselesaikan", "garda.case.reopened": "Dibuka kembali",
-      "garda.case.updated": "Diperbarui", "garda.case.assigned": "Ditugaskan" },
+      "garda.case.updated": "Diperbarui", "garda.case.assigned": "Ditugaskan",
+      "garda.alert.escalated": "Peringatan eskalasi", "garda.alert.referral-declined": "Rujukan ditolak" },
   },
   en: {
     skip: "Skip to content", desk: "Atnaker desk", nav_queue: "Queue", nav_board: "HQ board",
@@ -75,6 +82,12 @@ const I18N = {
     departed: "Departed", arrived: "Arrived", returned: "Returned", contract_end: "Contract ends",
     coverage: "Coverage", claims: "Claims", no_claims: "No claims.",
     no_deliveries: "No notification records for this case yet.",
+    d_notified: "Notified", d_delivered: "Delivered", d_acked: "Acknowledged from the link",
+    d_attempts: "Attempts", d_last: "last answer", d_alerts: "About", d_why: "Why", d_at: "When",
+    d_in: "after", d_by: "by", d_not_yet: "not yet", d_error: "Last error",
+    d_case_acked: "Case acknowledged (desk or API)", d_not_sent: "Not sent",
+    dst: { pending: "pending", delivered: "delivered", failed: "failed", abandoned: "abandoned" },
+    disp: { held: "held", silenced: "silenced", queued: "queued" },
     sent: "Sent; waiting for it to apply…", applied: "Applied.", refused: "Refused",
     u: { d: "d", h: "h", m: "m", s: "s" }, lang_switch: "Ganti ke Bahasa Indonesia", lang_btn: "ID",
     st: { open: "open", acknowledged: "acknowledged", reopened: "reopened", resolved: "resolved" },
@@ -85,7 +98,8 @@ const I18N = {
       "garda.case.escalated": "Escalated", "garda.case.acknowledged": "Acknowledged",
       "garda.case.note-added": "Note", "garda.case.referred": "Referred",
       "garda.case.resolved": "Resolved", "garda.case.reopened": "Reopened",
-      "garda.case.updated": "Updated", "garda.case.assigned": "Assigned" },
+      "garda.case.updated": "Updated", "garda.case.assigned": "Assigned",
+      "garda.alert.escalated": "Escalation alert", "garda.alert.referral-declined": "Referral declined" },
   },
 };
 const SEVERITIES = ["critical", "high", "medium", "low"];
@@ -335,7 +349,7 @@ async function loadCase() {
     api(`/api/cases/${encodeURIComponent(id)}/deliveries`),
   ]);
   S.worker = w.ok ? w.data : null;
-  S.deliveries = d.ok && d.data ? d.data.deliveries || [] : null;
+  S.deliveries = d.ok && d.data ? d.data : null;
   if (S.pending && S.pending.version !== caseVersion(S.caseDoc)) {
     S.pending = null;
     flash("action-ok", t("applied"));
@@ -401,15 +415,55 @@ function renderWorker() {
     ? el("ul", {}, claims.map((cl) => el("li", { text: `${cl.claim_id} · ${cl.program} · ${cl.status}` })))
     : el("p", { class: "muted", text: t("no_claims") }));
 }
+// The escalation ledger (GET /api/cases/{id}/deliveries, infra.hooks.ledger): one entry per
+// delivery (receiver, notified, delivered, acknowledged from its link, attempts), then the
+// alerts nobody was told of (held or silenced, with why).
+function fmtSeconds(s) { return s < 60 ? `${s.toFixed(1)}${t("u").s}` : fmtSpan(s); }
+function deliveryItem(d) {
+  const attempts = d.attempts || [];
+  const last = attempts[attempts.length - 1];
+  const answer = last ? (last.status_code ? String(last.status_code) : last.outcome || last.error || "") : "";
+  const delivered = d.delivered_at
+    ? `${fmtDate(d.delivered_at)}${d.seconds_to_deliver !== null ? ` (${t("d_in")} ${fmtSeconds(d.seconds_to_deliver)})` : ""}`
+    : `${t("d_not_yet")} (${tm("dst", d.status)})`;
+  const acked = d.acknowledged_at
+    ? `${fmtDate(d.acknowledged_at)}${d.ack_link && d.ack_link.actor ? ` · ${t("d_by")} ${d.ack_link.actor}` : ""}`
+    : null;
+  const about = (d.alerts || []).map((a) => tm("tl", a.type)).join(", ");
+  return el("li", { class: "dlv", "data-receiver": d.receiver, "data-status": d.status },
+    el("div", { class: "t-type" }, d.receiver, " ",
+      el("span", { class: `badge dst-${d.status}`, text: tm("dst", d.status) })),
+    dl([
+      [t("d_alerts"), about || null],
+      [t("d_notified"), fmtDate(d.notified_at)],
+      [t("d_delivered"), delivered],
+      [t("d_acked"), acked],
+      [t("d_attempts"), attempts.length ? `${attempts.length}${answer ? ` · ${t("d_last")} ${answer}` : ""}` : "0"],
+      [t("d_error"), d.status !== "delivered" ? d.last_error : null],
+    ]));
+}
+function unsentItem(a) {
+  return el("li", { class: "dlv", "data-receiver": a.receiver, "data-disposition": a.disposition },
+    el("div", { class: "t-type" }, a.receiver, " ",
+      el("span", { class: "badge st", text: `${t("d_not_sent")}: ${tm("disp", a.disposition)}` })),
+    dl([
+      [t("d_alerts"), tm("tl", a.type)],
+      [t("d_why"), a.reason],
+      [t("d_at"), fmtDate(a.at)],
+    ]));
+}
 function renderDeliveries() {
-  const ds = S.deliveries;
-  if (!ds || !ds.length) {
+  const ledger = S.deliveries;
+  const ds = (ledger && ledger.deliveries) || [];
+  const unsent = (ledger && ledger.not_sent) || [];
+  if (!ds.length && !unsent.length) {
     $("deliveries").replaceChildren(el("p", { class: "muted", "data-empty": "", text: t("no_deliveries") }));
     return;
   }
-  $("deliveries").replaceChildren(el("ul", {}, ds.map((d) => el("li", {
-    text: [d.receiver, d.status, fmtDate(d.delivered_at || d.first_sent_at || d.created_at),
-      d.attempts !== undefined ? `×${d.attempts}` : null].filter(Boolean).join(" · ") }))));
+  const acked = ledger.case_acknowledged_at && !ds.some((d) => d.acknowledged_at)
+    ? el("p", { class: "muted", "data-case-acked": "", text: `${t("d_case_acked")}: ${fmtDate(ledger.case_acknowledged_at)}` })
+    : null;
+  $("deliveries").replaceChildren(el("ul", { class: "timeline" }, ds.map(deliveryItem), unsent.map(unsentItem)), acked);
 }
 async function act(action, body, form) {
   $("action-error").hidden = true;
