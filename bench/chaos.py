@@ -1,0 +1,536 @@
+"""``python -m bench.chaos``: crashes, outages and replays, with nothing lost or doubled.
+
+Seeds N mixed events (the simulator's departures, arrivals, incidents and claims, then
+responders' case actions on the cases they opened; about 1 % invalid on purpose), runs two
+``garda worker`` processes against an embedded broker and PostgreSQL with deadlines of
+seconds, and while they process injects faults:
+
+- ``kill -9`` of a random worker at random moments (3 by default), restarted a second later;
+- PostgreSQL stopped for ``--db-outage`` seconds (30 by default) and started again;
+- the broker restarted: the embedded broker keeps nothing (memory storage), so a new one
+  starts on the same port, the topics are created again and the producers republish
+  everything they sent (a production Kafka cluster keeps its log and committed offsets
+  through a broker restart: nothing is republished there, consumers resume from their
+  committed offsets).
+
+Afterwards it compares the read model with a reference computed from the same input by the
+same pure handlers (``bench.chaos_plan``): every valid event processed exactly once, every
+invalid one dead-lettered, per-worker state and every case equal (escalation fields aside),
+each escalation level fired at most once per case and none missed, each worker's events of
+one topic applied in offset order. It prints N, the faults, losses and duplicates, and the
+time each fault took to recover from, and writes ``bench/results/chaos-<time>.json``.
+
+Minutes, not part of the test suite: ``--quick`` (4,000 events, a 5 s outage) for a smoke
+run; the default is 20,000 events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from bench.chaos_plan import (
+    TIME_DEPENDENT_CASE_KEYS,
+    TIME_DEPENDENT_WORKER_KEYS,
+    Phase,
+    Record,
+    Reference,
+    compare,
+    journey_phases,
+)
+from handlers.model import Case, Worker
+from handlers.policy import DEFAULT_POLICY_PATH, load_policy
+from infra.broker import EmbeddedBroker
+from infra.db import Database, migrate
+from infra.kafka_admin import ensure_topics
+from infra.postgres import EmbeddedPostgres
+from infra.processes import free_port, spawn, terminate
+from infra.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+FAST_SLA = {
+    "critical": ("4s", "8s", "120s"),
+    "high": ("6s", "12s", "180s"),
+    "medium": ("8s", "16s", "240s"),
+    "low": ("10s", None, "300s"),
+}
+
+
+def say(msg: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def chaos_policy(path: Path) -> Path:
+    """The default policy with the SLA clocks shortened to seconds."""
+    lines = DEFAULT_POLICY_PATH.read_text().splitlines()
+    out, current = [], None
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("[sla."):
+            current = stripped[5:-1]
+            ack, level2, resolve = FAST_SLA[current]
+            out += [line, f'ack = "{ack}"']
+            if level2:
+                out.append(f'level2 = "{level2}"')
+            out.append(f'resolve = "{resolve}"')
+            continue
+        if current and stripped.split("=")[0].strip() in ("ack", "level2", "resolve"):
+            continue
+        if stripped.startswith("["):
+            current = None
+        out.append(line)
+    path.write_text("\n".join(out) + "\n")
+    load_policy(path)  # fail here, not in the workers
+    return path
+
+
+@dataclass
+class Fault:
+    kind: str
+    at: float  # seconds since the run started
+    duration: float = 0.0  # how long the fault lasted (outage, restart)
+    recovered_after: float | None = None  # fault over -> processing seen again (s)
+
+
+@dataclass
+class Run:
+    settings: Settings
+    workdir: Path
+    broker: EmbeddedBroker
+    pg: EmbeddedPostgres
+    workers: list[subprocess.Popen | None] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    sent: list[Record] = field(default_factory=list)  # everything published, in order
+    started: float = field(default_factory=time.monotonic)
+    # Held while records are published or the broker is restarted and refilled, so that the
+    # republished log keeps every topic's order.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def send(self, records: list[Record]) -> None:
+        async with self.lock:
+            self.sent += records
+            await publish(self.settings, records)
+
+    def env(self, name: str) -> dict[str, str]:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GARDA_")}
+        env.update(
+            GARDA_KAFKA_BOOTSTRAP=s.kafka_bootstrap,
+            GARDA_DATABASE_URL=s.database_url or "",
+            GARDA_TOPIC_PREFIX=s.topic_prefix,
+            GARDA_PARTITIONS=str(s.partitions),
+            GARDA_GROUP_ID=s.group_id,
+            GARDA_SESSION_TIMEOUT=str(s.session_timeout),
+            GARDA_TIMER_INTERVAL=str(s.timer_interval),
+            GARDA_POLICY=str(s.policy),
+            GARDA_WEB_PORT=str(free_port()),
+            GARDA_LOG_FORMAT="json",
+            GARDA_DATA_DIR=str(self.workdir / f"data-{name}"),
+        )
+        return env
+
+    def start_worker(self, i: int) -> None:
+        cmd = [sys.executable, "-m", "infra.cli", "worker", "--wait", "120"]
+        proc = spawn(cmd, self.workdir / f"worker-{i}.log", cwd=REPO, env=self.env(f"w{i}"))
+        if i < len(self.workers):
+            self.workers[i] = proc
+        else:
+            self.workers.append(proc)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+async def processed_count(url: str) -> int:
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return -1
+    try:
+        return await conn.fetchval("SELECT count(*) FROM processed_events")
+    finally:
+        await conn.close()
+
+
+async def publish(settings: Settings, records: list[Record], timeout: float = 120.0) -> None:
+    """Publish in order; while the broker is away, retry as a real producer would."""
+    deadline = time.monotonic() + timeout
+    while True:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5
+        )
+        try:
+            await producer.start()
+            futures = [
+                await producer.send(settings.topic(r.topic), value=r.value, key=r.key.encode())
+                for r in records
+            ]
+            await asyncio.gather(*futures)
+            return
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise
+            say(f"publish failed ({type(exc).__name__}); retrying")
+            await asyncio.sleep(1.0)
+        finally:
+            await producer.stop()
+
+
+async def wait_processed(run: Run, phase: Phase, timeout: float) -> None:
+    """Until every valid record of the phase is processed and every invalid one dead-lettered."""
+    idents = [r.ident.split("|", 1) for r in phase.valid]
+    markers = [r.ident for r in phase.invalid]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            conn = await asyncpg.connect(run.settings.database_url, timeout=3)
+            try:
+                done = await conn.fetchval(
+                    "SELECT count(*) FROM processed_events p JOIN unnest($1::text[], $2::text[])"
+                    " AS x(source, id) ON p.source = x.source AND p.id = x.id",
+                    [s for s, _ in idents],
+                    [i for _, i in idents],
+                )
+                dead = await conn.fetchval(
+                    "SELECT count(DISTINCT m) FROM deadletters d, unnest($1::text[]) AS m"
+                    " WHERE position(m::bytea IN d.value) > 0",
+                    markers,
+                )
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            done, dead = None, None
+        if done is not None and done >= len(idents) and dead >= len(markers):
+            return
+        if (done, dead) != last:
+            say(
+                f"{phase.name}: {done}/{len(idents)} processed, {dead}/{len(markers)} dead-lettered"
+            )
+            last = (done, dead)
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"{phase.name} not fully processed in {timeout:.0f} s")
+
+
+async def recovery_time(run: Run, timeout: float = 180.0) -> float | None:
+    """Seconds until the processed count grows again (None: nothing left to process)."""
+    t0 = time.monotonic()
+    before = await processed_count(run.settings.database_url)
+    while time.monotonic() - t0 < timeout:
+        await asyncio.sleep(0.25)
+        now = await processed_count(run.settings.database_url)
+        if before < 0:
+            before = now
+            continue
+        if now > before:
+            return time.monotonic() - t0
+    return None
+
+
+async def kill9(run: Run, rnd: random.Random) -> Fault:
+    i = rnd.randrange(len(run.workers))
+    proc = run.workers[i]
+    fault = Fault("kill -9 worker", run.elapsed())
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(proc.wait)
+    say(f"kill -9 worker {i}")
+    await asyncio.sleep(1.0)
+    run.start_worker(i)
+    fault.duration = 1.0
+    fault.recovered_after = await recovery_time(run)
+    return fault
+
+
+async def db_outage(run: Run, seconds: float) -> Fault:
+    fault = Fault("PostgreSQL stopped", run.elapsed(), seconds)
+    say(f"stopping PostgreSQL for {seconds:g} s")
+    await run.pg.stop()
+    await asyncio.sleep(seconds)
+    await run.pg.start()
+    say("PostgreSQL started again")
+    fault.recovered_after = await recovery_time(run)
+    return fault
+
+
+async def broker_restart(run: Run) -> Fault:
+    fault = Fault("broker restarted (memory: republished)", run.elapsed())
+    t0 = time.monotonic()
+    say("restarting the broker (memory storage: it comes back empty)")
+    async with run.lock:
+        await run.broker.stop()
+        await run.broker.start()
+        await ensure_topics(run.settings.kafka_bootstrap, run.settings)
+        await publish(run.settings, list(run.sent))
+        fault.duration = time.monotonic() - t0
+    say(f"broker back, {len(run.sent)} records republished in {fault.duration:.1f} s")
+    fault.recovered_after = await recovery_time(run)
+    return fault
+
+
+async def inject(run: Run, args: argparse.Namespace, rnd: random.Random) -> None:
+    """The fault schedule, spread over the run while the phases are processed."""
+    await asyncio.sleep(3.0)
+    for _ in range(args.kills):
+        run.faults.append(await kill9(run, rnd))
+        await asyncio.sleep(rnd.uniform(2.0, 6.0))
+    run.faults.append(await db_outage(run, args.db_outage))
+    await asyncio.sleep(3.0)
+    if not args.no_broker_restart:
+        run.faults.append(await broker_restart(run))
+
+
+async def final_checks(run: Run, ref: Reference, phases: list[Phase]) -> dict[str, Any]:
+    conn = await asyncpg.connect(run.settings.database_url)
+    try:
+        workers = {
+            r["worker_id"]: {
+                k: v
+                for k, v in Worker.from_doc(r["doc"]).to_doc().items()
+                if k not in TIME_DEPENDENT_WORKER_KEYS
+            }
+            for r in await conn.fetch("SELECT worker_id, doc FROM workers")
+        }
+        cases = {
+            r["case_id"]: {
+                k: v
+                for k, v in Case.from_doc(r["doc"]).to_doc().items()
+                if k not in TIME_DEPENDENT_CASE_KEYS
+            }
+            for r in await conn.fetch("SELECT case_id, doc FROM cases")
+        }
+        valid = [r for p in phases for r in p.valid]
+        processed = {
+            f"{r['source']}|{r['id']}": r
+            for r in await conn.fetch(
+                'SELECT source, id, worker_id, topic, "offset", processed_at FROM processed_events'
+            )
+        }
+        lost = [r.ident for r in valid if r.ident not in processed]
+        invalid = [r for p in phases for r in p.invalid]
+        dead = await conn.fetch(
+            "SELECT m, count(*) AS n FROM deadletters d, unnest($1::text[]) AS m"
+            " WHERE position(m::bytea IN d.value) > 0 GROUP BY m",
+            [r.ident for r in invalid],
+        )
+        dead_n = {r["m"]: r["n"] for r in dead}
+        escalations = await conn.fetch(
+            "SELECT case_id, (detail->>'level')::int AS level, count(*) AS n FROM case_timeline"
+            " WHERE type = 'garda.case.escalated' GROUP BY case_id, level"
+        )
+        missed = await conn.fetchval(
+            "SELECT count(*) FROM cases WHERE next_due < now() - interval '5 seconds'"
+        )
+        lateness = [
+            (r["at"] - datetime.fromisoformat(r["missed"].replace("Z", "+00:00"))).total_seconds()
+            for r in await conn.fetch(
+                "SELECT at, detail->>'missed_deadline' AS missed FROM case_timeline"
+                " WHERE type = 'garda.case.escalated'"
+            )
+        ]
+        position = {r.ident: i for i, r in enumerate(run.sent)}
+        runs: dict[tuple[str, str], list[tuple[int, datetime]]] = {}
+        for ident, row in processed.items():
+            if ident in position:
+                runs.setdefault((row["worker_id"], row["topic"]), []).append(
+                    (position[ident], row["processed_at"])
+                )
+        # A worker's events of one topic must be applied in the order they were published:
+        # a later one never in an earlier transaction.
+        order = sum(
+            1
+            for seq in runs.values()
+            for (_, a), (_, b) in zip(sorted(seq), sorted(seq)[1:], strict=False)
+            if b < a
+        )
+    finally:
+        await conn.close()
+    republished = any(f.kind.startswith("broker") for f in run.faults)
+    expected_dead = 2 if republished else 1
+    return {
+        "valid_events": len(valid),
+        "invalid_events": len(invalid),
+        "lost": len(lost),
+        "first_lost": lost[:3],
+        "deadletters_missing": sum(1 for r in invalid if r.ident not in dead_n),
+        "deadletters_doubled": sum(1 for n in dead_n.values() if n > expected_dead),
+        "workers": compare(ref.worker_docs(), workers),
+        "cases": compare(ref.case_docs(), cases),
+        "escalations": sum(r["n"] for r in escalations),
+        "escalations_doubled": sum(1 for r in escalations if r["n"] > 1),
+        "escalations_missed": missed,
+        "escalation_lateness_s": {
+            "p50": statistics.median(lateness) if lateness else None,
+            "p99": sorted(lateness)[int(0.99 * (len(lateness) - 1))] if lateness else None,
+            "max": max(lateness) if lateness else None,
+        },
+        "out_of_order": order,
+    }
+
+
+async def quiet_escalations(url: str, timeout: float) -> None:
+    """Wait until no open case has a deadline more than 2 s overdue (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = await asyncpg.connect(url)
+        try:
+            overdue = await conn.fetchval(
+                "SELECT count(*) FROM cases WHERE next_due < now() - interval '2 seconds'"
+            )
+        finally:
+            await conn.close()
+        if not overdue:
+            return
+        await asyncio.sleep(1.0)
+
+
+async def chaos(args: argparse.Namespace) -> dict[str, Any]:
+    rnd = random.Random(args.seed)
+    workdir = Path(tempfile.mkdtemp(prefix="garda-chaos-"))
+    workdir.chmod(0o711)  # run as root, PostgreSQL runs as a system user that must enter it
+    policy_path = chaos_policy(workdir / "chaos_policy.toml")
+    policy = load_policy(policy_path)
+    broker = EmbeddedBroker(workdir / "broker", port=free_port())
+    pg = EmbeddedPostgres(workdir / "pg", port=free_port(), durable=False)
+    await broker.start()
+    await pg.start()
+    run: Run | None = None
+    try:
+        url = await pg.create_database("chaos")
+        settings = Settings(
+            kafka_bootstrap=broker.bootstrap,
+            database_url=url,
+            policy=policy_path,
+            topic_prefix=f"chaos{uuid.uuid4().hex[:6]}.",
+            partitions=6,
+            group_id="chaos",
+            session_timeout=6.0,
+            timer_interval=0.5,
+        )
+        await ensure_topics(settings.kafka_bootstrap, settings)
+        async with Database(url, max_size=1) as db, db.pool.acquire() as conn:
+            await migrate(conn)
+        run = Run(settings, workdir, broker, pg)
+        say(f"N={args.events}, work dir {workdir}")
+        phases = journey_phases(args.seed, args.events)
+        ref = Reference(policy)
+        for i in range(args.workers):
+            run.start_worker(i)
+        faults = asyncio.create_task(inject(run, args, rnd))
+        t0 = time.monotonic()
+        for phase in phases:
+            await run.send(phase.records)
+            ref.apply(phase.records)
+            await wait_processed(run, phase, args.timeout)
+        actions = ref.actions(args.seed)
+        await run.send(actions.records)
+        ref.apply(actions.records)
+        phases.append(actions)
+        await wait_processed(run, actions, args.timeout)
+        await faults
+        # The broker restart republished everything: let the workers drain it again.
+        for phase in phases:
+            await wait_processed(run, phase, args.timeout)
+        await quiet_escalations(url, 60.0)
+        elapsed = time.monotonic() - t0
+        checks = await final_checks(run, ref, phases)
+        return {
+            "n": sum(len(p.records) for p in phases),
+            "seed": args.seed,
+            "workers": args.workers,
+            "seconds": round(elapsed, 1),
+            "faults": [f.__dict__ for f in run.faults],
+            "checks": checks,
+        }
+    finally:
+        if run is not None:
+            for proc in run.workers:
+                if proc is not None:
+                    await terminate(proc, 10)
+        await pg.stop()
+        await broker.stop()
+
+
+def verdict(report: dict[str, Any]) -> list[str]:
+    """What went wrong (empty: nothing lost, nothing doubled)."""
+    c = report["checks"]
+    bad = []
+    for key in ("lost", "deadletters_missing", "deadletters_doubled", "escalations_doubled"):
+        if c[key]:
+            bad.append(f"{key}: {c[key]}")
+    if c["escalations_missed"]:
+        bad.append(f"escalations missed: {c['escalations_missed']}")
+    if c["out_of_order"]:
+        bad.append(f"events applied out of order: {c['out_of_order']}")
+    for what in ("workers", "cases"):
+        d = c[what]
+        if d["missing"] or d["extra"] or d["differing"]:
+            bad.append(f"{what} differ from the reference: {d}")
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
+    p.add_argument("--events", type=int, default=20_000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--kills", type=int, default=3)
+    p.add_argument("--db-outage", type=float, default=30.0, help="seconds PostgreSQL is down")
+    p.add_argument("--no-broker-restart", action="store_true")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--timeout", type=float, default=600.0, help="per phase (s)")
+    p.add_argument("--quick", action="store_true", help="4,000 events, a 5 s outage")
+    args = p.parse_args(argv)
+    if args.quick:
+        args = replace_ns(args, events=4_000, db_outage=5.0)
+    report = asyncio.run(chaos(args))
+    problems = verdict(report)
+    report["verdict"] = problems or ["nothing lost, nothing doubled"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"chaos-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    c = report["checks"]
+    print(f"N = {report['n']} events ({c['valid_events']} valid, {c['invalid_events']} invalid)")
+    for f in report["faults"]:
+        rec = f["recovered_after"]
+        rec_s = f"{rec:.1f} s" if rec is not None else "n/a (nothing left to process)"
+        print(
+            f"  {f['kind']:<42} at {f['at']:6.1f} s, lasted {f['duration']:5.1f} s, recovered {rec_s}"
+        )
+    print(
+        f"lost {c['lost']}, dead letters missing {c['deadletters_missing']}, doubled "
+        f"{c['deadletters_doubled']}; escalations {c['escalations']} (doubled "
+        f"{c['escalations_doubled']}, missed {c['escalations_missed']}, lateness "
+        f"{c['escalation_lateness_s']}); out of order {c['out_of_order']}"
+    )
+    print(f"workers vs reference: {c['workers']}")
+    print(f"cases vs reference: {c['cases']}")
+    print("verdict: " + "; ".join(report["verdict"]))
+    print(f"report: {out}")
+    return 1 if problems else 0
+
+
+def replace_ns(ns: argparse.Namespace, **changes: Any) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(ns), **changes})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
