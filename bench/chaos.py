@@ -110,6 +110,9 @@ class Fault:
     duration: float = 0.0  # how long the fault lasted (outage, restart)
     recovered_after: float | None = None  # fault over -> processing seen again (s)
     wall: float = field(default_factory=time.time)  # when it started (epoch seconds)
+    # The longest time without any batch committed, from the fault to 30 s after it (s):
+    # for a rebalance, the rejoin window.
+    longest_stall: float | None = None
 
 
 @dataclass
@@ -304,12 +307,34 @@ async def broker_restart(run: Run) -> Fault:
     return fault
 
 
+async def rebalance(run: Run, extra: int) -> list[Fault]:
+    """``extra`` more workers join the group, then leave again (SIGTERM): two rebalances."""
+    base = len(run.workers)
+    join = Fault(f"{extra} workers join ({base} -> {base + extra})", run.elapsed())
+    say(join.kind)
+    for i in range(base, base + extra):
+        run.start_worker(i)
+    join.recovered_after = await recovery_time(run)
+    await asyncio.sleep(3.0)
+    leave = Fault(f"{extra} workers leave ({base + extra} -> {base})", run.elapsed())
+    say(leave.kind)
+    for proc in run.workers[base:]:
+        if proc is not None:
+            await terminate(proc, 15)
+    del run.workers[base:]
+    leave.recovered_after = await recovery_time(run)
+    return [join, leave]
+
+
 async def inject(run: Run, args: argparse.Namespace, rnd: random.Random) -> None:
     """The fault schedule, spread over the run while the phases are processed."""
     await asyncio.sleep(3.0)
     for _ in range(args.kills):
         run.faults.append(await kill9(run, rnd))
         await asyncio.sleep(rnd.uniform(2.0, 6.0))
+    if args.rebalance:
+        run.faults += await rebalance(run, args.rebalance)
+        await asyncio.sleep(2.0)
     run.faults.append(await db_outage(run, args.db_outage))
     await asyncio.sleep(3.0)
     if not args.no_broker_restart:
@@ -371,6 +396,19 @@ async def final_checks(run: Run, ref: Reference, phases: list[Phase]) -> dict[st
     windows = [
         (f.wall - 1.0, f.wall + f.duration + (f.recovered_after or 0.0) + 1.0) for f in run.faults
     ]
+    conn = await asyncpg.connect(run.url)
+    try:
+        commits = [
+            r["t"]
+            for r in await conn.fetch(
+                "SELECT DISTINCT extract(epoch FROM processed_at)::float8 AS t"
+                " FROM processed_events ORDER BY 1"
+            )
+        ]
+    finally:
+        await conn.close()
+    for f in run.faults:
+        f.longest_stall = longest_stall(commits, f.wall, f.wall + f.duration + 30.0)
     lateness, calm = [], []
     for r in late_rows:
         due = max(r["deadline"], r["known"])
@@ -415,6 +453,16 @@ async def final_checks(run: Run, ref: Reference, phases: list[Phase]) -> dict[st
         "escalation_lateness_outside_faults_s": spread(calm),
         "out_of_order": order,
     }
+
+
+def longest_stall(commits: list[float], start: float, end: float) -> float | None:
+    """The longest gap between batch commits (epoch seconds, sorted) over [start, end]."""
+    before = [t for t in commits if t < start][-1:]
+    inside = [t for t in commits if start <= t <= end]
+    points = before + inside
+    if len(points) < 2:
+        return None
+    return round(max(b - a for a, b in zip(points, points[1:], strict=False)), 2)
 
 
 def spread(values: list[float]) -> dict[str, float | int | None]:
@@ -537,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kills", type=int, default=3)
     p.add_argument("--db-outage", type=float, default=30.0, help="seconds PostgreSQL is down")
     p.add_argument("--no-broker-restart", action="store_true")
+    p.add_argument("--rebalance", type=int, default=2, help="workers that join and leave (0: none)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--timeout", type=float, default=600.0, help="per phase (s)")
     p.add_argument("--quick", action="store_true", help="4,000 events, a 5 s outage")
@@ -554,8 +603,11 @@ def main(argv: list[str] | None = None) -> int:
     for f in report["faults"]:
         rec = f["recovered_after"]
         rec_s = f"{rec:.1f} s" if rec is not None else "n/a (nothing left to process)"
+        stall = f["longest_stall"]
         print(
-            f"  {f['kind']:<42} at {f['at']:6.1f} s, lasted {f['duration']:5.1f} s, recovered {rec_s}"
+            f"  {f['kind']:<42} at {f['at']:6.1f} s, lasted {f['duration']:5.1f} s, "
+            f"processing again after {rec_s}, longest stall "
+            + (f"{stall:.1f} s" if stall is not None else "n/a")
         )
     print(
         f"lost {c['lost']}, dead letters missing {c['deadletters_missing']}, doubled "
