@@ -36,13 +36,8 @@ from schemas.envelope import Envelope
 Handler = Callable[[Aggregate, Ctx], None]
 
 HANDLERS: dict[str, Handler] = {
-    "pmi.departure.recorded": journey.departure_recorded,
-    "pmi.departure.failed": journey.departure_failed,
-    "pmi.arrival.reported": journey.arrival_reported,
-    "pmi.contract.extended": journey.contract_extended,
-    "pmi.return.recorded": journey.return_recorded,
-    "pmi.incident.reported": incidents.incident_reported,
-    "pmi.incident.updated": incidents.incident_updated,
+    **journey.JOURNEY_HANDLERS,
+    **incidents.INCIDENT_HANDLERS,
     **actions.ACTION_HANDLERS,
     **claims.CLAIM_HANDLERS,
     **escalation.DEADLINE_HANDLERS,

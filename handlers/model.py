@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from schemas.fields import iso as iso
 from schemas.fields import parse_dt as parse_dt
+from schemas.types import SEVERITIES as SEVERITIES
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 _T = TypeVar("_T", bound="DataclassInstance")
 
-SEVERITIES = ("low", "medium", "high", "critical")  # ascending
 CASE_KINDS = ("protection", "non_procedural_departure", "coverage_gap", "claim_dispute")
 CASE_STATUSES = ("open", "acknowledged", "resolved", "reopened")
 OPEN_STATUSES = ("open", "acknowledged", "reopened")

@@ -45,7 +45,9 @@ from errors import ConfigError
 from handlers.model import SEVERITIES
 from handlers.prevention_policy import SECTIONS as _PREVENTION_SECTIONS
 from handlers.prevention_policy import Prevention, parse_prevention
+from schemas.fields import COUNTRY_PATTERN, REGION_PATTERN
 from schemas.types import CATEGORIES as _CATEGORIES
+from schemas.types import EMPLOYER_TYPES, SCHEMES
 
 
 @dataclass(frozen=True)
@@ -172,15 +174,13 @@ NON_PROCEDURAL_REASONS = (
     "no_social_security",
     "moratorium_destination",
 )
-SCHEMES = ("p2p", "g2g", "g2p", "individual", "company_own", "seafarer")
-EMPLOYER_TYPES = ("legal_entity", "household", "vessel")
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.toml")
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-_REGION = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
+_COUNTRY = re.compile(COUNTRY_PATTERN)
+_REGION = re.compile(REGION_PATTERN)
 
 
 def parse_duration(value: object, where: str = "duration") -> timedelta:

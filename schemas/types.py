@@ -54,7 +54,7 @@ CATEGORIES = (
     "overstay",
     "other",
 )
-SEVERITIES = ("critical", "high", "medium", "low")
+SEVERITIES = ("low", "medium", "high", "critical")  # ascending: handlers rank by index
 REPORTER_TYPES = ("mission", "worker", "family", "ngo", "employer", "hotline", "panic_button")
 CLAIM_PROGRAMS = ("JKK", "JKM", "JHT")
 CLAIM_STATUSES = (
