@@ -57,7 +57,7 @@ from typing import Any
 from errors import Conflict, Forbidden, Unacceptable
 from handlers import referrals
 from handlers.access import may_act
-from handlers.cases import CLOCK_STARTED_AT, case_or_not_found, deadlines
+from handlers.cases import CLOCK_STARTED_AT, case_or_not_found, kind_deadlines
 from handlers.context import Ctx
 from handlers.escalation import RESOLVE_MISSED
 from handlers.model import Aggregate, Case, iso, parse_dt
@@ -183,7 +183,7 @@ def handle_reopened(agg: Aggregate, ctx: Ctx) -> None:
     if case.status != "resolved":
         raise Conflict(f"case {case.case_id} is {case.status}, not resolved; cannot reopen")
     restart = ctx.event_time
-    case.ack_due, case.resolve_due = deadlines(ctx.policy, case.severity, restart)
+    case.ack_due, case.resolve_due = kind_deadlines(ctx.policy, case.kind, case.severity, restart)
     case.status = "reopened"
     case.acknowledged_at = None
     case.resolved_at = None

@@ -54,7 +54,7 @@ from handlers.model import (
     stable_id,
 )
 from handlers.policy import Policy
-from handlers.routing import route
+from handlers.routing import RouteDecision, route
 
 PROTECTION = "protection"
 DEFAULT_SEVERITY = "medium"
@@ -79,6 +79,18 @@ def deadlines(policy: Policy, severity: str, opened_at: datetime) -> tuple[datet
     return opened_at + sla.ack, opened_at + sla.resolve
 
 
+def kind_deadlines(
+    policy: Policy, kind: str, severity: str, start: datetime
+) -> tuple[datetime, datetime]:
+    """(ack_due, resolve_due) of a case of ``kind``: a kind with its own SLA ladder
+    (``policy.prevention.kind_sla``, e.g. ``reintegration``) uses it, any other the
+    severity's."""
+    sla = policy.prevention.kind_sla(kind)
+    if sla is None:
+        return deadlines(policy, severity, start)
+    return start + sla.ack, start + sla.resolve
+
+
 def case_id_for(worker_id: str, kind: str, cause: str) -> str:
     return stable_id(worker_id, kind, cause, prefix="CASE-")
 
@@ -95,6 +107,7 @@ def open_case(
     region: str | None,
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
+    decision: RouteDecision | None = None,
 ) -> Case:
     worker_id = agg.worker.worker_id
     case_id = case_id_for(worker_id, kind, cause)
@@ -107,8 +120,9 @@ def open_case(
     detail = dict(detail or {})
     if at is None and ctx.late_report and ctx.envelope.time is not None:
         detail[LATE_REPORT] = {"time": iso(ctx.envelope.time), "received_at": iso(opened_at)}
-    decision = route(ctx.policy, country, region)
-    ack_due, resolve_due = deadlines(ctx.policy, severity, opened_at)
+    if decision is None:  # the caller may route itself (a returnee's origin service unit)
+        decision = route(ctx.policy, country, region)
+    ack_due, resolve_due = kind_deadlines(ctx.policy, kind, severity, opened_at)
     case = Case(
         case_id=case_id,
         worker_id=worker_id,
@@ -188,7 +202,9 @@ def raise_severity(ctx: Ctx, case: Case, severity: str | None) -> bool:
     if severity is None or severity_rank(severity) <= severity_rank(case.severity):
         return False
     case.severity = severity
-    case.ack_due, case.resolve_due = deadlines(ctx.policy, severity, clock_start(case))
+    case.ack_due, case.resolve_due = kind_deadlines(
+        ctx.policy, case.kind, severity, clock_start(case)
+    )
     return True
 
 

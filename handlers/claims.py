@@ -48,6 +48,7 @@ from datetime import datetime
 from typing import Any
 
 from errors import Unacceptable
+from handlers import reintegration
 from handlers.cases import case_id_for, open_case
 from handlers.context import Ctx
 from handlers.model import Aggregate, Case, Claim, iso, parse_dt
@@ -232,6 +233,7 @@ def handle_claim_filed(agg: Aggregate, ctx: Ctx) -> None:
         },
         filed_at,
     )
+    reintegration.after_claim_filed(agg, ctx)  # a JKM claim joins a reintegration case
     ctx.outcome = "claim_filed"
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from handlers import escalation, referrals
+from handlers import escalation, referrals, reintegration
 from handlers.model import Case
 from handlers.policy import Policy
 
@@ -27,9 +27,11 @@ Command = tuple[str, str, dict[str, Any]]
 # The clocks beside the ladder: (next due of a case) and (due commands), one entry each.
 _EXTRA_DUE: list[Callable[[Case, Policy], datetime | None]] = [
     lambda case, _policy: referrals.referral_due(case),
+    lambda case, _policy: reintegration.reminder_due(case),
 ]
 _EXTRA_COMMANDS: list[Callable[[list[Case], Policy, datetime], list[Command]]] = [
     lambda cases, _policy, now: referrals.due_commands(cases, now),
+    lambda cases, _policy, now: reintegration.due_commands(cases, now),
 ]
 
 

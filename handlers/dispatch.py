@@ -26,7 +26,16 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from errors import Unacceptable
-from handlers import actions, claims, escalation, incidents, journey, referrals, repolicy
+from handlers import (
+    actions,
+    claims,
+    escalation,
+    incidents,
+    journey,
+    referrals,
+    reintegration,
+    repolicy,
+)
 from handlers.context import Ctx
 from handlers.model import Aggregate, Result
 from handlers.policy import Policy
@@ -44,6 +53,7 @@ HANDLERS: dict[str, Handler] = {
     **repolicy.REPOLICY_HANDLERS,
     # prevention and aftercare
     **referrals.REFERRAL_HANDLERS,
+    **reintegration.REINTEGRATION_HANDLERS,
 }
 
 

@@ -60,7 +60,7 @@ Deadline = tuple[datetime, str, int]
 
 def level2_due(case: Case, policy: Policy) -> datetime | None:
     """The ack clock's level-2 deadline (clock start + ``sla.level2``), or None if no level 2."""
-    sla = policy.sla.get(case.severity)
+    sla = policy.prevention.kind_sla(case.kind) or policy.sla.get(case.severity)
     if sla is None or sla.level2 is None:
         return None
     return clock_start(case) + sla.level2

@@ -60,7 +60,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from errors import Conflict, NotFound, Unacceptable
-from handlers import coverage, nonprocedural
+from handlers import coverage, nonprocedural, reintegration
 from handlers.context import Ctx
 from handlers.model import Aggregate, Worker, parse_dt
 from handlers.routing import normalize_country, normalize_region
@@ -68,9 +68,13 @@ from handlers.routing import normalize_country, normalize_region
 Hook = Callable[[Aggregate, Ctx], object]
 
 # Checks that follow a departure plug in here, one line each.
-AFTER_DEPARTURE: list[Hook] = [nonprocedural.check_departure]
+AFTER_DEPARTURE: list[Hook] = [nonprocedural.check_departure, reintegration.remember_origin]
 # e.g. ``coverage.update_coverage``: departed_at/contract_end/returned_at may have changed.
-AFTER_JOURNEY_CHANGE: list[Hook] = [coverage.update_coverage, coverage.recheck_gaps]
+AFTER_JOURNEY_CHANGE: list[Hook] = [
+    coverage.update_coverage,
+    coverage.recheck_gaps,
+    reintegration.after_journey_change,  # a return may open a reintegration case
+]
 
 ABROAD = ("departed", "placed")
 ARRIVAL_WITHOUT_DEPARTURE = "arrival_without_departure"

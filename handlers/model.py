@@ -21,7 +21,15 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T", bound="DataclassInstance")
 
-CASE_KINDS = ("protection", "non_procedural_departure", "coverage_gap", "claim_dispute")
+CASE_KINDS = (
+    "protection",
+    "non_procedural_departure",
+    "coverage_gap",
+    "claim_dispute",
+    # prevention and aftercare (handlers.reintegration, handlers.employers)
+    "reintegration",
+    "preventive_visit",
+)
 CASE_STATUSES = ("open", "acknowledged", "resolved", "reopened")
 OPEN_STATUSES = ("open", "acknowledged", "reopened")
 WORKER_STATES = (
@@ -209,6 +217,12 @@ class Worker:
     state_at: datetime | None = None
     # Journey irregularities seen so far (e.g. "arrival_without_departure"); no timeline row.
     anomalies: list[str] = field(default_factory=list)
+    # Prevention and aftercare: where the worker comes from (departure ``origin``: province,
+    # regency, village codes), the employer they are placed with (``handlers.employers``
+    # key) and the placement agency's licence of the current journey.
+    origin: dict[str, str] | None = None
+    employer_key: str | None = None
+    p3mi_license: str | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return _doc(self)

@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from errors import Conflict
-from handlers.cases import case_or_not_found, clock_start, deadlines
+from handlers.cases import case_or_not_found, clock_start, kind_deadlines
 from handlers.context import Ctx
 from handlers.escalation import RESOLVE_MISSED, UNACKNOWLEDGED
 from handlers.model import Aggregate, Case, iso
@@ -50,7 +50,7 @@ def changes_for(case: Case, policy: Policy) -> dict[str, tuple[datetime | None, 
     """``{"ack_due"|"resolve_due": (stored, per policy)}`` for what differs; empty if none."""
     if not case.is_open or case.severity not in policy.sla:
         return {}
-    ack_due, resolve_due = deadlines(policy, case.severity, clock_start(case))
+    ack_due, resolve_due = kind_deadlines(policy, case.kind, case.severity, clock_start(case))
     out: dict[str, tuple[datetime | None, datetime]] = {}
     if case.status in UNACKNOWLEDGED and case.ack_due != ack_due:
         out["ack_due"] = (case.ack_due, ack_due)

@@ -46,6 +46,7 @@ TYPES_BY_TOPIC: dict[str, tuple[str, ...]] = {
         "garda.deadlines.recompute",
         # prevention and aftercare clocks
         "garda.referral.due",
+        "garda.reintegration.reminder-due",
     ),
 }
 
@@ -66,4 +67,7 @@ CASE_EVENT_TYPES: tuple[str, ...] = (
     "garda.case.referral-accepted",
     "garda.case.referral-declined",
     "garda.case.referral-lapsed",
+    # reintegration (handlers.reintegration)
+    "garda.case.claim-linked",
+    "garda.case.jkm-claim-missing",
 )

@@ -316,6 +316,16 @@ _PREVENTION_SPECS: tuple[TypeSpec, ...] = (
             "due_at": DateTime("When the referral answer fell due."),
         },
     ),
+    _spec(
+        "garda.reintegration.reminder-due",
+        "Internal command: a deceased worker's reintegration case has no JKM claim by its"
+        " reminder date.",
+        {
+            "case_id": _id("The reintegration case."),
+            "worker_id": WORKER_ID,
+            "due_at": DateTime("When the reminder fell due."),
+        },
+    ),
 )
 
 _SOURCE_ALERT_BASE: dict[str, Field] = {

@@ -134,7 +134,8 @@ def test_effects_refusal_is_about_what_the_event_changes() -> None:
         source="jb/desk",
     )
     result = handle(tpe_only, env, POLICY, T0 + H)
-    assert "no case at this token's posts" in access.effects_refusal(jb, tpe_only, result, POLICY)
+    # (the death also opens a reintegration case, at headquarters: outside the token's posts)
+    assert "outside this token's posts" in access.effects_refusal(jb, tpe_only, result, POLICY)
     # Headquarters and producer-only tokens are bound by their sources only.
     assert access.effects_refusal(scope(hq=True), tpe_only, result, POLICY) is None
     assert access.effects_refusal(scope(sources=("x",)), tpe_only, result, POLICY) is None

@@ -162,7 +162,8 @@ def test_story_departure_incidents_update_return() -> None:
         assert r.outcome == outcome, type_
         assert len(snapshots(r)) == 1, type_
         agg = r.aggregate
-    (case,) = agg.cases.values()
+    case, reintegration = sorted(agg.cases.values(), key=lambda c: c.kind != "protection")
+    assert reintegration.kind == "reintegration"  # repatriated: a case at the origin's unit
     assert case.post_id == "KJRI-JOHOR-BAHRU" and case.reports == 2
     assert case.severity == "critical" and case.incident_ids == ["I1", "I2"]
     assert agg.worker.state == "returned" and agg.worker_public()["in_crisis"] is True

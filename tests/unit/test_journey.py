@@ -174,7 +174,9 @@ def test_transition(state: str, event: str, expected: str, anomaly: str | None) 
     assert c.outcome != "stale"
     new = [a for a in w.anomalies if a not in before]
     assert new == ([anomaly] if anomaly else [])
-    assert c.effects.timeline == []  # journeys write no case timeline
+    # journeys write no case timeline, except the reintegration case a death opens
+    kinds = {agg.cases[e.case_id].kind for e in c.effects.timeline}
+    assert kinds == ({"reintegration"} if expected == "deceased" else set())
 
 
 # --- facts stored -----------------------------------------------------------------------

@@ -91,6 +91,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "pmi.case.referral-accepted": dict(CASE),
     "pmi.case.referral-declined": dict(CASE),
     "garda.referral.due": {"case_id": "CASE-1", "worker_id": W, "due_at": T},
+    "garda.reintegration.reminder-due": {"case_id": "CASE-1", "worker_id": W, "due_at": T},
     "garda.alert.source-silent": {
         "alert": "source-silent",
         "source": "siskop2mi/embarkation",
@@ -153,6 +154,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "pmi.case.referral-accepted": {"at": T, "note": "Shelter place found."},
     "pmi.case.referral-declined": {"at": T, "note": "No capacity this month."},
     "garda.referral.due": {},
+    "garda.reintegration.reminder-due": {},
     "garda.alert.source-silent": {"last_seen_at": "2026-11-28T10:00:00Z"},
     "garda.alert.source-recovered": {},
 }
@@ -179,6 +181,7 @@ DESIGN_TYPES = {
     "pmi.case.referral-accepted",
     "pmi.case.referral-declined",
     "garda.referral.due",
+    "garda.reintegration.reminder-due",
     "garda.alert.source-silent",
     "garda.alert.source-recovered",
 }
