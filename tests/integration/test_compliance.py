@@ -534,8 +534,9 @@ async def test_coverage_windows_gaps_and_claim_suggestions(
         "W-COV-OLD": ["coverage_gap", "protection", "protection"],
         "W-COV-NOBPJS": ["coverage_gap", "non_procedural_departure", "protection"],
         "W-COV-EXT": ["protection"],
-        "W-COV-EDGE-IN": ["protection"],
-        "W-COV-EDGE-OUT": ["coverage_gap", "protection"],
+        # a medical return also opens a reintegration case (docs/prevention.md)
+        "W-COV-EDGE-IN": ["protection", "reintegration"],
+        "W-COV-EDGE-OUT": ["coverage_gap", "protection", "reintegration"],
         "W-COV-DEATH": ["protection"],
     }
     await eventually(kinds, lambda k: k == expected)
