@@ -399,7 +399,7 @@ async def _record_dead_letters(
             [d.partition for d in dls],
             [d.offset for d in dls],
             [d.digest for d in dls],
-            [d.error for d in dls],
+            [safe_text(d.error) for d in dls],
             [d.source for d in dls],
             [d.event_id for d in dls],
             [d.key for d in dls],
@@ -485,7 +485,7 @@ def dead_letter_row(d: DeadLetter, deadletter_topic: str, deadletter_id: int) ->
     else:
         headers.append(("garda-headers-dropped", str(len(original)).encode()))
     headers += [
-        ("garda-error", _cap_text(d.error, 4000)),
+        ("garda-error", _cap_text(safe_text(d.error), 4000)),
         ("garda-source-topic", d.topic.encode()),
         ("garda-source-partition", str(d.partition).encode()),
         ("garda-source-offset", str(d.offset).encode()),
@@ -509,6 +509,13 @@ def dead_letter_row(d: DeadLetter, deadletter_topic: str, deadletter_id: int) ->
     )
 
 
+def safe_text(text: str) -> str:
+    """``text`` as PostgreSQL can store it: NUL and lone surrogates escaped."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _cap_text(text: str, limit: int) -> bytes:
     """UTF-8 of ``text`` cut to ``limit`` bytes on a character boundary (never raises)."""
     return text.encode("utf-8", "backslashreplace")[:limit].decode("utf-8", "ignore").encode()
@@ -521,16 +528,16 @@ def mask_record_value(value: bytes) -> tuple[bytes, set[str]]:
     is masked textually, key by key."""
     try:
         doc = json.loads(value)
-    except (ValueError, RecursionError):
+        if not isinstance(doc, dict | list):
+            return value, set()
+        masked_doc, keys = mask_document(doc)
+        if not keys:
+            return value, keys
+        text = json.dumps(masked_doc, ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace"), keys
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         text = value.decode("utf-8", "surrogateescape")
         masked_text, keys = mask_json_text(text)
         if not keys:
             return value, keys
         return masked_text.encode("utf-8", "surrogateescape"), keys
-    if not isinstance(doc, dict | list):
-        return value, set()
-    masked_doc, keys = mask_document(doc)
-    if not keys:
-        return value, keys
-    text = json.dumps(masked_doc, ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8", "backslashreplace"), keys

@@ -25,6 +25,7 @@ from schemas.fields import (
     check_identifier,
     format_datetime,
     parse_datetime,
+    printable_name,
     show,
     surrogate_free,
 )
@@ -337,7 +338,7 @@ def _build(
             raise InvalidEvent(
                 "is not a valid CloudEvents attribute name (lowercase a-z and 0-9, "
                 "at most 20 characters)",
-                name,
+                printable_name(name),
             )
         if not isinstance(ext, str | int | float | bool):
             raise InvalidEvent(

@@ -157,6 +157,19 @@ def surrogate_free(value: str, path: str | None) -> str:
     return value
 
 
+def printable_name(name: str) -> str:
+    """A field name as it may appear in an error's field path: control characters and lone
+    surrogates escaped (errors reach PostgreSQL text, Kafka headers and logs), at most 100
+    characters."""
+    if _CONTROL_RE.search(name) or _SURROGATE_RE.search(name):
+        name = (
+            "".join(f"\\x{ord(c):02x}" if _CONTROL_RE.fullmatch(c) else c for c in name)
+            .encode("utf-8", "backslashreplace")
+            .decode("ascii", "backslashreplace")
+        )
+    return name if len(name) <= 100 else name[:97] + "..."
+
+
 def check_identifier(value: str, path: str | None) -> str:
     """``value`` unchanged; ``InvalidEvent`` if it holds a control character or a surrogate."""
     m = _CONTROL_RE.search(value)
@@ -394,7 +407,9 @@ class Object(Field):
         known = dict(self.fields)
         for name in value:
             if name not in known:
-                raise InvalidEvent(f"unknown field (allowed: {', '.join(known)})", f"{path}.{name}")
+                raise InvalidEvent(
+                    f"unknown field (allowed: {', '.join(known)})", f"{path}.{printable_name(name)}"
+                )
         return {name: known[name].check(v, f"{path}.{name}") for name, v in value.items()}
 
     def schema(self) -> dict[str, Any]:

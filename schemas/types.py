@@ -26,6 +26,7 @@ from schemas.fields import (
     Region,
     Text,
     parse_date,
+    printable_name,
     show,
 )
 
@@ -401,7 +402,7 @@ def validate_data(type: str, data: Any) -> dict[str, Any]:
     fields = spec.field_map
     for name in data:
         if name not in fields:
-            raise InvalidEvent(f"unknown field for {spec.name}", f"data.{name}")
+            raise InvalidEvent(f"unknown field for {spec.name}", f"data.{printable_name(name)}")
     for name in spec.required:
         if name not in data:
             raise InvalidEvent(f"is required for {spec.name}", f"data.{name}")

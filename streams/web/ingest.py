@@ -10,6 +10,9 @@ the event's ``source`` (``garda tokens create --producer SOURCE``; headquarters 
 and a post token's event is dry-run against the worker's current state and must change
 nothing outside its posts. A refusal is 403 (a rule refusing the event in the dry run: its
 own status), audited, and dead-lettered with the reason (``forbidden: ...``).
+
+A body over the HTTP server's limit (aiohttp's ``client_max_size``, 1 MiB) is 413,
+dead-lettered with the reason only, and audited.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from aiohttp import web
 from faust.web import Request, Response
 
 from errors import InvalidEvent, Rejected
@@ -39,8 +43,15 @@ class Ingest(ApiView):
     @write_endpoint
     async def post(self, request: Request, scope: Scope) -> Response:
         runtime = self.runtime
-        body = await request.read()
         headers = ce_headers(request)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            # the body is not kept (that is the point of the limit): only the reason
+            reason = f"request body too large: {exc.text}"
+            await self.dead_letter(b"", headers, reason)
+            await self.audit(scope, request, 413, None, {"error": reason})
+            return self.fail(413, reason)
         try:
             env = decode(None, body, headers)
         except InvalidEvent as exc:

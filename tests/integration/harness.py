@@ -220,7 +220,7 @@ class TopicTail:
             for m in msgs:
                 try:
                     value = json.loads(m.value)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, RecursionError):
                     value = None
                 self.records.append((m, value))
 

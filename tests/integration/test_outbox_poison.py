@@ -170,3 +170,13 @@ async def test_rejected_departures_are_masked_on_the_topic_and_whole_in_postgres
         outbox = b"".join(bytes(r["value"]) for r in await conn.fetch("SELECT value FROM outbox"))
     assert kept == [raw, truncated]
     assert b"3201010101010001" not in outbox
+
+
+def test_masking_survives_json_nested_deeper_than_python_recurses() -> None:
+    """Found by the hostile-input test: the C JSON parser accepts nesting that the masking
+    walk cannot recurse through; the dead letter must still be written (masked textually)."""
+    from infra.store import mask_record_value
+
+    deep = b'{"nik": "3201010101010001", "d": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    value, keys = mask_record_value(deep)
+    assert keys == {"nik"} and b"3201010101010001" not in value

@@ -999,3 +999,11 @@ def test_schema_rejects_control_characters_in_ids_like_the_validator() -> None:
 @pytest.mark.parametrize("text", ["1900-01-01", "8999-12-31"])
 def test_dates_at_the_year_bounds_are_fine(text: str) -> None:
     assert Date().check(text, "d") == text
+
+
+@pytest.mark.parametrize("name", ["\x00_x", "a\x1fb", "n\udfff"])
+def test_unknown_field_names_are_shown_escaped(name: str) -> None:
+    data = {**MINIMAL["pmi.incident.reported"], name: 1}
+    err = _fails(None, json.dumps(_event(data=data)).encode())
+    assert err.field is not None and err.field.startswith("data.")
+    assert err.field.isascii() and err.field.isprintable()  # storable in PostgreSQL and headers
