@@ -16,10 +16,13 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -247,6 +250,18 @@ def _precise(error: str, item: Hostile) -> bool:
     return item.field is None or item.field in error
 
 
+@pytest.fixture
+async def worker(settings: Settings, tmp_path: Path) -> AsyncIterator[WorkerProcess]:
+    """One worker with the per-client limit of failed requests off: this test sends hundreds
+    of bad requests from one address on purpose (the limit has its own tests)."""
+    w = WorkerProcess(settings, tmp_path, "w1", GARDA_FAILED_REQUESTS_PER_MINUTE="0")
+    await w.start()
+    try:
+        yield w
+    finally:
+        await w.stop()
+
+
 async def test_hostile_input_over_kafka_and_http(settings: Settings, worker: WorkerProcess) -> None:
     kafka = corpus(KAFKA_INPUTS, 0)
     http = corpus(HTTP_INPUTS, 100_000, http=True)
@@ -270,7 +285,7 @@ async def test_hostile_input_over_kafka_and_http(settings: Settings, worker: Wor
         await producer.stop()
 
     # HTTP: structured-mode POSTs, four at a time
-    _, token = await new_token(settings, hq=True)
+    _, token = await new_token(settings, hq=True, sources=["siskop2mi/hostile", "kp2mi/hostile"])
     statuses: Counter = Counter()
     async with aiohttp.ClientSession(
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/cloudevents+json"}
