@@ -60,6 +60,19 @@ async def list_cases(
     matches the start of the case id or of the worker id. ``order`` is ``newest`` (opened_at
     descending) or ``urgency`` (the desk deadline ascending: overdue first, then the nearest;
     cases without one last). Both are keyset-paged: pass :func:`page_cursor` as ``after``."""
+    sql, args = list_cases_sql(filters, visible=visible, limit=limit, after=after, order=order)
+    return [Case.from_doc(r["doc"]).public() for r in await conn.fetch(sql, *args)]
+
+
+def list_cases_sql(
+    filters: dict[str, str],
+    *,
+    visible: CaseFilter | None = None,
+    limit: int = 100,
+    after: str | None = None,
+    order: str = "newest",
+) -> tuple[str, list[Any]]:
+    """The statement and arguments behind :func:`list_cases` (also for ``EXPLAIN``)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}")
     where: list[str] = []
@@ -110,7 +123,7 @@ async def list_cases(
         + (" WHERE " + " AND ".join(where) if where else "")
         + f" ORDER BY {sort} LIMIT ${len(args)}"
     )
-    return [Case.from_doc(r["doc"]).public() for r in await conn.fetch(sql, *args)]
+    return sql, args
 
 
 def desk_due(case: dict[str, Any]) -> str | None:
