@@ -27,10 +27,13 @@ from tests.integration.harness import (
     WorkerProcess,
     bearer,
     cloudevent,
+    eventually,
+    get_json,
     new_token,
     post_json,
     publish_events,
 )
+from tests.integration.hooks_support import SECRET, Receiver, receivers_file
 
 playwright_api = require_chromium()
 
@@ -155,13 +158,43 @@ async def test_desk_at_phone_width(settings: Settings, worker: WorkerProcess, br
 
 
 @pytest.mark.skipif(not os.environ.get("GARDA_SCREENSHOTS"), reason="GARDA_SCREENSHOTS not set")
-async def test_screenshots(settings: Settings, worker: WorkerProcess, browser: Any) -> None:
+async def test_screenshots(settings: Settings, tmp_path: Path, browser: Any) -> None:
     """Screenshots for the README: a queue with overdue, escalated and acknowledged cases,
-    a case page with a timeline, the board; desktop and phone."""
+    a case page with a timeline and who was notified (a real receiver), the board; desktop
+    and phone."""
+    rcv = await Receiver().start()
+    match = {"posts": [JOHOR], "types": ["garda.case.opened"]}
+    path = receivers_file(
+        tmp_path,
+        [
+            {"name": "kjri-jb-duty-phone", "url": rcv.url, "secret": SECRET, "match": match},
+            {"name": "kjri-jb-night-desk", "url": rcv.url, "secret": SECRET, "match": match},
+        ],
+    )
+    worker = await WorkerProcess(settings, tmp_path, "w1", GARDA_RECEIVERS=str(path)).start()
+    try:
+        await take_screenshots(settings, worker, browser)
+    finally:
+        await worker.stop()
+        await rcv.stop()
+
+
+async def take_screenshots(settings: Settings, worker: WorkerProcess, browser: Any) -> None:
     out = Path(os.environ["GARDA_SCREENSHOTS"])
     out.mkdir(parents=True, exist_ok=True)
     url = worker.url
     _, hq = await new_token(settings, hq=True)
+    status, _ = await post_json(
+        f"{url}/api/silences",
+        {
+            "matchers": {"receivers": ["kjri-jb-night-desk"]},
+            "until": "2h",
+            "reason": "night desk closed for the holiday",
+            "author": "hq-duty",
+        },
+        headers=bearer(hq),
+    )
+    assert status == 201
     now = datetime.now(UTC)
     cats = ["unpaid_wages", "detention", "document_withheld", "wants_to_go_home", "illness"]
     events = [
@@ -198,6 +231,12 @@ async def test_screenshots(settings: Settings, worker: WorkerProcess, browser: A
             )
         ],
     )
+
+    async def ledger() -> list[Any]:
+        path = f"{url}/api/cases/{target['case_id']}/deliveries"
+        return (await get_json(path, headers=bearer(hq)))[1]["deliveries"]
+
+    await eventually(ledger, lambda ds: bool(ds) and ds[0]["status"] == "delivered")
     for name, viewport in (("desktop", {"width": 1280, "height": 860}), ("phone", PHONE)):
         context = await browser.new_context(viewport=viewport, device_scale_factor=1)
         page = await context.new_page()
@@ -208,6 +247,7 @@ async def test_screenshots(settings: Settings, worker: WorkerProcess, browser: A
         await page.screenshot(path=str(out / f"queue-{name}.png"), full_page=name == "phone")
         await page.goto(f"{url}/desk/cases/{target['case_id']}")
         await page.wait_for_selector("#timeline li")
+        await page.wait_for_selector("#deliveries li.dlv")
         await page.wait_for_timeout(500)
         await page.screenshot(path=str(out / f"case-{name}.png"), full_page=True)
         await page.goto(f"{url}/desk/board")
