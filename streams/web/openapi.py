@@ -137,14 +137,8 @@ def _page(summary: str) -> dict[str, Any]:
     }
 
 
-def _paths() -> dict[str, dict[str, Any]]:
-    case_id = _path_param("case_id", "The case id.")
-    silence_id = _path_param("silence_id", "The silence id.")
-    ack_token = _path_param("token", "The signed token of the ack_url.")
-    action_body = {
-        "required": True,
-        "content": {JSON: {"schema": {"$ref": "#/components/schemas/CaseAction"}}},
-    }
+def _operation_paths() -> dict[str, dict[str, Any]]:
+    """Health, metrics and this document."""
     return {
         "/health": {
             "get": {
@@ -175,6 +169,13 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "responses": {"200": _json_response("The OpenAPI document.")},
             }
         },
+    }
+
+
+def _read_paths() -> dict[str, dict[str, Any]]:
+    """The read endpoints."""
+    case_id = _path_param("case_id", "The case id.")
+    return {
         "/api/workers/{worker_id}": {
             "get": _read(
                 "A worker's state.",
@@ -201,19 +202,6 @@ def _paths() -> dict[str, dict[str, Any]]:
                 schema={"$ref": "#/components/schemas/Case"},
             )
         },
-        "/api/cases/{case_id}/{action}": {
-            "post": {
-                "tags": ["api"],
-                "summary": "Act on a case: checked, then published on pmi.case-actions.v1.",
-                "security": BEARER,
-                "parameters": [case_id, _path_param("action", "The action.", sorted(ACTIONS))],
-                "requestBody": action_body,
-                "responses": {
-                    "202": _json_response("Accepted: the processor applies it in order."),
-                    **_errors(400, 401, 403, 404, 409, 422, 503),
-                },
-            }
-        },
         "/api/posts": {"get": _read("The posts the token may see.", "The posts.")},
         "/api/board": {
             "get": _read(
@@ -229,6 +217,30 @@ def _paths() -> dict[str, dict[str, Any]]:
                 404,
                 parameters=[_path_param("type", "The event type.", list_types())],
             )
+        },
+    }
+
+
+def _write_paths() -> dict[str, dict[str, Any]]:
+    """The write endpoints and the live stream."""
+    case_id = _path_param("case_id", "The case id.")
+    action_body = {
+        "required": True,
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/CaseAction"}}},
+    }
+    return {
+        "/api/cases/{case_id}/{action}": {
+            "post": {
+                "tags": ["api"],
+                "summary": "Act on a case: checked, then published on pmi.case-actions.v1.",
+                "security": BEARER,
+                "parameters": [case_id, _path_param("action", "The action.", sorted(ACTIONS))],
+                "requestBody": action_body,
+                "responses": {
+                    "202": _json_response("Accepted: the processor applies it in order."),
+                    **_errors(400, 401, 403, 404, 409, 422, 503),
+                },
+            }
         },
         "/api/events": {
             "post": {
@@ -262,6 +274,15 @@ def _paths() -> dict[str, dict[str, Any]]:
                 },
             }
         },
+    }
+
+
+def _hook_paths() -> dict[str, dict[str, Any]]:
+    """Alerting hooks: a case's ledger, silences, acknowledge links."""
+    case_id = _path_param("case_id", "The case id.")
+    silence_id = _path_param("silence_id", "The silence id.")
+    ack_token = _path_param("token", "The signed token of the ack_url.")
+    return {
         "/api/cases/{case_id}/deliveries": {
             "get": _read(
                 "A case's escalation ledger: its alerts and their deliveries.",
@@ -328,6 +349,13 @@ def _paths() -> dict[str, dict[str, Any]]:
                 },
             },
         },
+    }
+
+
+def _desk_paths() -> dict[str, dict[str, Any]]:
+    """The desk's pages."""
+    case_id = _path_param("case_id", "The case id.")
+    return {
         "/desk": {"get": _page("The responders' queue (the sign-in form without a session).")},
         "/desk/board": {"get": _page("The headquarters board.")},
         "/desk/cases/{case_id}": {"get": {**_page("One case."), "parameters": [case_id]}},
@@ -367,6 +395,16 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "responses": {"200": {"description": "The file."}, **_errors(404)},
             }
         },
+    }
+
+
+def _paths() -> dict[str, dict[str, Any]]:
+    return {
+        **_operation_paths(),
+        **_read_paths(),
+        **_write_paths(),
+        **_hook_paths(),
+        **_desk_paths(),
     }
 
 
