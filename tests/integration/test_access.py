@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import uuid
 
 import aiohttp
 
 from infra.settings import Settings
 from schemas import topics
+from tests.integration.events import incident
 from tests.integration.harness import (
     WorkerProcess,
     bearer,
@@ -28,23 +28,9 @@ from tests.integration.harness import (
 JOHOR, TAIPEI = "KJRI-JOHOR-BAHRU", "KDEI-TAIPEI"
 
 
-def incident(wid: str, country: str, region: str | None, category: str = "unpaid_wages") -> dict:
-    data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
-        "worker_id": wid,
-        "category": category,
-        "occurred_at": "2026-11-28T10:00:00Z",
-        "country": country,
-        "reporter_type": "hotline",
-    }
-    if region:
-        data["region"] = region
-    return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline")
-
-
 async def two_cases(settings: Settings, url: str, hq: str) -> tuple[dict, dict]:
     await publish_events(
-        settings, topics.INCIDENTS, [incident("W-JB", "MY", "MY-01"), incident("W-TPE", "TW", None)]
+        settings, topics.INCIDENTS, [incident("W-JB"), incident("W-TPE", country="TW", region=None)]
     )
     _, body = await eventually(
         lambda: get_json(f"{url}/api/cases?kind=protection", headers=bearer(hq)),
@@ -138,7 +124,7 @@ async def test_post_tokens_see_only_their_cases(settings: Settings, worker: Work
     assert note["actor"] == "hq-duty-1" and note["detail"]["post_id"] == "HQ"
 
     # Ingest needs a token too.
-    ev = incident("W-JB", "MY", "MY-01")
+    ev = incident("W-JB")
     ce = {"Content-Type": "application/cloudevents+json"}
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{url}/api/events", data=json.dumps(ev), headers=ce) as r:
@@ -264,9 +250,7 @@ async def test_head_of_mission_sees_a_case_once_it_is_escalated_to_it(
     try:
         _, hq = await new_token(fast, hq=True)
         _, kl = await new_token(fast, posts=["KBRI-KUALA-LUMPUR"])
-        await publish_events(
-            fast, topics.INCIDENTS, [incident("W-HOM", "MY", "MY-01", category="lost_contact")]
-        )
+        await publish_events(fast, topics.INCIDENTS, [incident("W-HOM", "lost_contact")])
         _, body = await eventually(
             lambda: get_json(f"{worker.url}/api/cases?worker_id=W-HOM", headers=bearer(hq)),
             lambda r: r[0] == 200 and len(r[1]["cases"]) == 1,

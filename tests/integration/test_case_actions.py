@@ -3,13 +3,13 @@ a real ``garda worker`` process, broker and database (default policy: no deadlin
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infra.settings import Settings
 from schemas import topics
 from schemas.fields import parse_dt
+from tests.integration.events import incident
 from tests.integration.harness import (
     WorkerProcess,
     bearer,
@@ -26,19 +26,6 @@ from tests.integration.harness import (
 
 JOHOR = "KJRI-JOHOR-BAHRU"
 OPENING = ["garda.case.opened", "garda.case.assigned"]  # a new case's first timeline rows
-
-
-def incident(wid: str, category: str = "unpaid_wages", region: str = "MY-01") -> dict:
-    data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
-        "worker_id": wid,
-        "category": category,
-        "occurred_at": "2026-11-28T10:00:00Z",
-        "country": "MY",
-        "region": region,
-        "reporter_type": "hotline",
-    }
-    return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline")
 
 
 def action(

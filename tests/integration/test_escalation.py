@@ -13,7 +13,6 @@ import asyncio
 import json
 import statistics
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from handlers.policy import load_policy
 from infra.settings import Settings
 from schemas import topics
 from schemas.fields import iso, parse_dt
+from tests.integration.events import incident
 from tests.integration.harness import (
     TopicTail,
     WorkerProcess,
@@ -47,20 +47,6 @@ ESCALATED = "garda.case.escalated"
 REASONS = {"ack": "not acknowledged in time", "resolve": "not resolved in time"}
 DELAYS: list[float] = []  # (escalation event time - missed deadline), over this module
 DUPLICATES: list[int] = []  # escalation records re-published (same id) after a kill -9
-
-
-def incident(wid: str, category: str, country: str = "MY", region: str | None = "MY-01") -> dict:
-    data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
-        "worker_id": wid,
-        "category": category,
-        "occurred_at": "2026-11-28T10:00:00Z",
-        "country": country,
-        "reporter_type": "hotline",
-    }
-    if region:
-        data["region"] = region
-    return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline")
 
 
 @pytest.fixture

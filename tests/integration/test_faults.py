@@ -9,6 +9,7 @@ import asyncpg
 
 from infra.settings import Settings
 from schemas import topics
+from tests.integration.events import departure
 from tests.integration.harness import (
     WorkerProcess,
     bearer,
@@ -18,7 +19,6 @@ from tests.integration.harness import (
     new_token,
     publish_events,
 )
-from tests.integration.test_pipeline import departure
 
 
 async def _count(url: str, sql: str) -> int:

@@ -9,8 +9,8 @@ import json
 from urllib.parse import urlsplit
 
 from infra.settings import Settings
+from tests.integration.events import departure
 from tests.integration.harness import WorkerProcess, db_fetch, new_token
-from tests.integration.test_pipeline import departure
 
 
 async def raw_post(url: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra.settings import Settings
 from schemas import topics
+from tests.integration.events import incident
 from tests.integration.harness import (
     WorkerProcess,
-    cloudevent,
     eventually,
     get_json,
     policy_file,
@@ -25,19 +24,6 @@ from tests.integration.harness import (
 
 POLICY = policy_file("fast_sla.toml")  # critical: ack 3 s -> level 1, 6 s -> level 2
 INCIDENTS = topics.INCIDENTS
-
-
-def incident(wid: str) -> dict:
-    data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
-        "worker_id": wid,
-        "category": "detention",  # critical
-        "occurred_at": "2026-11-28T10:00:00Z",
-        "country": "MY",
-        "region": "MY-01",  # KJRI Johor Bahru
-        "reporter_type": "hotline",
-    }
-    return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline")
 
 
 async def scrape(url: str) -> dict[tuple[str, frozenset], float]:
@@ -70,7 +56,7 @@ async def test_counters_and_gauges_after_three_valid_and_one_invalid_event(
     settings: Settings, fast_worker: WorkerProcess
 ) -> None:
     url = fast_worker.url
-    events = [incident(f"W-MET-{i}") for i in range(3)]
+    events = [incident(f"W-MET-{i}", "detention") for i in range(3)]
     await publish_events(settings, INCIDENTS, events)
     await publish(settings, INCIDENTS, [(b"W-MET-X", b"{not json", None)])
 

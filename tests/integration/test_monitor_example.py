@@ -13,8 +13,8 @@ from standardwebhooks.webhooks import Webhook
 
 from infra.settings import Settings
 from schemas import topics
+from tests.integration.events import incident
 from tests.integration.harness import REPO, WorkerProcess, publish_events
-from tests.integration.test_metrics import incident
 
 EXAMPLE = REPO / "examples" / "monitor.py"
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -29,7 +29,7 @@ def load_example():
 
 
 async def test_feed_prints_cases_and_alerts(settings: Settings, worker: WorkerProcess) -> None:
-    await publish_events(settings, topics.INCIDENTS, [incident("W-MON-1")])
+    await publish_events(settings, topics.INCIDENTS, [incident("W-MON-1", "detention")])
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(EXAMPLE),

@@ -7,6 +7,7 @@ import uuid
 
 from infra.settings import Settings
 from schemas import topics
+from tests.integration.events import departure, incident
 from tests.integration.harness import (
     WorkerProcess,
     cloudevent,
@@ -17,53 +18,6 @@ from tests.integration.harness import (
     publish_events,
     read_topic,
 )
-
-T0 = "2026-11-20T08:00:00Z"
-
-
-def departure(wid: str, country: str, region: str | None = None, **extra: object) -> dict:
-    data = {
-        "worker_id": wid,
-        "destination_country": country,
-        "departed_at": T0,
-        "scheme": "p2p",
-        "p3mi_license": "SIP3MI-001",
-        "employer_type": "legal_entity",
-        "visa_type": "work",
-        "e_pmi_id": "EPMI-1",
-        "bpjs_membership_no": "BPJS-1",
-        "contract_start": "2026-11-20",
-        "contract_end": "2028-11-19",
-        "nik": "3201010101010001",
-        "passport_no": "C1234567",
-        "full_name": "Siti Aminah",
-        **extra,
-    }
-    if region:
-        data["destination_region"] = region
-    return cloudevent("pmi.departure.recorded", data, source="siskop2mi/embarkation")
-
-
-def incident(
-    wid: str,
-    country: str,
-    category: str,
-    region: str | None = None,
-    incident_id: str | None = None,
-    **extra: object,
-) -> dict:
-    data = {
-        "incident_id": incident_id or f"INC-{uuid.uuid4().hex[:8]}",
-        "worker_id": wid,
-        "category": category,
-        "occurred_at": "2026-11-28T10:00:00Z",
-        "country": country,
-        "reporter_type": "hotline",
-        **extra,
-    }
-    if region:
-        data["region"] = region
-    return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline")
 
 
 async def _count(url: str, sql: str) -> int:
@@ -89,12 +43,12 @@ async def test_mixed_scenario_routes_cases_and_projects_state(
         settings, topics.DEPARTURES, [departure(w, c, r) for w, c, r, _, _ in SCENARIO]
     )
     await publish_events(
-        settings, topics.INCIDENTS, [incident(w, c, cat, r) for w, c, r, cat, _ in SCENARIO]
+        settings,
+        topics.INCIDENTS,
+        [incident(w, cat, country=c, region=r) for w, c, r, cat, _ in SCENARIO],
     )
     # A worker nobody saw leave.
-    await publish_events(
-        settings, topics.INCIDENTS, [incident("W-GHOST", "MY", "trafficking", "MY-01")]
-    )
+    await publish_events(settings, topics.INCIDENTS, [incident("W-GHOST", "trafficking")])
 
     async def cases() -> list[dict]:
         _, body = await get_json(f"{worker.url}/api/cases?limit=100", headers=hq_headers)
@@ -187,7 +141,7 @@ async def test_duplicates_and_replays_change_nothing(
     settings: Settings, worker: WorkerProcess, hq_headers: dict[str, str]
 ) -> None:
     dep = departure("W-DUP", "MY", "MY-01")
-    inc = incident("W-DUP", "MY", "unpaid_wages", "MY-01", incident_id="INC-DUP-1")
+    inc = incident("W-DUP", incident_id="INC-DUP-1")
     await publish_events(settings, topics.DEPARTURES, [dep])
     await publish_events(settings, topics.INCIDENTS, [inc])
 
@@ -233,7 +187,7 @@ async def test_malformed_input_is_dead_lettered_and_valid_events_go_on(
     bad_enum = departure("W-BAD-4", "MY", visa_type="tourist-ish")
     mismatch = departure("W-BAD-5", "MY")
     unknown_type = cloudevent("pmi.departure.teleported", {"worker_id": "W-BAD-6"})
-    wrong_topic = incident("W-BAD-7", "MY", "other")  # an incident on the departures topic
+    wrong_topic = incident("W-BAD-7", "other", region=None)  # an incident on the departures topic
     binary_bad = [
         ("ce_specversion", b"1.0"),
         ("ce_id", b"bin-1"),

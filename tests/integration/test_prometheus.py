@@ -17,8 +17,8 @@ import pytest
 from infra.processes import free_port
 from infra.settings import Settings
 from schemas import topics
+from tests.integration.events import incident
 from tests.integration.harness import WorkerProcess, eventually, publish, publish_events
-from tests.integration.test_metrics import incident
 
 RULES = Path(__file__).resolve().parents[2] / "infra" / "deploy" / "prometheus" / "garda-rules.yml"
 PROMETHEUS = shutil.which("prometheus")
@@ -94,7 +94,9 @@ async def test_prometheus_scrapes_a_worker_and_loads_the_rules(
     )
     assert up[0]["metric"]["instance"] == f"127.0.0.1:{worker.port}"
 
-    await publish_events(settings, topics.INCIDENTS, [incident(f"W-PROM-{i}") for i in range(3)])
+    await publish_events(
+        settings, topics.INCIDENTS, [incident(f"W-PROM-{i}", "detention") for i in range(3)]
+    )
     await publish(settings, topics.INCIDENTS, [(b"W-PROM-X", b"not json", None)])
     opened = (
         'garda_events_total{job="garda", topic="pmi.incidents.v1",'

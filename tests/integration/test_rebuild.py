@@ -11,8 +11,9 @@ from handlers.policy import load_policy
 from infra.settings import Settings
 from schemas import topics
 from streams.rebuild import rebuild
+from tests.integration.events import departure, incident
 from tests.integration.harness import db_fetch, eventually, publish_events
-from tests.integration.test_pipeline import SCENARIO, departure, incident
+from tests.integration.test_pipeline import SCENARIO
 
 STATE_SQL = {
     "workers": "SELECT worker_id, state, country, region, in_crisis, non_procedural FROM workers ORDER BY 1",
@@ -29,8 +30,8 @@ async def _state(url: str) -> dict[str, list]:
 
 async def test_rebuild_derives_the_same_read_model(settings: Settings, worker, pg_server) -> None:
     events = [departure(w, c, r) for w, c, r, _, _ in SCENARIO]
-    incidents = [incident(w, c, cat, r) for w, c, r, cat, _ in SCENARIO]
-    incidents.append(incident("W-MY-JOHOR", "MY", "unpaid_wages", "MY-01"))  # attaches
+    incidents = [incident(w, cat, country=c, region=r) for w, c, r, cat, _ in SCENARIO]
+    incidents.append(incident("W-MY-JOHOR"))  # attaches
     total = len(events) + len(incidents)
 
     async def processed() -> int:

@@ -18,10 +18,10 @@ import pytest
 from handlers.policy import DEFAULT_POLICY_PATH
 from infra.settings import Settings
 from schemas import topics
+from tests.integration.events import incident
 from tests.integration.harness import (
     WorkerProcess,
     bearer,
-    cloudevent,
     db_fetch,
     eventually,
     get_json,
@@ -52,19 +52,6 @@ async def ref_worker(settings: Settings, tmp_path: Path) -> AsyncIterator[Worker
         yield w
     finally:
         await w.stop()
-
-
-def incident(wid: str) -> dict:
-    data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
-        "worker_id": wid,
-        "category": "unpaid_wages",
-        "occurred_at": "2026-11-28T10:00:00Z",
-        "country": "MY",
-        "region": "MY-01",
-        "reporter_type": "hotline",
-    }
-    return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline")
 
 
 async def case_of(url: str, headers: dict[str, str], wid: str) -> dict[str, Any]:

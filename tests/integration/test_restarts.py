@@ -11,8 +11,8 @@ import pytest
 
 from infra.settings import Settings
 from schemas import topics
+from tests.integration.events import departure, incident
 from tests.integration.harness import WorkerProcess, db_fetch, eventually, publish_events
-from tests.integration.test_pipeline import departure, incident
 
 N = 3000
 
@@ -32,7 +32,9 @@ async def test_stop_mid_backlog_then_restart_loses_nothing(
         wids = [f"W-R-{i:05d}" for i in range(N)]
         await publish_events(settings, topics.DEPARTURES, [departure(w, "TW") for w in wids])
         await publish_events(
-            settings, topics.INCIDENTS, [incident(w, "TW", "unpaid_wages") for w in wids[: N // 3]]
+            settings,
+            topics.INCIDENTS,
+            [incident(w, country="TW", region=None) for w in wids[: N // 3]],
         )
         total = N + N // 3
         # Stop the worker once it is part-way through.

@@ -10,6 +10,7 @@ from pathlib import Path
 from infra.settings import Settings
 from schemas import topics
 from tests import rawbatch
+from tests.integration.events import departure
 from tests.integration.harness import (
     WorkerProcess,
     db_fetch,
@@ -17,7 +18,6 @@ from tests.integration.harness import (
     get_json,
     read_events,
 )
-from tests.integration.test_pipeline import departure
 
 
 def _event_batch(ev: dict, compression: int = 0) -> bytearray:
