@@ -170,7 +170,11 @@ def handle_resolved(agg: Aggregate, ctx: Ctx) -> None:
     case.resolved_at = at
     case.updated_at = at
     case.detail["resolution"] = resolution
+    # Substantiated or not (absent: not said); the employer watchlist counts true only.
+    case.detail["substantiated"] = data.get("substantiated")
     detail = {**_base_detail(data), "resolution": resolution}
+    if data.get("substantiated") is not None:
+        detail["substantiated"] = data["substantiated"]
     if data.get("note"):
         detail["note"] = data["note"]
     ctx.case_event(case, "garda.case.resolved", actor=data.get("actor"), detail=detail, at=at)
@@ -191,6 +195,7 @@ def handle_reopened(agg: Aggregate, ctx: Ctx) -> None:
     case.detail[CLOCK_STARTED_AT] = iso(restart)
     case.detail.pop(RESOLVE_MISSED, None)
     case.detail.pop("resolution", None)
+    case.detail.pop("substantiated", None)
     detail = {
         **_base_detail(data),
         "ack_due": iso(case.ack_due),

@@ -27,6 +27,9 @@ class Ctx:
     # When Garda received the event: its Kafka record timestamp (replay-stable, so
     # ``garda rebuild`` decides the same); None: ``now``.
     received_at: datetime | None = None
+    # Employer keys on the watchlist (cross-worker state the processor loads for the batch;
+    # ``handlers.employers``). Empty: none known.
+    watchlisted: frozenset[str] = frozenset()
 
     @property
     def received(self) -> datetime:

@@ -14,6 +14,8 @@ aggregate through a ``Ctx``. Add one line per type; the module imports stay at t
   emitted itself is replaced);
 - ``received_at`` (the Kafka record timestamp) is when Garda learned of the event: a late
   report's clocks start then (``Ctx.event_time``), and case actions are dated against it;
+- ``watchlisted``: the employer keys on the watchlist (``handlers.employers``), loaded by
+  the processor; a protection case the event opens is linked to the worker's employer;
 - returns ``Result(aggregate, effects, outcome)``.
 """
 
@@ -29,6 +31,7 @@ from errors import Unacceptable
 from handlers import (
     actions,
     claims,
+    employers,
     escalation,
     incidents,
     journey,
@@ -110,6 +113,7 @@ def handle(
     now: datetime,
     *,
     received_at: datetime | None = None,
+    watchlisted: frozenset[str] = frozenset(),
 ) -> Result:
     handler = HANDLERS.get(envelope.type)
     if handler is None:
@@ -121,8 +125,11 @@ def handle(
         )
     before = agg
     agg = _clone(agg)
-    ctx = Ctx(envelope=envelope, policy=policy, now=now, received_at=received_at)
+    ctx = Ctx(
+        envelope=envelope, policy=policy, now=now, received_at=received_at, watchlisted=watchlisted
+    )
     handler(agg, ctx)
+    employers.tag_new_cases(before, agg)  # a new protection case joins the worker's employer
     events = ctx.effects.events
     events[:] = [e for e in events if e.topic != topics.WORKER_STATE]
     if _changed(before, agg):

@@ -218,11 +218,13 @@ class Worker:
     # Journey irregularities seen so far (e.g. "arrival_without_departure"); no timeline row.
     anomalies: list[str] = field(default_factory=list)
     # Prevention and aftercare: where the worker comes from (departure ``origin``: province,
-    # regency, village codes), the employer they are placed with (``handlers.employers``
-    # key) and the placement agency's licence of the current journey.
+    # regency, village codes), the employer they are placed with (``handlers.employers``),
+    # the placement agency's licence of the current journey (``handlers.agencies``) and
+    # prevention flags.
     origin: dict[str, str] | None = None
-    employer_key: str | None = None
+    employer: dict[str, Any] | None = None  # {key, name, country, region}
     p3mi_license: str | None = None
+    flags: list[str] = field(default_factory=list)  # e.g. "watchlisted_employer"
 
     def to_doc(self) -> dict[str, Any]:
         return _doc(self)

@@ -55,6 +55,8 @@ _DESCRIBED = {
     topics.ALERTS: "What the alerting hooks deliver.",
     topics.DEADLETTER: "Every refused input with the reason (headers garda-error, "
     "garda-source-topic, garda-source-partition, garda-source-offset).",
+    topics.EMPLOYERS: "Employer watchlist changes (garda.employer.watchlisted, "
+    "garda.employer.delisted), keyed by the employer key.",
 }
 
 
@@ -151,6 +153,26 @@ def _messages() -> dict[str, dict[str, Any]]:
         "payload": _envelope(None, {"type": "object"}),
         "bindings": kafka_key,
     }
+    out["garda_employer"] = {
+        "name": "garda.employer",
+        "title": "garda.employer.*",
+        "summary": "An employer joined (watchlisted) or left (delisted) the watchlist.",
+        "contentType": CONTENT_TYPE,
+        "payload": _envelope(
+            None,
+            {
+                "type": "object",
+                "description": "employer_key, name, country, region, watchlisted, cases, "
+                "threshold, window_days, categories",
+            },
+        ),
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": "The employer key (EMP-...)."},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
     out["deadletter"] = {
         "name": "deadletter",
         "title": "A refused input",
@@ -170,6 +192,8 @@ def _channel_messages(topic: str) -> list[str]:
         return ["garda_worker_state"]
     if topic == topics.ALERTS:
         return [*(_message_id(t) for t in ALERT_TYPES), "garda_alert"]
+    if topic == topics.EMPLOYERS:
+        return ["garda_employer"]
     return ["deadletter"]
 
 

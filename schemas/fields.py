@@ -420,3 +420,16 @@ class Object(Field):
                 "additionalProperties": False,
             }
         )
+
+
+@dataclass(frozen=True)
+class Boolean(Field):
+    """``true`` or ``false`` (no 0/1, no strings)."""
+
+    def check(self, value: Any, path: str) -> Any:
+        if not isinstance(value, bool):
+            raise InvalidEvent(f"must be true or false, got {show(value, path)}", path)
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return self._with_description({"type": "boolean"})

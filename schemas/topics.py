@@ -10,12 +10,14 @@ CASES = "pmi.cases.v1"
 WORKER_STATE = "pmi.worker-state.v1"
 ALERTS = "pmi.alerts.v1"
 DEADLETTER = "pmi.deadletter.v1"
+# Employer watchlist changes (garda.employer.*), keyed by employer key (handlers.employers).
+EMPLOYERS = "pmi.employers.v1"
 # Internal: commands Garda sends itself (deadline timers), keyed by worker_id so that they
 # reach the processor that owns the worker, in order with the worker's other events.
 COMMANDS = "garda.commands.v1"
 
 INPUTS = (DEPARTURES, INCIDENTS, CLAIMS, CASE_ACTIONS, COMMANDS)
-OUTPUTS = (CASES, WORKER_STATE, ALERTS, DEADLETTER)
+OUTPUTS = (CASES, WORKER_STATE, ALERTS, DEADLETTER, EMPLOYERS)
 ALL = INPUTS + OUTPUTS
 COMPACTED = (WORKER_STATE,)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from errors import InvalidEvent
 from schemas.fields import (
+    Boolean,
     Country,
     Date,
     DateTime,
@@ -258,7 +259,13 @@ _SPEC_LIST: tuple[TypeSpec, ...] = (
         "pmi.case.resolved",
         "A responder resolved a case.",
         {**_CASE_BASE, "resolution": Text("How the case was resolved.", LONG_TEXT)},
-        {**_AT, "note": Text("Additional note.", LONG_TEXT)},
+        {
+            **_AT,
+            "note": Text("Additional note.", LONG_TEXT),
+            "substantiated": Boolean(
+                "Whether the complaint was found true (counts toward the employer watchlist)."
+            ),
+        },
     ),
     _spec("pmi.case.reopened", "A responder reopened a resolved case.", _CASE_BASE, _AT),
     _spec(

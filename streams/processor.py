@@ -24,7 +24,7 @@ from errors import CaseConflict, GardaError, InvalidEvent, Rejected
 from handlers.dispatch import handle
 from handlers.model import Aggregate, OutputEvent, parse_dt
 from handlers.policy import Policy
-from infra import metrics
+from infra import employers, metrics
 from infra.db import Database
 from infra.faults import is_retriable
 from infra.hooks.enqueue import Hooks
@@ -446,10 +446,13 @@ class BatchProcessor:
                         )
                     )
             aggs = await load_aggregates(conn, (d.envelope.subject for d in todo))
+            watchlisted = await employers.load_watchlisted(
+                conn, employers.batch_employer_keys(d.envelope for d in todo)
+            )
             touched: dict[str, tuple[Aggregate, int]] = {}
             for d in todo:
                 env, rec = d.envelope, d.record
-                outcome = self._apply(d, aggs, touched, batch, now, notes, report)
+                outcome = self._apply(d, aggs, touched, batch, now, notes, report, watchlisted)
                 report.outcomes[outcome] += 1
                 topic = self.logical_topic(rec.topic)
                 report.labelled[(topic, env.type, outcome)] += 1
@@ -469,6 +472,9 @@ class BatchProcessor:
                     )
                 )
             batch.aggregates = list(touched.values())
+            # Cross-worker state: the employer watchlist (infra.employers), same transaction.
+            for ev in await employers.sync(conn, (a for a, _ in batch.aggregates), self.policy):
+                batch.outbox.append(self.outbox_row(ev, now))
             report.outbox_seqs = await write_batch(conn, batch, self.policy)
             if self.hooks is not None:
                 await self.hooks.enqueue(conn, batch.outbox)
@@ -487,11 +493,14 @@ class BatchProcessor:
         now: datetime,
         notes: list[_Note],
         report: BatchReport,
+        watchlisted: frozenset[str] = frozenset(),
     ) -> str:
         env, rec = d.envelope, d.record
         agg = aggs[env.subject]
         try:
-            result = handle(agg, env, self.policy, now, received_at=d.received_at)
+            result = handle(
+                agg, env, self.policy, now, received_at=d.received_at, watchlisted=watchlisted
+            )
         except Rejected as exc:
             batch.deadletters.append(self._dead_letter(rec, f"rejected: {exc.reason}", env))
             notes.append(

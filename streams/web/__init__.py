@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.web import ack, actions, desk, health, hooks, ingest, live, openapi, reads
+from streams.web import (
+    ack,
+    actions,
+    desk,
+    employers,
+    health,
+    hooks,
+    ingest,
+    live,
+    openapi,
+    reads,
+)
 
-MODULES = (health, reads, hooks, ingest, actions, live, desk, ack, openapi)
+MODULES = (health, reads, hooks, ingest, actions, live, desk, ack, openapi, employers)
 
 
 def routes() -> dict[str, type]:

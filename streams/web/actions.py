@@ -32,7 +32,7 @@ ACTIONS = {
     "acknowledge": ("pmi.case.acknowledged", ()),
     "notes": ("pmi.case.note-added", ("note",)),
     "refer": ("pmi.case.referred", ("to",)),
-    "resolve": ("pmi.case.resolved", ("resolution", "note")),
+    "resolve": ("pmi.case.resolved", ("resolution", "note", "substantiated")),
     "reopen": ("pmi.case.reopened", ()),
     # the answer to a referral (the organisation, or the post on its behalf)
     "referral-accepted": ("pmi.case.referral-accepted", ("note",)),

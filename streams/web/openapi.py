@@ -203,6 +203,28 @@ def _read_paths() -> dict[str, dict[str, Any]]:
             )
         },
         "/api/posts": {"get": _read("The posts the token may see.", "The posts.")},
+        "/api/employers": {
+            "get": _read(
+                "The employer watchlist (headquarters: with the cases behind each entry;"
+                " a post: its countries only).",
+                "The employers.",
+                400,
+                parameters=[
+                    {
+                        "name": "watchlisted",
+                        "in": "query",
+                        "description": "Only watchlisted (true) or not (false) employers.",
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                    },
+                    {
+                        "name": "country",
+                        "in": "query",
+                        "description": "ISO 3166-1 alpha-2 country.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+            )
+        },
         "/api/board": {
             "get": _read(
                 "Per post: open, overdue, escalated, median time to acknowledge, opened per day.",
@@ -467,6 +489,10 @@ def _components() -> dict[str, Any]:
                     "actor": {"type": "string", "description": "The officer's id."},
                     "post_id": {"type": "string", "description": "The post acted as."},
                     **{f: {"type": "string"} for _, fs in ACTIONS.values() for f in fs},
+                    "substantiated": {
+                        "type": "boolean",
+                        "description": "resolve: whether the complaint was found true.",
+                    },
                 },
                 "additionalProperties": False,
             },

@@ -18,6 +18,7 @@ from errors import InvalidEvent
 from schemas import generate
 from schemas.envelope import Envelope, decode, encode, new_envelope
 from schemas.fields import (
+    Boolean,
     Country,
     Date,
     DateTime,
@@ -146,7 +147,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "pmi.case.acknowledged": {"at": T},
     "pmi.case.note-added": {"at": T},
     "pmi.case.referred": {"at": T},
-    "pmi.case.resolved": {"at": T, "note": "Worker confirmed."},
+    "pmi.case.resolved": {"at": T, "note": "Worker confirmed.", "substantiated": True},
     "pmi.case.reopened": {"at": T},
     "garda.deadline.due": {},
     "garda.claim.stalled": {},
@@ -713,6 +714,7 @@ def test_schema_shape(type_: str) -> None:
 
 _BAD_BY_KIND: dict[type, list[Any]] = {
     Text: ["", "   ", None, 5, ["x"], {"x": 1}, True],
+    Boolean: [None, 0, 1, "true", "false", [True], {"x": True}],
     # control characters make derived ids ambiguous (issue: case id collisions)
     Identifier: [
         "",
