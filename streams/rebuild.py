@@ -56,6 +56,10 @@ READ_MODEL_TABLES = (
     "processed_events",
     "deadletters",
     "outbox",
+    # prevention and aftercare: cross-worker state rebuilt from the same events
+    "employers",
+    "employer_cases",
+    "agency_placements",
 )
 BUFFER_LIMIT = 20_000  # records buffered per topic-partition before it is paused
 FETCH_BYTES = 1 << 20  # per partition and fetch
