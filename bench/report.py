@@ -22,7 +22,19 @@ def _get(d: dict[str, Any], *path: str) -> Any:
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
+    if a is None or not b or a == float("inf"):
+        return None
+    return round(a / b, 3)
+
+
+def _p99_with_missing(lat: dict[str, Any] | None) -> float | None:
+    """p99 in ms, counting the incidents never seen as infinitely late: when more than 1%
+    are missing, the p99 is beyond the wait (``inf``), not the p99 of the ones seen."""
+    if not lat or not lat.get("n"):
+        return float("inf") if lat and lat.get("sent") else None
+    if lat.get("missing", 0) > 0.01 * lat.get("sent", lat["n"]):
+        return float("inf")
+    return lat.get("p99_ms")
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -33,8 +45,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     rebuild = _get(r, "rebuild", "events_per_s")
     rebuild_ceiling = _get(r, "rebuild_ceiling", "events_per_s") or ceiling
     rt_p99 = _get(r, "latency", "round_trip", "p99_ms")
-    idle_p99 = _get(r, "latency", "incident_idle", "p99_ms")
-    busy_p99 = _get(r, "latency", "incident_backlog", "p99_ms")
+    idle_p99 = _p99_with_missing(_get(r, "latency", "incident_idle"))
+    busy_p99 = _p99_with_missing(_get(r, "latency", "incident_backlog"))
     esc_p99 = _get(r, "escalation", "observed", "p99_ms")
     rss = _get(r, "rebuild", "peak_rss_mb_total")
     rows = [
@@ -101,6 +113,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
 def _fmt(v: Any) -> str:
     if v is None:
         return "not run"
+    if v == float("inf"):
+        return "> the wait (over 1% never seen)"
     if isinstance(v, float) and not v.is_integer():
         return f"{v:,.1f}"
     return f"{int(v):,}"
@@ -121,7 +135,9 @@ def markdown(r: dict[str, Any], plots: list[str] | None = None) -> str:
     for row in targets(r):
         ok = {True: "yes", False: "**no**", None: ""}[row["ok"]]
         ratio = "" if row["ratio"] is None else f"{row['ratio']:.3f}"
-        measured = _fmt(row["measured"]) + ("" if row["measured"] is None else f" {row['unit']}")
+        measured = _fmt(row["measured"])
+        if row["measured"] is not None and row["measured"] != float("inf"):
+            measured += f" {row['unit']}"
         lines.append(
             f"| {row['name']} | {measured} | {row['target']} | {ratio} | {row['baseline']} | {ok} |"
         )
@@ -224,3 +240,11 @@ def write(results: dict[str, Any], out_dir: Path, stamp: str) -> dict[str, Path]
     if pngs:
         out["plot"] = pngs[0]
     return out
+
+
+if __name__ == "__main__":  # python -m bench.report RESULTS.json: write its .md and .png again
+    import sys
+
+    src = Path(sys.argv[1])
+    paths = write(json.loads(src.read_text()), src.parent, src.stem)
+    print(paths["markdown"].read_text())

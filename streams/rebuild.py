@@ -61,7 +61,7 @@ READ_MODEL_TABLES = (
     "employer_cases",
     "agency_placements",
 )
-BUFFER_LIMIT = 20_000  # records buffered per topic-partition before it is paused
+BUFFER_LIMIT = 2_000  # records buffered per topic-partition before it is paused
 FETCH_BYTES = 1 << 20  # per partition and fetch
 
 

@@ -62,6 +62,14 @@ def test_targets_are_ratios_to_the_baselines_of_the_same_run() -> None:
     assert rows["incident → case p99, during a claims backlog"]["measured"] is None
 
 
+def test_incidents_never_seen_count_as_beyond_the_wait() -> None:
+    lat = {"n": 90, "p99_ms": 100.0, "sent": 100, "missing": 10}
+    rows = {r["name"]: r for r in report.targets({**FAKE, "latency": {"incident_backlog": lat}})}
+    row = rows["incident → case p99, during a claims backlog"]
+    assert row["measured"] == float("inf") and row["ok"] is False and row["ratio"] is None
+    assert "> the wait" in report.markdown({**FAKE, "latency": {"incident_backlog": lat}})
+
+
 def test_report_files(tmp_path: Path) -> None:
     paths = report.write(FAKE, tmp_path, "20261201T000000Z")
     data = json.loads(paths["json"].read_text())
