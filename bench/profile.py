@@ -109,5 +109,5 @@ def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
         "threads_pct": share(threads),
         "self_pct": share(self_c),
         "inclusive_pct": share(incl),
-        "raw_file": str(path),
+        "raw_file": path.name,  # next to the results JSON
     }
