@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import random
@@ -44,8 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from standardwebhooks.webhooks import Webhook
 
 from bench.chaos_plan import (
     TIME_DEPENDENT_CASE_KEYS,
@@ -98,9 +101,67 @@ def chaos_policy(path: Path) -> Path:
         if stripped.startswith("["):
             current = None
         out.append(line)
+    out += [
+        "",
+        "[hooks]  # chaos: retries in seconds, so a receiver that was down catches up in the run",
+        'retry_schedule = ["1s", "2s", "4s", "8s", "8s", "8s", "8s", "8s"]',
+        'horizon = "30m"',
+        'timeout = "5s"',
+    ]
     path.write_text("\n".join(out) + "\n")
     load_policy(path)  # fail here, not in the workers
     return path
+
+
+SECRET = "whsec_" + base64.b64encode(b"garda-chaos-receiver-secret-32by").decode()
+
+
+class Receiver:
+    """A webhook receiver that verifies every POST and counts it by ``webhook-id``; while
+    ``down`` it answers 503 (and counts nothing)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: dict[str, int] = {}
+        self.refused = 0
+        self.forged = 0
+        self.down = False
+        self._runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.down:
+            self.refused += 1
+            return web.Response(status=503)
+        try:
+            Webhook(SECRET).verify(body, dict(request.headers))
+        except Exception:  # noqa: BLE001 - any failure to verify is a forged delivery
+            self.forged += 1
+            return web.Response(status=400)
+        wid = request.headers["webhook-id"]
+        self.received[wid] = self.received.get(wid, 0) + 1
+        return web.Response(status=204)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def receivers_file(self, path: Path) -> Path:
+        path.write_text(
+            "[[receivers]]\n"
+            'name = "chaos"\n'
+            'type = "webhook"\n'
+            f'url = "http://127.0.0.1:{self.port}/hook"\n'
+            f'secret = "{SECRET}"\n'
+        )
+        return path
 
 
 @dataclass
@@ -122,6 +183,7 @@ class Run:
     broker: EmbeddedBroker
     pg: EmbeddedPostgres
     workers: list[subprocess.Popen | None] = field(default_factory=list)
+    receiver: Receiver | None = None
     faults: list[Fault] = field(default_factory=list)
     sent: list[Record] = field(default_factory=list)  # everything published, in order
     started: float = field(default_factory=time.monotonic)
@@ -150,6 +212,8 @@ class Run:
             GARDA_LOG_FORMAT="json",
             GARDA_DATA_DIR=str(self.workdir / f"data-{name}"),
         )
+        if self.receiver is not None:
+            env["GARDA_RECEIVERS"] = str(self.receiver.receivers_file(self.workdir / "hooks.toml"))
         return env
 
     def start_worker(self, i: int) -> None:
@@ -326,6 +390,22 @@ async def rebalance(run: Run, extra: int) -> list[Fault]:
     return [join, leave]
 
 
+async def receiver_outage(run: Run, seconds: float) -> Fault:
+    fault = Fault("webhook receiver down (503)", run.elapsed(), seconds)
+    assert run.receiver is not None
+    say(f"webhook receiver answers 503 for {seconds:g} s")
+    run.receiver.down = True
+    await asyncio.sleep(seconds)
+    run.receiver.down = False
+    say("webhook receiver back")
+    t0 = time.monotonic()
+    before = sum(run.receiver.received.values())
+    while time.monotonic() - t0 < 60 and sum(run.receiver.received.values()) == before:
+        await asyncio.sleep(0.25)
+    fault.recovered_after = time.monotonic() - t0
+    return fault
+
+
 async def inject(run: Run, args: argparse.Namespace, rnd: random.Random) -> None:
     """The fault schedule, spread over the run while the phases are processed."""
     await asyncio.sleep(3.0)
@@ -335,6 +415,8 @@ async def inject(run: Run, args: argparse.Namespace, rnd: random.Random) -> None
     if args.rebalance:
         run.faults += await rebalance(run, args.rebalance)
         await asyncio.sleep(2.0)
+    if run.receiver is not None:
+        run.faults.append(await receiver_outage(run, args.receiver_outage))
     run.faults.append(await db_outage(run, args.db_outage))
     await asyncio.sleep(3.0)
     if not args.no_broker_restart:
@@ -435,6 +517,30 @@ async def final_checks(run: Run, ref: Reference, phases: list[Phase]) -> dict[st
         )
     finally:
         await conn.close()
+    conn = await asyncpg.connect(run.url)
+    try:
+        deliveries = {
+            r["delivery_id"]: r["status"]
+            for r in await conn.fetch("SELECT delivery_id, status FROM hook_deliveries")
+        }
+    finally:
+        await conn.close()
+    received = run.receiver.received if run.receiver is not None else {}
+    delivered = {d for d, st in deliveries.items() if st == "delivered"}
+    hooks = {
+        "deliveries": len(deliveries),
+        "delivered": len(delivered),
+        "not_delivered": {
+            st: sum(1 for v in deliveries.values() if v == st)
+            for st in sorted(set(deliveries.values()) - {"delivered"})
+        },
+        "received": len(received),
+        "delivered_not_received": len(delivered - set(received)),
+        "received_unknown": len(set(received) - set(deliveries)),
+        "received_twice": sum(1 for n in received.values() if n > 1),
+        "refused_while_down": run.receiver.refused if run.receiver is not None else 0,
+        "forged": run.receiver.forged if run.receiver is not None else 0,
+    }
     republished = any(f.kind.startswith("broker") for f in run.faults)
     expected_dead = 2 if republished else 1
     return {
@@ -452,6 +558,7 @@ async def final_checks(run: Run, ref: Reference, phases: list[Phase]) -> dict[st
         "escalation_lateness_s": spread(lateness),
         "escalation_lateness_outside_faults_s": spread(calm),
         "out_of_order": order,
+        "hooks": hooks,
     }
 
 
@@ -475,6 +582,23 @@ def spread(values: list[float]) -> dict[str, float | int | None]:
         "p99": round(ordered[int(0.99 * (len(ordered) - 1))], 3),
         "max": round(ordered[-1], 3),
     }
+
+
+async def deliveries_done(url: str, timeout: float) -> None:
+    """Wait until no webhook delivery is pending (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = await asyncpg.connect(url)
+        try:
+            pending = await conn.fetchval(
+                "SELECT count(*) FROM hook_deliveries WHERE status = 'pending'"
+            )
+        finally:
+            await conn.close()
+        if not pending:
+            return
+        say(f"{pending} webhook deliveries pending")
+        await asyncio.sleep(2.0)
 
 
 async def quiet_escalations(url: str, timeout: float) -> None:
@@ -520,6 +644,8 @@ async def chaos(args: argparse.Namespace) -> dict[str, Any]:
         async with Database(url, max_size=1) as db, db.pool.acquire() as conn:
             await migrate(conn)
         run = Run(settings, workdir, broker, pg)
+        run.receiver = Receiver()
+        await run.receiver.start()
         say(f"N={args.events}, work dir {workdir}")
         phases = journey_phases(args.seed, args.events)
         ref = Reference(policy)
@@ -541,6 +667,7 @@ async def chaos(args: argparse.Namespace) -> dict[str, Any]:
         for phase in phases:
             await wait_processed(run, phase, args.timeout)
         await quiet_escalations(url, 60.0)
+        await deliveries_done(url, 120.0)
         elapsed = time.monotonic() - t0
         checks = await final_checks(run, ref, phases)
         return {
@@ -556,6 +683,8 @@ async def chaos(args: argparse.Namespace) -> dict[str, Any]:
             for proc in run.workers:
                 if proc is not None:
                     await terminate(proc, 10)
+            if run.receiver is not None:
+                await run.receiver.stop()
         await pg.stop()
         await broker.stop()
 
@@ -571,6 +700,14 @@ def verdict(report: dict[str, Any]) -> list[str]:
         bad.append(f"escalations missed: {c['escalations_missed']}")
     if c["out_of_order"]:
         bad.append(f"events applied out of order: {c['out_of_order']}")
+    h = c["hooks"]
+    # A POST repeated under the same webhook-id (a worker killed mid-request) is what the
+    # receiver dedupes on: reported, not a failure. A delivery never received is one.
+    for key in ("delivered_not_received", "received_unknown", "forged"):
+        if h[key]:
+            bad.append(f"webhooks {key}: {h[key]}")
+    if h["not_delivered"]:
+        bad.append(f"webhook deliveries not delivered: {h['not_delivered']}")
     for what in ("workers", "cases"):
         d = c[what]
         if d["missing"] or d["extra"] or d["differing"]:
@@ -585,13 +722,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kills", type=int, default=3)
     p.add_argument("--db-outage", type=float, default=30.0, help="seconds PostgreSQL is down")
     p.add_argument("--no-broker-restart", action="store_true")
+    p.add_argument(
+        "--receiver-outage", type=float, default=20.0, help="seconds the webhook receiver is down"
+    )
     p.add_argument("--rebalance", type=int, default=2, help="workers that join and leave (0: none)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--timeout", type=float, default=600.0, help="per phase (s)")
     p.add_argument("--quick", action="store_true", help="4,000 events, a 5 s outage")
     args = p.parse_args(argv)
     if args.quick:
-        args = replace_ns(args, events=4_000, db_outage=5.0)
+        args = replace_ns(args, events=4_000, db_outage=5.0, receiver_outage=8.0)
     report = asyncio.run(chaos(args))
     problems = verdict(report)
     report["verdict"] = problems or ["nothing lost, nothing doubled"]
@@ -619,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  with its deadline outside a fault window: {c['escalation_lateness_outside_faults_s']}"
     )
+    print(f"webhooks: {c['hooks']}")
     print(f"workers vs reference: {c['workers']}")
     print(f"cases vs reference: {c['cases']}")
     print("verdict: " + "; ".join(report["verdict"]))
