@@ -351,6 +351,33 @@ def cmd_repolicy(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    """``garda report agencies``: the agency (P3MI) scorecard, as a table or CSV."""
+    from datetime import UTC, datetime
+
+    import asyncpg
+
+    from handlers.policy import load_policy
+    from infra.agencies import scorecards
+    from infra.reports import parse_since, render
+
+    if not settings.database_url:
+        raise GardaError("garda report needs GARDA_DATABASE_URL")
+    url = settings.database_url
+    policy = load_policy(settings.policy)
+    since = parse_since(args.since, policy, datetime.now(UTC))
+
+    async def run() -> str:
+        conn = await asyncpg.connect(url)
+        try:
+            return render(await scorecards(conn, since), as_csv=args.csv)
+        finally:
+            await conn.close()
+
+    sys.stdout.write(asyncio.run(run()))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """``python -m bench ARGS`` from the source tree (the suite is not part of the wheel)."""
     import subprocess
@@ -428,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--dry-run", action="store_true", help="list what would change, send nothing")
     rp.set_defaults(func=cmd_repolicy)
+
+    rep = sub.add_parser("report", help="reports for supervision: agencies (P3MI scorecard)")
+    rep.add_argument("report", choices=["agencies"])
+    rep.add_argument("--since", help="a date (2026-01-01), ISO time or duration (90d)")
+    rep.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    rep.set_defaults(func=cmd_report)
 
     b = sub.add_parser(
         "bench", add_help=False, help="the benchmark suite (garda bench --help for its options)"

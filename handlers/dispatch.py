@@ -30,6 +30,7 @@ from typing import Any
 from errors import Unacceptable
 from handlers import (
     actions,
+    agencies,
     claims,
     employers,
     escalation,
@@ -130,6 +131,7 @@ def handle(
     )
     handler(agg, ctx)
     employers.tag_new_cases(before, agg)  # a new protection case joins the worker's employer
+    agencies.tag_new_cases(before, agg)  # and a new case the journey's placement agency
     events = ctx.effects.events
     events[:] = [e for e in events if e.topic != topics.WORKER_STATE]
     if _changed(before, agg):

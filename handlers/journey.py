@@ -60,7 +60,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from errors import Conflict, NotFound, Unacceptable
-from handlers import coverage, employers, nonprocedural, reintegration
+from handlers import agencies, coverage, employers, nonprocedural, reintegration
 from handlers.context import Ctx
 from handlers.model import Aggregate, Worker, parse_dt
 from handlers.routing import normalize_country, normalize_region
@@ -75,6 +75,7 @@ AFTER_JOURNEY_CHANGE: list[Hook] = [
     coverage.recheck_gaps,
     reintegration.after_journey_change,  # a return may open a reintegration case
     employers.record_employer,  # a departure/arrival names the employer (watchlist)
+    agencies.record_agency,  # a departure names the placement agency (scorecard)
 ]
 
 ABROAD = ("departed", "placed")

@@ -24,7 +24,7 @@ from errors import CaseConflict, GardaError, InvalidEvent, Rejected
 from handlers.dispatch import handle
 from handlers.model import Aggregate, OutputEvent, parse_dt
 from handlers.policy import Policy
-from infra import employers, metrics
+from infra import agencies, employers, metrics
 from infra.db import Database
 from infra.faults import is_retriable
 from infra.hooks.enqueue import Hooks
@@ -473,7 +473,10 @@ class BatchProcessor:
                 )
             batch.aggregates = list(touched.values())
             # Cross-worker state: the employer watchlist (infra.employers), same transaction.
-            for ev in await employers.sync(conn, (a for a, _ in batch.aggregates), self.policy):
+            touched_aggs = [a for a, _ in batch.aggregates]
+            for ev in await employers.sync(conn, touched_aggs, self.policy):
+                batch.outbox.append(self.outbox_row(ev, now))
+            for ev in await agencies.sync(conn, touched_aggs, self.policy, now):
                 batch.outbox.append(self.outbox_row(ev, now))
             report.outbox_seqs = await write_batch(conn, batch, self.policy)
             if self.hooks is not None:

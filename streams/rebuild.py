@@ -60,6 +60,7 @@ READ_MODEL_TABLES = (
     "employers",
     "employer_cases",
     "agency_placements",
+    "agency_cases",
 )
 BUFFER_LIMIT = 2_000  # records buffered per topic-partition before it is paused
 FETCH_BYTES = 1 << 20  # per partition and fetch

@@ -11,6 +11,7 @@ from typing import Any
 from streams.web import (
     ack,
     actions,
+    agencies,
     desk,
     employers,
     health,
@@ -21,7 +22,7 @@ from streams.web import (
     reads,
 )
 
-MODULES = (health, reads, hooks, ingest, actions, live, desk, ack, openapi, employers)
+MODULES = (health, reads, hooks, ingest, actions, live, desk, ack, openapi, employers, agencies)
 
 
 def routes() -> dict[str, type]:

@@ -203,6 +203,27 @@ def _read_paths() -> dict[str, dict[str, Any]]:
             )
         },
         "/api/posts": {"get": _read("The posts the token may see.", "The posts.")},
+        "/api/agencies": {
+            "get": _read(
+                "The agency (P3MI) scorecard per licence (headquarters tokens only).",
+                "The scorecards, worst rate first.",
+                400,
+                parameters=[
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "A date, an ISO time or a duration back from now (90d).",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "license",
+                        "in": "query",
+                        "description": "One licence.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+            )
+        },
         "/api/employers": {
             "get": _read(
                 "The employer watchlist (headquarters: with the cases behind each entry;"
