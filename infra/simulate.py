@@ -2,6 +2,9 @@
 
 Destinations follow the 2023 placement figures (domain.md); incidents follow the complaint
 categories; about one incident in five concerns a worker with no departure record.
+Departures carry an origin (province, regency, village codes) and an employer from a small
+pool per country, spelt differently now and then; about one arrival in ten is followed by a
+return home, for a reason drawn from ``RETURN_REASONS`` (reintegration referrals).
 """
 
 from __future__ import annotations
@@ -56,6 +59,38 @@ CATEGORIES = {
     "overstay": 2,
     "other": 3,
 }
+# Where workers come from (2023 origin figures: East, Central, West Java lead; Kemendagri
+# codes) and a few sending regencies of each, for reintegration routing.
+ORIGINS: dict[str, tuple[int, list[str]]] = {
+    "35": (68069, ["3507", "3505", "3502", "3578"]),
+    "33": (59009, ["3301", "3302"]),
+    "32": (52961, ["3212", "3210"]),
+    "52": (30000, ["5203", "5202"]),
+}
+# Why workers come home (the simulator's guess).
+RETURN_REASONS = {
+    "contract_completed": 70,
+    "repatriated": 10,
+    "deported": 8,
+    "medical": 6,
+    "deceased": 2,
+    "other": 4,
+}
+EMPLOYERS_PER_COUNTRY = 25  # a small pool, so that some employers collect several cases
+
+
+def _employer_name(rnd: random.Random, country: str) -> str:
+    """One of the country's pool of employer names, sometimes spelt differently (case,
+    spacing, a trailing dot): the watchlist must see one employer."""
+    base = f"{country} Employer {rnd.randrange(EMPLOYERS_PER_COUNTRY):02d} Ltd"
+    variant = rnd.random()
+    if variant < 0.1:
+        return base.upper()
+    if variant < 0.2:
+        return "  " + base.replace(" ", "  ") + "."
+    return base
+
+
 # The insurer's usual path for a claim; one in five ends rejected instead of paid.
 CLAIM_STEPS = ("docs_pending", "submitted", "verified", "approved", "paid")
 SOURCES = {
@@ -96,6 +131,12 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
     weights = [DESTINATIONS[c][0] for c in countries]
     cats, cat_w = list(CATEGORIES), list(CATEGORIES.values())
     placed: list[tuple[str, str, str | None]] = []
+    # A second generator for the prevention fields (origin, employer, returns), so that the
+    # events drawn from ``rnd`` are the same for a seed as before they were added.
+    extra = random.Random(seed * 7919 + 1)
+    employer_of: dict[str, str] = {}
+    provinces = list(ORIGINS)
+    reasons, reason_w = list(RETURN_REASONS), list(RETURN_REASONS.values())
     claims: list[tuple[str, str, int]] = []  # (claim_id, worker_id, index into CLAIM_STEPS)
     n = 0
     while True:
@@ -154,6 +195,14 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
                 data["e_pmi_id"] = f"EPMI-{rnd.randint(10**8, 10**9 - 1)}"
             if rnd.random() < 0.92:
                 data["bpjs_membership_no"] = f"BPJS{rnd.randint(10**9, 10**10 - 1)}"
+            province = extra.choices(provinces, [ORIGINS[p][0] for p in provinces])[0]
+            regency = extra.choice(ORIGINS[province][1])
+            data["origin"] = {
+                "province": province,
+                "regency": regency,
+                "village": f"{regency}{extra.randint(10, 20):03d}{extra.randint(1, 9):03d}",
+            }
+            data["employer_name"] = employer_of[wid] = _employer_name(extra, country)
             placed.append((wid, country, region))
             yield (
                 topics.DEPARTURES,
@@ -169,6 +218,8 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
             }
             if region:
                 data["region"] = region
+            if wid in employer_of:
+                data["employer_name"] = employer_of[wid]
             yield (
                 topics.DEPARTURES,
                 wid,
@@ -176,6 +227,17 @@ def traffic(seed: int) -> Iterator[tuple[str, str, bytes]]:
                     "pmi.arrival.reported", SOURCES.get(country, "mission/desk"), wid, data, now
                 ),
             )
+            if extra.random() < 0.1:  # some come home (reintegration referrals)
+                back = {
+                    "worker_id": wid,
+                    "returned_at": stamp,
+                    "reason": extra.choices(reasons, reason_w)[0],
+                }
+                yield (
+                    topics.DEPARTURES,
+                    wid,
+                    _event("pmi.return.recorded", "siskop2mi/embarkation", wid, back, now),
+                )
         else:
             if rnd.random() < 0.2:  # a worker nobody saw leave
                 wid = f"PMI-X{seed:04d}-{n:07d}"
