@@ -1,0 +1,128 @@
+"""The worked examples of README.md ("Prevention and aftercare") and docs/prevention.md,
+replayed word for word against a real ``garda worker``, broker and database.
+
+The policy is the default one with the intake ages raised (the examples are dated) and the
+high ladder moved far away, so that the referral lapse is the first escalation whenever
+this runs (the case opens with its dates in the past, before the acknowledgement arrives).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handlers.policy import DEFAULT_POLICY_PATH
+from infra.settings import Settings
+from schemas import topics
+from tests.integration.harness import (
+    REPO,
+    WorkerProcess,
+    eventually,
+    publish_events,
+    read_topic,
+)
+
+DOCS = (REPO / "README.md", REPO / "docs" / "prevention.md")
+
+
+def examples() -> dict[str, Any]:
+    """The JSON blocks after ``<!-- example: NAME -->`` markers, in both documents."""
+    out: dict[str, Any] = {}
+    for path in DOCS:
+        text = path.read_text()
+        for name, body in re.findall(r"<!-- example: ([\w-]+) -->\s*```json\n(.*?)```", text, re.S):
+            out[name] = json.loads(body)
+    return out
+
+
+def assert_subset(doc: Any, actual: Any, path: str = "$") -> None:
+    if isinstance(doc, dict):
+        assert isinstance(actual, dict), (path, actual)
+        for k, v in doc.items():
+            assert k in actual, f"{path}.{k} missing in {actual!r}"
+            assert_subset(v, actual[k], f"{path}.{k}")
+    elif isinstance(doc, list):
+        assert isinstance(actual, list) and len(actual) == len(doc), (path, actual)
+        for i, (d, a) in enumerate(zip(doc, actual, strict=True)):
+            assert_subset(d, a, f"{path}[{i}]")
+    else:
+        assert doc == actual, f"{path}: the doc says {doc!r}, Garda says {actual!r}"
+
+
+def example_policy(tmp: Path) -> Path:
+    text = DEFAULT_POLICY_PATH.read_text()
+    for old, new in (
+        ('max_event_age = "30d"', 'max_event_age = "3650d"'),
+        ('max_action_age = "1d"', 'max_action_age = "3650d"'),
+        (
+            '[sla.high]\nack = "24h"\nlevel2 = "72h"\nresolve = "14d"',
+            '[sla.high]\nack = "3650d"\nlevel2 = "3651d"\nresolve = "3652d"',
+        ),
+    ):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp / "examples.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+async def ex_worker(
+    settings: Settings, tmp_path: Path
+) -> AsyncIterator[tuple[Settings, WorkerProcess]]:
+    s = replace(settings, policy=example_policy(tmp_path))
+    w = WorkerProcess(s, tmp_path, "w1")
+    await w.start()
+    try:
+        yield s, w
+    finally:
+        await w.stop()
+
+
+async def case_events(settings: Settings, case_id: str, type_: str) -> list[dict[str, Any]]:
+    msgs = await read_topic(settings, topics.CASES, min_count=1)
+    out = [json.loads(m.value) for m in msgs if m.value]
+    return [e for e in out if e["type"] == type_ and e["data"]["case_id"] == case_id]
+
+
+async def test_worked_examples(ex_worker: tuple[Settings, WorkerProcess]) -> None:
+    settings, _ = ex_worker
+    ex = examples()
+    assert {
+        "reintegration-events",
+        "reintegration-case",
+        "referral-events",
+        "referral-escalated",
+    } <= set(ex)
+
+    await publish_events(settings, topics.DEPARTURES, ex["reintegration-events"])
+    want = ex["reintegration-case"]
+    opened = await eventually(
+        lambda: case_events(settings, want["case_id"], "garda.case.opened"),
+        lambda evs: len(evs) == 1,
+        timeout=20,
+    )
+    assert_subset(want, opened[0]["data"])
+
+    events = ex["referral-events"]
+    await publish_events(settings, topics.INCIDENTS, events[:1])
+    case_id = events[1]["data"]["case_id"]
+    await eventually(
+        lambda: case_events(settings, case_id, "garda.case.opened"),
+        lambda e: len(e) == 1,
+        timeout=20,
+    )
+    await publish_events(settings, topics.CASE_ACTIONS, events[1:])
+    want = ex["referral-escalated"]
+    escalated = await eventually(
+        lambda: case_events(settings, case_id, "garda.case.escalated"),
+        lambda e: len(e) >= 1,
+        timeout=30,
+    )
+    assert_subset(want, escalated[0]["data"])
