@@ -21,11 +21,11 @@ Rules decided where the design is silent:
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+import stamina
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
@@ -184,13 +184,32 @@ class OutboxRelay:
         return len(done)
 
     async def publish_with_retry(self, seqs: Sequence[int], attempts: int = 5) -> None:
-        """Publish now if possible; on failure leave the rows to ``sweep`` (never lost)."""
-        for attempt in range(attempts):
-            try:
-                await self.publish(seqs)
-                return
-            except Exception as exc:  # noqa: BLE001 - anything: the sweep will retry
-                delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
-                log.warning("outbox publish failed", error=str(exc), retry_in=round(delay, 3))
-                await asyncio.sleep(delay)
-        log.warning("outbox publish deferred to sweep", rows=len(seqs))
+        """Publish now if possible; on failure leave the rows to ``sweep`` (never lost).
+
+        Up to ``attempts`` tries, with stamina's exponential backoff (0.1 s doubling, up to
+        0.05 s of jitter, at most 2 s); each failure logs its own line. Any exception (not a
+        cancellation) is retried: whatever is left, the sweep publishes later.
+        """
+
+        try:
+            async for attempt in stamina.retry_context(
+                on=Exception,
+                attempts=attempts,
+                timeout=None,
+                wait_initial=0.1,
+                wait_jitter=0.05,
+                wait_max=2.0,
+            ):
+                with attempt:
+                    try:
+                        await self.publish(seqs)
+                    except Exception as exc:
+                        log.warning(
+                            "outbox publish failed",
+                            error=str(exc),
+                            attempt=attempt.num,
+                            retry_in=round(attempt.next_wait, 3),
+                        )
+                        raise
+        except Exception:  # noqa: BLE001 - anything: the sweep will retry
+            log.warning("outbox publish deferred to sweep", rows=len(seqs))

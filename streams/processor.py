@@ -7,11 +7,9 @@ publish. Offsets may be committed only after it returns.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import heapq
 import json
-import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import stamina
 
 from errors import CaseConflict, GardaError, InvalidEvent, Rejected
 from handlers.dispatch import handle
@@ -149,6 +148,16 @@ DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
     OverflowError,
     CaseConflict,
 )
+# How long a failed batch waits before its next attempt (stamina.retry_context keywords):
+# exponential from 0.2 s, plus up to 0.2 s of jitter, at most 5 s; no limit on attempts or
+# time (a partition waits out an outage, it never skips a record).
+RETRY_WAIT: dict[str, Any] = {
+    "attempts": None,
+    "timeout": None,
+    "wait_initial": 0.2,
+    "wait_jitter": 0.2,
+    "wait_max": 5.0,
+}
 _EPOCH_MIN = datetime(MIN_YEAR, 1, 1, tzinfo=UTC).timestamp()
 _EPOCH_MAX = datetime(MAX_YEAR, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
@@ -251,43 +260,46 @@ class BatchProcessor:
         the network went away). Any other failure of a batch splits it and retries it record
         by record; a record that still fails ``SINGLE_RECORD_ATTEMPTS`` times is dead-lettered
         with the error and the rest go through. Nothing is ever skipped: when even the
-        dead-letter cannot be written the partition waits here.
+        dead-letter cannot be written the partition waits here (and tries the record again).
+
+        The waits are stamina's (``RETRY_WAIT``): exponential from 0.2 s, jittered, capped at
+        5 s, with no limit on attempts or time. Every failure counts as one attempt, whatever
+        its kind; each attempt logs its own line (stamina's own retry log is off,
+        ``infra.logging``). An exception (never a cancellation) leaves the attempt only when it is
+        to be retried: the split and the dead-letter return from inside it.
         """
-        attempt = 0
-        while True:
-            try:
-                return await self._process_once(records)
-            except Exception as exc:
-                attempt += 1
-                if is_retriable(exc):
-                    delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * (0.5 + random.random())
-                    log.warning(
-                        "batch failed, will retry",
-                        error=safe_error(exc),
-                        attempt=attempt,
-                        retry_in=round(delay, 2),
-                        records=len(records),
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                if len(records) > 1:
-                    log.exception("batch failed; retrying record by record", records=len(records))
-                    report = BatchReport()
-                    for rec in records:
-                        report.merge(await self._process_with_retry([rec]))
-                    return report
-                if attempt < SINGLE_RECORD_ATTEMPTS and not is_deterministic(exc):
-                    delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
-                    log.warning(
-                        "record failed, will retry before dead-lettering it",
-                        error=safe_error(exc),
-                        attempt=attempt,
-                        retry_in=round(delay, 2),
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                log.exception("record failed permanently; dead-lettering it")
-                reason = _failure_reason(exc)
+        async for attempt in stamina.retry_context(on=Exception, **RETRY_WAIT):
+            with attempt:
+                try:
+                    return await self._process_once(records)
+                except Exception as exc:
+                    if is_retriable(exc):
+                        log.warning(
+                            "batch failed, will retry",
+                            error=safe_error(exc),
+                            attempt=attempt.num,
+                            retry_in=round(attempt.next_wait, 2),
+                            records=len(records),
+                        )
+                        raise
+                    if len(records) > 1:
+                        log.exception(
+                            "batch failed; retrying record by record", records=len(records)
+                        )
+                        report = BatchReport()
+                        for rec in records:
+                            report.merge(await self._process_with_retry([rec]))
+                        return report
+                    if attempt.num < SINGLE_RECORD_ATTEMPTS and not is_deterministic(exc):
+                        log.warning(
+                            "record failed, will retry before dead-lettering it",
+                            error=safe_error(exc),
+                            attempt=attempt.num,
+                            retry_in=round(attempt.next_wait, 2),
+                        )
+                        raise
+                    log.exception("record failed permanently; dead-lettering it")
+                    reason = _failure_reason(exc)
                 try:
                     return await self._dead_letter_only(records[0], reason)
                 except Exception:
@@ -298,7 +310,8 @@ class BatchProcessor:
                         partition=records[0].partition,
                         offset=records[0].offset,
                     )
-                    await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
+                    raise
+        raise AssertionError("unreachable: the retries above have no limit")
 
     async def _dead_letter_only(self, rec: RawRecord, error: str) -> BatchReport:
         async with self.db.pool.acquire() as conn, conn.transaction():
