@@ -55,9 +55,8 @@ async def hotpath(
     async with Database(url, max_size=2) as db:
         async with db.pool.acquire() as conn:
             await migrate(conn)
-        from dataclasses import replace
 
-        processor = BatchProcessor(db, replace(settings, database_url=url), load_policy())
+        processor = BatchProcessor(db, settings.replace(database_url=url), load_policy())
         await processor.process(recs[:BATCH])  # warm-up (connections, prepared statements)
         rest = recs[BATCH:]
         log(f"hotpath: {len(rest)} events through BatchProcessor in batches of {BATCH}")

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 from typing import Any
@@ -54,7 +53,7 @@ async def start_worker(stack: Stack, scenario: str, **env: str) -> tuple[WorkerP
     prefix = stack.prefix(scenario)
     settings = await stack.topics(prefix, group_id=f"{prefix}garda")
     url = await stack.database(scenario)
-    settings = dataclasses.replace(settings, database_url=url)
+    settings = settings.replace(database_url=url)
     worker = WorkerProcess(
         settings, stack.tmp, scenario, GARDA_DATA_DIR=str(stack.tmp / f"data-{scenario}"), **env
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import shlex
 import sys
@@ -96,7 +95,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if not database_url:
         raise GardaError("garda worker needs GARDA_DATABASE_URL (garda dev starts an embedded one)")
     if args.web_port is not None:
-        settings = dataclasses.replace(settings, web_port=args.web_port)
+        settings = settings.replace(web_port=args.web_port)
     if args.wait > 0:
         from infra.readiness import wait_for_stack
 
@@ -120,7 +119,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         if pg is not None:
             await pg.start()
             url = await pg.create_database("garda")
-        s = dataclasses.replace(settings, kafka_bootstrap=broker.bootstrap, database_url=url)
+        s = settings.replace(kafka_bootstrap=broker.bootstrap, database_url=url)
         await _prepare(s)
         return s
 

@@ -1,24 +1,45 @@
 """One typed settings object, read from the environment (and a ``.env`` file).
 
-Unknown ``GARDA_*`` variables and invalid values fail at start with a clear message.
+``Settings`` is a ``pydantic-settings`` model: typed fields, validated and frozen. Rules
+decided where the design is silent:
+
+- ``Settings(...)`` holds exactly what it is given (and the defaults); it never reads the
+  environment by itself, so a test or a benchmark that builds one is not changed by the
+  ``GARDA_*`` variables of the shell that runs it. ``load_settings`` is the one place that
+  reads them (``os.environ``, or a given mapping, as for a worker child), with ``.env``
+  (parsed by ``python-dotenv``, without ``${VAR}`` expansion) filling what the environment
+  lacks.
+- An unknown ``GARDA_*`` variable fails at start, naming it and the known ones (a typo must
+  not silently leave a default in force); ``GARDA_TEST_*`` variables belong to the test
+  suite and are ignored. An invalid value fails naming the variable. An empty value of an
+  optional setting means "not set".
+- Files named by settings (``GARDA_POLICY``, ``GARDA_RECEIVERS``) are checked to exist by
+  ``load_settings`` only: code may build Settings for a file it writes afterwards.
+- ``repr`` masks the database password. ``settings.replace(name=value, ...)`` is the
+  validated copy with changes (``dataclasses.replace`` of the dataclass this was).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from errors import ConfigError
 
 PREFIX = "GARDA_"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid")
+
     kafka_bootstrap: str = "127.0.0.1:9092"
-    database_url: str | None = field(default=None, repr=False)
+    database_url: str | None = Field(default=None, repr=False)
     policy: Path | None = None
     topic_prefix: str = ""
     partitions: int = 6
@@ -37,14 +58,28 @@ class Settings:
     receivers: Path | None = None  # the alerting hooks' receivers file (TOML)
     public_url: str | None = None  # base of links in notifications (ack_url); default: web address
 
-    def __repr__(self) -> str:  # secrets hidden
-        shown = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "database_url" and value:
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what the caller passes: the environment is read by load_settings (see above).
+        return (init_settings,)
+
+    def __repr_args__(self) -> Any:  # secrets hidden
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "database_url" and value:
                 value = mask_url(value)
-            shown.append(f"{f.name}={value!r}")
-        return f"Settings({', '.join(shown)})"
+            yield name, value
+
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with ``changes`` applied."""
+        return type(self)(**{**self.model_dump(), **changes})
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical one, e.g. ``pmi.cases.v1``."""
@@ -54,6 +89,62 @@ class Settings:
     def public_base_url(self) -> str:
         """Where people reach this API from a notification (``GARDA_PUBLIC_URL``)."""
         return (self.public_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, v: str) -> str:
+        if v not in ("json", "console"):
+            raise ValueError(f"GARDA_LOG_FORMAT must be json or console, not {v!r}")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError(f"GARDA_LOG_LEVEL must be debug|info|warning|error, not {v!r}")
+        return v
+
+    @field_validator("partitions")
+    @classmethod
+    def _partitions(cls, v: int) -> int:
+        if not 1 <= v <= 1024:
+            raise ValueError(f"GARDA_PARTITIONS must be between 1 and 1024, not {v}")
+        return v
+
+    @field_validator("web_port")
+    @classmethod
+    def _web_port(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
+            raise ValueError(f"GARDA_WEB_PORT must be a TCP port, not {v}")
+        return v
+
+    @field_validator("failed_requests_per_minute")
+    @classmethod
+    def _failed_requests(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("GARDA_FAILED_REQUESTS_PER_MINUTE must be 0 (no limit) or more")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("GARDA_BATCH_SIZE must be at least 1")
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("GARDA_PUBLIC_URL must start with http:// or https://")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgres://", "postgresql://")):
+            raise ValueError("GARDA_DATABASE_URL must start with postgresql:// or postgres://")
+        return v
 
 
 def mask_url(url: str) -> str:
@@ -68,32 +159,39 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-def _field_type(f: dataclasses.Field) -> type:
-    t = f.type if not isinstance(f.type, str) else f.type
-    text = str(t)
-    for name, cls in (("int", int), ("float", float), ("Path", Path), ("str", str)):
-        if text.startswith(name):
-            return cls
-    return str
-
-
 def read_dotenv(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
+    """The variables of a ``.env`` file (none when it does not exist)."""
     if not path.is_file():
-        return values
-    for n, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if "=" not in line:
-            raise ConfigError(f"{path}:{n}: expected NAME=value, got {line!r}")
-        key, value = line.split("=", 1)
-        values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+        return {}
+    values: dict[str, Any] = {}
+    for key, value in dotenv_values(path, interpolate=False).items():
+        if value is None:
+            raise ConfigError(f"{path}: expected NAME=value, got {key!r}")
+        values[key] = value
     return values
 
 
+# pydantic's error types for a value that is not of the field's type -> the type's name
+_TYPE_ERRORS = {"int_parsing": "int", "float_parsing": "float", "path_type": "Path"}
+
+
+def _config_error(e: ValidationError) -> ConfigError:
+    """The first validation error, as one sentence naming the variable."""
+    err = e.errors()[0]
+    name = PREFIX + str(err["loc"][0]).upper() if err["loc"] else "settings"
+    if err["type"] == "value_error":
+        return ConfigError(str(err["ctx"]["error"]))
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(PREFIX + n.upper() for n in Settings.model_fields)
+        return ConfigError(f"unknown setting {name}; known settings: {known}")
+    kind = _TYPE_ERRORS.get(err["type"])
+    if kind is not None:
+        return ConfigError(f"{name}={err['input']!r} is not a valid {kind}")
+    return ConfigError(f"{name}={err['input']!r}: {err['msg']}")
+
+
 def load_settings(
-    env: dict[str, str] | None = None, dotenv: Path | None = Path(".env")
+    env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
 ) -> Settings:
     """Build Settings from ``GARDA_*`` variables; ``.env`` values fill what the environment lacks."""
     merged: dict[str, str] = {}
@@ -101,47 +199,25 @@ def load_settings(
         merged.update({k: v for k, v in read_dotenv(dotenv).items() if k.startswith(PREFIX)})
     source = os.environ if env is None else env
     merged.update({k: v for k, v in source.items() if k.startswith(PREFIX)})
-    # GARDA_TEST_* variables belong to the test suite, not to Garda.
-    merged = {k: v for k, v in merged.items() if not k.startswith(PREFIX + "TEST_")}
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
-    kwargs: dict[str, object] = {}
+    fields = Settings.model_fields
+    values: dict[str, Any] = {}
     for key, raw in merged.items():
+        if key.startswith(PREFIX + "TEST_"):
+            continue  # the test suite's, not Garda's
         name = key[len(PREFIX) :].lower()
-        if name not in fields:
-            known = ", ".join(PREFIX + n.upper() for n in fields)
-            raise ConfigError(f"unknown setting {key}; known settings: {known}")
-        cast = _field_type(fields[name])
-        if raw == "" and fields[name].default is None:
-            continue
-        try:
-            kwargs[name] = cast(raw)
-        except ValueError:
-            raise ConfigError(f"{key}={raw!r} is not a valid {cast.__name__}") from None
-    settings = Settings(**kwargs)  # type: ignore[arg-type]
-    _check(settings)
+        if name in fields and raw == "" and fields[name].default is None:
+            continue  # an optional setting left empty: not set
+        values[name] = raw
+    try:
+        settings = Settings(**values)
+    except ValidationError as e:
+        raise _config_error(e) from None
+    _check_files(settings)
     return settings
 
 
-def _check(s: Settings) -> None:
-    if s.log_format not in ("json", "console"):
-        raise ConfigError(f"GARDA_LOG_FORMAT must be json or console, not {s.log_format!r}")
-    if s.log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise ConfigError(f"GARDA_LOG_LEVEL must be debug|info|warning|error, not {s.log_level!r}")
-    if not 1 <= s.partitions <= 1024:
-        raise ConfigError(f"GARDA_PARTITIONS must be between 1 and 1024, not {s.partitions}")
-    if not 0 <= s.web_port <= 65535:
-        raise ConfigError(f"GARDA_WEB_PORT must be a TCP port, not {s.web_port}")
-    if s.failed_requests_per_minute < 0:
-        raise ConfigError("GARDA_FAILED_REQUESTS_PER_MINUTE must be 0 (no limit) or more")
-    if s.batch_size < 1:
-        raise ConfigError("GARDA_BATCH_SIZE must be at least 1")
+def _check_files(s: Settings) -> None:
     if s.policy is not None and not s.policy.is_file():
         raise ConfigError(f"GARDA_POLICY={s.policy}: no such file")
     if s.receivers is not None and not s.receivers.is_file():
         raise ConfigError(f"GARDA_RECEIVERS={s.receivers}: no such file")
-    if s.public_url is not None and not s.public_url.startswith(("http://", "https://")):
-        raise ConfigError("GARDA_PUBLIC_URL must start with http:// or https://")
-    if s.database_url is not None and not s.database_url.startswith(
-        ("postgres://", "postgresql://")
-    ):
-        raise ConfigError("GARDA_DATABASE_URL must start with postgresql:// or postgres://")

@@ -124,6 +124,5 @@ async def topics(kafka_bootstrap: str, topic_prefix: str) -> Settings:
 @pytest.fixture
 def stack_settings(topics: Settings, database_url: str) -> Settings:
     """Settings for a full run: the topics above plus a fresh database."""
-    from dataclasses import replace
 
-    return replace(topics, database_url=database_url)
+    return topics.replace(database_url=database_url)

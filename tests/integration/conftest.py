@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -16,7 +15,7 @@ from tests.integration.harness import WorkerProcess
 
 @pytest.fixture
 def settings(stack_settings: Settings) -> Settings:
-    return replace(stack_settings, timer_interval=0.5)
+    return stack_settings.replace(timer_interval=0.5)
 
 
 @pytest.fixture

@@ -241,11 +241,10 @@ async def test_head_of_mission_sees_a_case_once_it_is_escalated_to_it(
 ) -> None:
     """Level 1 of the ladder is the head of mission (KJRI Johor Bahru -> KBRI Kuala Lumpur):
     from then on the embassy's token can read and act on the consulate's case."""
-    from dataclasses import replace
 
     from tests.integration.harness import policy_file
 
-    fast = replace(settings, policy=policy_file("fast_sla.toml"))
+    fast = settings.replace(policy=policy_file("fast_sla.toml"))
     worker = await WorkerProcess(fast, tmp_path, "w1").start()
     try:
         _, hq = await new_token(fast, hq=True)

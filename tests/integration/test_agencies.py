@@ -8,7 +8,6 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ def low_threshold_policy(tmp: Path) -> Path:
 
 @pytest.fixture
 def agency_settings(settings: Settings, tmp_path: Path) -> Settings:
-    return replace(settings, policy=low_threshold_policy(tmp_path))
+    return settings.replace(policy=low_threshold_policy(tmp_path))
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ docs/rules.md word for word."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -222,7 +221,7 @@ async def test_claim_lifecycle_out_of_order_and_rejection(
 @pytest.fixture
 async def stall_worker(settings: Settings, tmp_path: Path) -> AsyncIterator[WorkerProcess]:
     policy = derived_policy(tmp_path, "short_stall.toml", **{'stall = "14d"': 'stall = "3s"'})
-    w = WorkerProcess(replace(settings, policy=policy), tmp_path, "w-stall")
+    w = WorkerProcess(settings.replace(policy=policy), tmp_path, "w-stall")
     await w.start()
     try:
         yield w

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,7 @@ async def worker(settings: Settings, tmp_path: Path) -> AsyncIterator[WorkerProc
             'max_event_age = "30d"': 'max_event_age = "3650d"',
         },
     )
-    w = WorkerProcess(replace(settings, policy=policy), tmp_path, "w1")
+    w = WorkerProcess(settings.replace(policy=policy), tmp_path, "w1")
     await w.start()
     try:
         yield w

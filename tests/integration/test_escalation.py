@@ -51,7 +51,7 @@ DUPLICATES: list[int] = []  # escalation records re-published (same id) after a 
 
 @pytest.fixture
 def fast_settings(settings: Settings) -> Settings:
-    return replace(settings, policy=POLICY)
+    return settings.replace(policy=POLICY)
 
 
 @pytest.fixture

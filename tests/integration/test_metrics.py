@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -44,7 +43,7 @@ def get(m: dict, name: str, **labels: str) -> float | None:
 
 @pytest.fixture
 async def fast_worker(settings: Settings, tmp_path: Path) -> AsyncIterator[WorkerProcess]:
-    w = WorkerProcess(replace(settings, policy=POLICY), tmp_path, "metrics")
+    w = WorkerProcess(settings.replace(policy=POLICY), tmp_path, "metrics")
     await w.start()
     try:
         yield w

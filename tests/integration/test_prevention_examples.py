@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,7 @@ def example_policy(tmp: Path) -> Path:
 async def ex_worker(
     settings: Settings, tmp_path: Path
 ) -> AsyncIterator[tuple[Settings, WorkerProcess]]:
-    s = replace(settings, policy=example_policy(tmp_path))
+    s = settings.replace(policy=example_policy(tmp_path))
     w = WorkerProcess(s, tmp_path, "w1")
     await w.start()
     try:

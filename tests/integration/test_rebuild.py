@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from errors import GardaError
@@ -50,7 +48,7 @@ async def test_rebuild_derives_the_same_read_model(settings: Settings, worker, p
     name = "rebuild_" + settings.topic_prefix.strip(".")
     fresh_url = await pg_server.create_database(name)
     try:
-        fresh = replace(settings, database_url=fresh_url)
+        fresh = settings.replace(database_url=fresh_url)
         result = await rebuild(fresh, load_policy(), batch_size=4, progress=False)
         assert result["records"] == total
         assert await _state(fresh_url) == live

@@ -9,7 +9,6 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ def fast_referral_policy(tmp: Path) -> Path:
 
 @pytest.fixture
 async def ref_worker(settings: Settings, tmp_path: Path) -> AsyncIterator[WorkerProcess]:
-    w = WorkerProcess(replace(settings, policy=fast_referral_policy(tmp_path)), tmp_path, "w1")
+    w = WorkerProcess(settings.replace(policy=fast_referral_policy(tmp_path)), tmp_path, "w1")
     await w.start()
     try:
         yield w

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -71,7 +70,7 @@ async def test_repolicy_moves_open_cases_to_the_new_sla(settings: Settings, tmp_
         await slow.stop()
     assert row["ack_due"] - row["opened_at"] == timedelta(hours=24)
 
-    fast_settings = replace(settings, policy=FAST)
+    fast_settings = settings.replace(policy=FAST)
     fast = WorkerProcess(fast_settings, tmp_path, "fast")
     await fast.start()
     try:

@@ -187,7 +187,7 @@ async def test_the_worker_prunes_on_its_timer(
         "INSERT INTO audit_log (at, method, path, status) VALUES"
         " (now() - interval '366 days', 'POST', '/api/events', 401)"
     )
-    w = WorkerProcess(dataclasses.replace(settings, policy=policy), tmp_path)
+    w = WorkerProcess(settings.replace(policy=policy), tmp_path)
     await w.start()
     try:
         deadline = asyncio.get_running_loop().time() + 20

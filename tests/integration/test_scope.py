@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -264,7 +263,7 @@ async def test_worker_view_shows_a_post_only_its_own_part(
 async def test_head_of_mission_keeps_the_case_at_level_2(
     settings: Settings, tmp_path: Path
 ) -> None:
-    fast = replace(settings, policy=policy_file("fast_sla.toml"))
+    fast = settings.replace(policy=policy_file("fast_sla.toml"))
     worker = await WorkerProcess(fast, tmp_path, "w1").start()
     try:
         _, hq = await new_token(fast, hq=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 from handlers.policy import DEFAULT_POLICY_PATH
@@ -55,7 +54,7 @@ async def source_alerts(settings: Settings) -> list[dict]:
 async def test_silent_then_recovered_once_each_across_restarts(
     settings: Settings, tmp_path: Path
 ) -> None:
-    s = replace(settings, policy=policy(tmp_path))
+    s = settings.replace(policy=policy(tmp_path))
     a = await WorkerProcess(s, tmp_path, "a").start()
     try:
         await publish_events(s, topics.DEPARTURES, [departure("W-SRC-1")])

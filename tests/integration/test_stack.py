@@ -8,7 +8,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -55,7 +54,7 @@ async def test_ensure_topics_is_idempotent(topics: Settings) -> None:
 async def test_ensure_topics_rejects_other_partition_count(topics: Settings) -> None:
     with pytest.raises(ConfigError, match="partitions"):
         await ensure_topics(
-            topics.kafka_bootstrap, replace(topics, partitions=topics.partitions + 1)
+            topics.kafka_bootstrap, topics.replace(partitions=topics.partitions + 1)
         )
 
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,7 +46,7 @@ async def test_worker_waits_for_a_database_that_comes_up_late(
 ) -> None:
     port = free_port()
     real_port = urlsplit(settings.database_url).port
-    late = replace(settings, database_url=with_port(settings.database_url, port))
+    late = settings.replace(database_url=with_port(settings.database_url, port))
     worker = WorkerProcess(late, tmp_path, "late")
     starting = asyncio.create_task(worker.start(ready_timeout=60))
     try:
@@ -73,7 +72,7 @@ async def test_worker_waits_for_a_database_that_comes_up_late(
 def test_a_database_that_never_comes_gives_one_clear_sentence(settings: Settings) -> None:
     port = free_port()
     env = worker_env(
-        replace(settings, database_url=with_port(settings.database_url, port)), free_port()
+        settings.replace(database_url=with_port(settings.database_url, port)), free_port()
     )
     done = subprocess.run(
         [sys.executable, "-m", "garda", "worker", "--wait", "2"],

@@ -72,3 +72,36 @@ def test_mask_url_leaves_a_url_without_password_alone() -> None:
 
     assert mask_url("postgresql://garda@db/garda") == "postgresql://garda@db/garda"
     assert mask_url("postgresql://garda:pw@db/garda") == "postgresql://garda:***@db/garda"
+
+
+def test_settings_built_in_code_ignore_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GARDA_PARTITIONS", "12")
+    assert Settings().partitions == 6
+    assert load_settings(dotenv=None).partitions == 12
+
+
+def test_replace_is_a_validated_copy() -> None:
+    s = Settings(partitions=3)
+    t = s.replace(web_port=9000)
+    assert (t.partitions, t.web_port, s.web_port) == (3, 9000, 8080)
+    with pytest.raises(ValueError, match="between 1 and 1024"):
+        s.replace(partitions=0)
+
+
+def test_an_unknown_variable_in_dotenv_fails_too(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("GARDA_WEB_PROT=9000\n")
+    with pytest.raises(ConfigError, match="unknown setting GARDA_WEB_PROT"):
+        load_settings({}, dotenv=env_file)
+
+
+def test_a_dotenv_line_without_a_value_fails(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("GARDA_WEB_PORT\n")
+    with pytest.raises(ConfigError, match="expected NAME=value"):
+        load_settings({}, dotenv=env_file)
+
+
+def test_invalid_float_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"GARDA_SESSION_TIMEOUT='soon' is not a valid float"):
+        load_settings({"GARDA_SESSION_TIMEOUT": "soon"}, dotenv=None)
