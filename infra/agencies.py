@@ -87,14 +87,15 @@ async def sync(
                         c.resolved_at,
                     )
                 )
-    touched: set[str] = {p[2] for p in placements} | {c[1] for c in cases}
+    touched = sorted({p[2] for p in placements} | {c[1] for c in cases})
     if not touched:
         return []
     since = now - policy.prevention.agencies.window
-    before: dict[str, Scorecard] = {}
-    for lic in sorted(touched):
-        await conn.execute("SELECT pg_advisory_xact_lock(7304, hashtext($1))", lic)
-        before[lic] = await _card(conn, lic, since)
+    # One lock per licence, in ascending order, in one statement.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(7304, hashtext(l)) FROM unnest($1::text[]) AS l", touched
+    )
+    before = await _counts(conn, touched, since)
     changed: set[str] = set()
     if placements:
         rows = await conn.fetch(
@@ -130,11 +131,37 @@ async def sync(
         )
         changed |= {r["license"] for r in rows}
     alerts: list[OutputEvent] = []
-    for lic in sorted(changed & touched):
-        after = await _card(conn, lic, since)
-        if crosses(after, policy) and not crosses(before[lic], policy):
-            alerts.append(_alert(after, policy))
+    crossed = sorted(changed)
+    if not crossed:
+        return alerts
+    after = await _counts(conn, crossed, since)
+    for lic in crossed:
+        if crosses(after[lic], policy) and not crosses(before[lic], policy):
+            alerts.append(_alert(after[lic], policy))
     return alerts
+
+
+async def _counts(
+    conn: asyncpg.Connection, licenses: list[str], since: datetime
+) -> dict[str, Scorecard]:
+    """Placements and protection cases per licence in the window (what the alert rule needs),
+    for many licences in two statements."""
+    out = {lic: Scorecard(license=lic) for lic in licenses}
+    for r in await conn.fetch(
+        "SELECT license, count(*) AS n FROM agency_placements"
+        " WHERE license = ANY($1::text[]) AND departed_at >= $2 GROUP BY license",
+        licenses,
+        since,
+    ):
+        out[r["license"]].placements = r["n"]
+    for r in await conn.fetch(
+        "SELECT license, count(*) AS n FROM agency_cases WHERE license = ANY($1::text[])"
+        " AND opened_at >= $2 AND kind = 'protection' GROUP BY license",
+        licenses,
+        since,
+    ):
+        out[r["license"]].cases = r["n"]
+    return out
 
 
 def _alert(card: Scorecard, policy: Policy) -> OutputEvent:

@@ -102,16 +102,17 @@ async def sync(
                 )
             )
     if employers:
-        await conn.executemany(
+        items = sorted(employers.items())
+        await conn.execute(
             """INSERT INTO employers (employer_key, name, country, region)
-               VALUES ($1, $2, $3, $4)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
                ON CONFLICT (employer_key) DO UPDATE
                    SET region = coalesce(EXCLUDED.region, employers.region), updated_at = now()
                    WHERE employers.region IS DISTINCT FROM coalesce(EXCLUDED.region, employers.region)""",
-            [
-                (k, e.get("name") or "", e.get("country") or "", e.get("region"))
-                for k, e in sorted(employers.items())
-            ],
+            [k for k, _ in items],
+            [e.get("name") or "" for _, e in items],
+            [e.get("country") or "" for _, e in items],
+            [e.get("region") for _, e in items],
         )
     if not rows:
         return []
