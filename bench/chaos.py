@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,7 +62,7 @@ from bench.chaos_plan import (
     journey_phases,
 )
 from handlers.model import Case, Worker
-from handlers.policy import DEFAULT_POLICY_PATH, load_policy
+from handlers.policy import DEFAULT_POLICY_PATH, Policy, load_policy
 from infra.broker import EmbeddedBroker
 from infra.db import Database, migrate
 from infra.kafka_admin import ensure_topics
@@ -617,9 +619,11 @@ async def quiet_escalations(url: str, timeout: float) -> None:
         await asyncio.sleep(1.0)
 
 
-async def chaos(args: argparse.Namespace) -> dict[str, Any]:
-    rnd = random.Random(args.seed)
-    workdir = Path(tempfile.mkdtemp(prefix="garda-chaos-"))
+@contextlib.asynccontextmanager
+async def stack(prefix: str = "garda-chaos-") -> AsyncIterator[tuple[Run, Policy]]:
+    """An embedded broker and PostgreSQL, the topics, the schema, and a webhook receiver
+    (the workers are started by the caller; everything is stopped on the way out)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     workdir.chmod(0o711)  # run as root, PostgreSQL runs as a system user that must enter it
     policy_path = chaos_policy(workdir / "chaos_policy.toml")
     policy = load_policy(policy_path)
@@ -646,7 +650,24 @@ async def chaos(args: argparse.Namespace) -> dict[str, Any]:
         run = Run(settings, workdir, broker, pg)
         run.receiver = Receiver()
         await run.receiver.start()
-        say(f"N={args.events}, work dir {workdir}")
+        say(f"work dir {workdir}")
+        yield run, policy
+    finally:
+        if run is not None:
+            for proc in run.workers:
+                if proc is not None:
+                    await terminate(proc, 10)
+            if run.receiver is not None:
+                await run.receiver.stop()
+        await pg.stop()
+        await broker.stop()
+
+
+async def chaos(args: argparse.Namespace) -> dict[str, Any]:
+    rnd = random.Random(args.seed)
+    async with stack() as (run, policy):
+        url = run.url
+        say(f"N={args.events}")
         phases = journey_phases(args.seed, args.events)
         ref = Reference(policy)
         for i in range(args.workers):
@@ -678,15 +699,6 @@ async def chaos(args: argparse.Namespace) -> dict[str, Any]:
             "faults": [f.__dict__ for f in run.faults],
             "checks": checks,
         }
-    finally:
-        if run is not None:
-            for proc in run.workers:
-                if proc is not None:
-                    await terminate(proc, 10)
-            if run.receiver is not None:
-                await run.receiver.stop()
-        await pg.stop()
-        await broker.stop()
 
 
 def verdict(report: dict[str, Any]) -> list[str]:
