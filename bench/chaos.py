@@ -616,7 +616,8 @@ async def quiet_escalations(url: str, timeout: float) -> None:
             await conn.close()
         if not overdue:
             return
-        await asyncio.sleep(1.0)
+        say(f"{overdue} cases past a deadline, waiting for their escalations")
+        await asyncio.sleep(2.0)
 
 
 @contextlib.asynccontextmanager
@@ -687,7 +688,7 @@ async def chaos(args: argparse.Namespace) -> dict[str, Any]:
         # The broker restart republished everything: let the workers drain it again.
         for phase in phases:
             await wait_processed(run, phase, args.timeout)
-        await quiet_escalations(url, 60.0)
+        await quiet_escalations(url, 300.0)
         await deliveries_done(url, 120.0)
         elapsed = time.monotonic() - t0
         checks = await final_checks(run, ref, phases)
