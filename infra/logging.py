@@ -196,6 +196,10 @@ class _LineWriter:
         try:
             h.stream.write(message + "\n")
             h.stream.flush()
+        except (OSError, ValueError):
+            # As logging.Handler.handleError does: a line that cannot be written (a closed or
+            # broken stream) must never break the code that logged it.
+            pass
         finally:
             h.release()
 

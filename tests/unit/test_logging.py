@@ -133,3 +133,17 @@ def test_dead_letter_reason_of_a_failed_record_holds_no_data() -> None:
         reason = _failure_reason(exc)
         assert "Siti" not in reason, reason
         assert type(exc).__name__ in reason
+
+
+def test_a_closed_log_stream_never_breaks_the_caller() -> None:
+    import io
+    import logging as std
+
+    from infra.logging import _LineWriter
+
+    stream = io.StringIO()
+    handler = std.StreamHandler(stream)
+    writer = _LineWriter(handler, "garda.test")
+    writer.info("before")
+    stream.close()
+    writer.info("after the stream closed")  # must not raise
