@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 import stamina
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
+from mode import Service
 
 from infra.db import Database
 from infra.logging import get_logger
@@ -50,8 +50,12 @@ PERMANENT_SEND_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class OutboxRelay:
+class OutboxRelay(Service):
+    """The Kafka producer of the outbox, a ``mode`` service: ``await relay.start()`` /
+    ``stop()``, or ``async with relay``, or a dependency of another service (the runtime)."""
+
     def __init__(self, db: Database, bootstrap: str, *, sweep_age: float = 5.0) -> None:
+        super().__init__()
         self.db = db
         self.bootstrap = bootstrap
         self.sweep_age = sweep_age
@@ -60,31 +64,21 @@ class OutboxRelay:
         self.published = 0
         self.parked = 0
 
-    async def start(self) -> OutboxRelay:
-        if self._producer is None:
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                acks="all",
-                linger_ms=5,
-                max_batch_size=1 << 20,
-                max_request_size=MAX_REQUEST_SIZE,
-                enable_idempotence=False,  # Tansu has no idempotent producer (broker-notes §4)
-            )
-            await self._producer.start()
-        return self
+    async def on_start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=1 << 20,
+            max_request_size=MAX_REQUEST_SIZE,
+            enable_idempotence=False,  # Tansu has no idempotent producer (broker-notes §4)
+        )
+        await self._producer.start()
 
-    async def stop(self) -> None:
+    async def on_stop(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
-
-    async def __aenter__(self) -> OutboxRelay:
-        return await self.start()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _send_one(self, row: Any) -> None:
         assert self._producer is not None, "OutboxRelay is not started"

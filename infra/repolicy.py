@@ -73,7 +73,9 @@ async def repolicy(
     if not settings.database_url:
         raise ConfigError("garda repolicy needs GARDA_DATABASE_URL")
     async with Database(settings.database_url, max_size=2) as db:
-        relay = None if dry_run else await OutboxRelay(db, settings.kafka_bootstrap).start()
+        relay = None if dry_run else OutboxRelay(db, settings.kafka_bootstrap)
+        if relay is not None:
+            await relay.start()
         try:
             after = ""
             while True:

@@ -12,6 +12,7 @@ import time
 from typing import Any, cast
 
 import faust
+from mode import Service, ServiceT
 
 from handlers.policy import Policy
 from infra import metrics
@@ -35,18 +36,27 @@ from streams.web.ratelimit import AUDIT_EVERY, FailureLimiter
 log = get_logger("garda.streams")
 
 
-class Runtime:
-    """What the agents and views share: settings, policy, database, processor, relay."""
+class Runtime(Service):
+    """What the agents and views share: settings, policy, database, processor, relay.
+
+    A ``mode`` service (Faust's own service library). ``start()``: the pool opens and the
+    migrations run (``on_start``), then the outbox relay starts (a dependency), then the
+    hooks dispatcher (``on_started``). ``stop()`` undoes it in reverse: the dispatcher
+    (``on_stop``), the relay, the pool last (``on_shutdown``). The Faust app starts it first
+    thing (``GardaApp.on_first_start``: before its consumer, so no batch meets an
+    unmigrated database) and stops it after itself. Timers and views ask ``running``.
+    """
 
     def __init__(self, settings: Settings, policy: Policy) -> None:
         if not settings.database_url:
             raise ValueError("settings.database_url is required")
+        super().__init__()
         self.settings = settings
         self.policy = policy
         self.db = Database(settings.database_url, max_size=10)
         self.relay = OutboxRelay(self.db, settings.kafka_bootstrap)
         self.processor = BatchProcessor(self.db, settings, policy)
-        self.timer = DeadlineTimer(self)
+        self.deadlines = DeadlineTimer(self)
         self.sources = SourceWatch(self)
         # Alerting hooks: receivers and the [hooks] policy are validated here, at start.
         self.hooks = Hooks(
@@ -62,15 +72,29 @@ class Runtime:
             headquarters=policy.headquarters,
         )
         self.limiter = FailureLimiter(settings.failed_requests_per_minute)
-        self.started = False
 
-    async def start(self) -> None:
+    def on_init_dependencies(self) -> list[ServiceT]:
+        return [self.relay]
+
+    async def on_start(self) -> None:
         await self.db.start()
         async with self.db.pool.acquire() as conn:
             await migrate(conn)
-        await self.relay.start()
+
+    async def on_started(self) -> None:
         await self.dispatcher.start()
-        self.started = True
+
+    async def on_stop(self) -> None:
+        await self.dispatcher.stop()
+
+    async def on_shutdown(self) -> None:
+        await self.db.stop()
+
+    @property
+    def running(self) -> bool:
+        """Started and neither stopping nor crashed (the app's timers and views start only
+        after ``start()`` has returned, so started means ready for them)."""
+        return self.started and not self.should_stop
 
     async def prune(self) -> PruneReport:
         """Prune the operational tables now (skipped if another worker is pruning)."""
@@ -82,12 +106,6 @@ class Runtime:
         if report.deleted:
             log.info("pruned", **{t.table: t.deleted for t in report.tables})
         return report
-
-    async def stop(self) -> None:
-        self.started = False
-        await self.dispatcher.stop()
-        await self.relay.stop()
-        await self.db.stop()
 
 
 class GardaApp(faust.App):
@@ -191,7 +209,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
 
     @app.timer(2.0)
     async def sweep_outbox() -> None:
-        if not runtime.started:
+        if not runtime.running:
             return
         try:
             await runtime.relay.sweep()
@@ -204,7 +222,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
 
     @app.timer(settings.timer_interval)
     async def watch_sources() -> None:
-        if not runtime.started or not policy.sources:
+        if not runtime.running or not policy.sources:
             return
         if not caught_up(partition_lag(app), settings.batch_size):
             return  # read the backlog first: an event in it may end a silence
@@ -215,7 +233,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
 
     @app.timer(settings.timer_interval)
     async def fire_deadlines() -> None:
-        if not runtime.started:
+        if not runtime.running:
             return
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_names}
         # A partition with responders' actions not yet handled (after a restart or an outage)
@@ -231,13 +249,13 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
             log.info("deadline scan waits for pending case actions", partitions=sorted(waiting))
         owned -= waiting
         try:
-            await runtime.timer.tick(owned)
+            await runtime.deadlines.tick(owned)
         except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
             log.warning("deadline scan failed", error=safe_error(exc))
 
     @app.timer(AUDIT_EVERY)
     async def audit_rate_limited() -> None:
-        if not runtime.started:
+        if not runtime.running:
             return
         try:
             await runtime.limiter.flush(runtime)
@@ -246,7 +264,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
 
     @app.timer(policy.retention.interval.total_seconds())
     async def prune_old_rows() -> None:
-        if not runtime.started:
+        if not runtime.running:
             return
         try:
             await runtime.prune()

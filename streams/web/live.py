@@ -139,7 +139,7 @@ class Stream(ApiView):
             await response.prepare(request)  # type: ignore[arg-type]
             await response.write(b"retry: 2000\n\n" + sse("hello", {"token_id": scope.token_id}))
             last_write = last_check = time.monotonic()
-            while runtime.started:
+            while runtime.running:
                 try:
                     event, data = await asyncio.wait_for(listener.queue.get(), timeout=1.0)
                 except TimeoutError:
