@@ -125,3 +125,40 @@ async def test_worked_examples(ex_worker: tuple[Settings, WorkerProcess]) -> Non
         timeout=30,
     )
     assert_subset(want, escalated[0]["data"])
+
+
+async def employer_events(settings: Settings) -> list[dict[str, Any]]:
+    msgs = await read_topic(settings, topics.EMPLOYERS, min_count=1)
+    return [json.loads(m.value) for m in msgs if m.value]
+
+
+async def test_employer_watchlist_example(ex_worker: tuple[Settings, WorkerProcess]) -> None:
+    settings, _ = ex_worker
+    ex = examples()
+    await publish_events(settings, topics.DEPARTURES, ex["employer-departures"])
+    await publish_events(settings, topics.INCIDENTS, ex["employer-incidents"])
+    for res in ex["employer-resolutions"]:
+        await eventually(
+            lambda res=res: case_events(settings, res["data"]["case_id"], "garda.case.opened"),
+            lambda e: len(e) == 1,
+            timeout=20,
+        )
+    await publish_events(settings, topics.CASE_ACTIONS, ex["employer-resolutions"])
+    want = ex["employer-watchlisted"]
+    events = await eventually(
+        lambda: employer_events(settings),
+        lambda evs: any(e["data"]["employer_key"] == want["employer_key"] for e in evs),
+        timeout=30,
+    )
+    (listed,) = [e for e in events if e["data"]["employer_key"] == want["employer_key"]]
+    assert listed["type"] == "garda.employer.watchlisted"
+    assert_subset(want, listed["data"])
+
+    await publish_events(settings, topics.DEPARTURES, [ex["employer-newcomer"]])
+    visit = ex["employer-visit"]
+    opened = await eventually(
+        lambda: case_events(settings, visit["case_id"], "garda.case.opened"),
+        lambda e: len(e) == 1,
+        timeout=20,
+    )
+    assert_subset(visit, opened[0]["data"])
