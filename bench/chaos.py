@@ -31,7 +31,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import random
 import signal
 import statistics
@@ -69,6 +68,7 @@ from infra.kafka_admin import ensure_topics
 from infra.postgres import EmbeddedPostgres
 from infra.processes import free_port, spawn, tail, terminate
 from infra.settings import Settings
+from infra.worker_process import worker_env
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -199,20 +199,8 @@ class Run:
             await publish(self.settings, records)
 
     def env(self, name: str) -> dict[str, str]:
-        s = self.settings
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GARDA_")}
-        env.update(
-            GARDA_KAFKA_BOOTSTRAP=s.kafka_bootstrap,
-            GARDA_DATABASE_URL=s.database_url or "",
-            GARDA_TOPIC_PREFIX=s.topic_prefix,
-            GARDA_PARTITIONS=str(s.partitions),
-            GARDA_GROUP_ID=s.group_id,
-            GARDA_SESSION_TIMEOUT=str(s.session_timeout),
-            GARDA_TIMER_INTERVAL=str(s.timer_interval),
-            GARDA_POLICY=str(s.policy),
-            GARDA_WEB_PORT=str(free_port()),
-            GARDA_LOG_FORMAT="json",
-            GARDA_DATA_DIR=str(self.workdir / f"data-{name}"),
+        env = worker_env(
+            self.settings, free_port(), GARDA_DATA_DIR=str(self.workdir / f"data-{name}")
         )
         if self.receiver is not None:
             env["GARDA_RECEIVERS"] = str(self.receiver.receivers_file(self.workdir / "hooks.toml"))
@@ -586,38 +574,40 @@ def spread(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
-async def deliveries_done(url: str, timeout: float) -> None:
-    """Wait until no webhook delivery is pending (or the timeout)."""
+async def _until_none(url: str, timeout: float, count_sql: str, waiting: str) -> None:
+    """Poll ``count_sql`` every 2 s until it counts nothing (or the timeout); each nonzero
+    count is said with ``waiting`` (``{n}`` is the count). A wait, not a retry."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         conn = await asyncpg.connect(url)
         try:
-            pending = await conn.fetchval(
-                "SELECT count(*) FROM hook_deliveries WHERE status = 'pending'"
-            )
+            n = await conn.fetchval(count_sql)
         finally:
             await conn.close()
-        if not pending:
+        if not n:
             return
-        say(f"{pending} webhook deliveries pending")
+        say(waiting.format(n=n))
         await asyncio.sleep(2.0)
+
+
+async def deliveries_done(url: str, timeout: float) -> None:
+    """Wait until no webhook delivery is pending (or the timeout)."""
+    await _until_none(
+        url,
+        timeout,
+        "SELECT count(*) FROM hook_deliveries WHERE status = 'pending'",
+        "{n} webhook deliveries pending",
+    )
 
 
 async def quiet_escalations(url: str, timeout: float) -> None:
     """Wait until no open case has a deadline more than 2 s overdue (or the timeout)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        conn = await asyncpg.connect(url)
-        try:
-            overdue = await conn.fetchval(
-                "SELECT count(*) FROM cases WHERE next_due < now() - interval '2 seconds'"
-            )
-        finally:
-            await conn.close()
-        if not overdue:
-            return
-        say(f"{overdue} cases past a deadline, waiting for their escalations")
-        await asyncio.sleep(2.0)
+    await _until_none(
+        url,
+        timeout,
+        "SELECT count(*) FROM cases WHERE next_due < now() - interval '2 seconds'",
+        "{n} cases past a deadline, waiting for their escalations",
+    )
 
 
 @contextlib.asynccontextmanager

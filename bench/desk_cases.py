@@ -26,25 +26,9 @@ from handlers.escalation import ESCALATED_TO
 from handlers.model import Case
 from handlers.policy import Policy
 from handlers.routing import escalation_target
+from infra.store import CASE_COLUMNS, case_row
 
-COLUMNS = (
-    "case_id",
-    "worker_id",
-    "kind",
-    "category",
-    "severity",
-    "status",
-    "post_id",
-    "escalation_level",
-    "ack_due",
-    "resolve_due",
-    "opened_at",
-    "reports",
-    "next_due",
-    "partition",
-    "doc",
-    "updated_at",
-)
+COLUMNS = (*CASE_COLUMNS, "updated_at")
 HEAVY = {"KJRI-JOHOR-BAHRU": 6, "KBRI-KUALA-LUMPUR": 6, "KDEI-TAIPEI": 8, "KJRI-HONG-KONG": 8}
 CATEGORIES = {
     "critical": ["detention", "trafficking", "sexual_violence"],
@@ -109,24 +93,8 @@ async def copy_cases(conn: asyncpg.Connection, cases: list[Case]) -> int:
     connection (its default jsonb codec takes text). ``ANALYZE`` after, so the planner knows
     the table as it is."""
     records = [
-        (
-            c.case_id,
-            c.worker_id,
-            c.kind,
-            c.category,
-            c.severity,
-            c.status,
-            c.post_id,
-            c.escalation_level,
-            c.ack_due,
-            c.resolve_due,
-            c.opened_at,
-            c.reports,
-            _next_due(c),
-            None,  # no partition: no worker's timer picks these rows up
-            json.dumps(c.to_doc()),
-            c.updated_at,
-        )
+        # no partition: no worker's timer picks these rows up
+        (*case_row(c, _next_due(c), None, json.dumps(c.to_doc())), c.updated_at)
         for c in cases
     ]
     await conn.copy_records_to_table(

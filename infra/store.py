@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -220,6 +221,49 @@ async def write_dead_letters(
     )
 
 
+# The columns of a case row, in the order of ``case_row`` (``updated_at`` is the writer's).
+CASE_COLUMNS = (
+    "case_id",
+    "worker_id",
+    "kind",
+    "category",
+    "severity",
+    "status",
+    "post_id",
+    "escalation_level",
+    "ack_due",
+    "resolve_due",
+    "opened_at",
+    "reports",
+    "next_due",
+    "partition",
+    "doc",
+)
+
+
+def case_row(
+    c: Case, next_due: datetime | None, partition: int | None, doc: Any
+) -> tuple[Any, ...]:
+    """A case as the values of ``CASE_COLUMNS`` (``CASE_UPSERT``'s $1 to $15)."""
+    return (
+        c.case_id,
+        c.worker_id,
+        c.kind,
+        c.category,
+        c.severity,
+        c.status,
+        c.post_id,
+        c.escalation_level,
+        c.ack_due,
+        c.resolve_due,
+        c.opened_at,
+        c.reports,
+        next_due,
+        partition,
+        doc,
+    )
+
+
 async def _write_state(
     conn: asyncpg.Connection, aggregates: Sequence[tuple[Aggregate, int | None]], policy: Policy
 ) -> None:
@@ -241,25 +285,7 @@ async def _write_state(
             )
         )
         for c in agg.cases.values():
-            cases.append(
-                (
-                    c.case_id,
-                    c.worker_id,
-                    c.kind,
-                    c.category,
-                    c.severity,
-                    c.status,
-                    c.post_id,
-                    c.escalation_level,
-                    c.ack_due,
-                    c.resolve_due,
-                    c.opened_at,
-                    c.reports,
-                    _next_due(c, policy),
-                    partition,
-                    c.to_doc(),
-                )
-            )
+            cases.append(case_row(c, _next_due(c, policy), partition, c.to_doc()))
         for cl in agg.claims.values():
             claims.append(
                 (
