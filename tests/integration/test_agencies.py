@@ -16,10 +16,10 @@ import pytest
 from handlers.policy import DEFAULT_POLICY_PATH
 from infra.settings import Settings
 from schemas import topics
+from tests.integration import events
 from tests.integration.harness import (
     WorkerProcess,
     bearer,
-    cloudevent,
     db_fetch,
     eventually,
     get_json,
@@ -59,30 +59,11 @@ async def agency_worker(agency_settings: Settings, tmp_path: Path) -> AsyncItera
 
 
 def departure(wid: str, lic: str) -> dict[str, Any]:
-    data = {
-        "worker_id": wid,
-        "destination_country": "TW",
-        "departed_at": "2026-11-01T01:00:00Z",
-        "scheme": "p2p",
-        "p3mi_license": lic,
-        "employer_type": "legal_entity",
-        "visa_type": "work",
-        "e_pmi_id": "EPMI-1",
-        "bpjs_membership_no": "25011234567",
-    }
-    return cloudevent("pmi.departure.recorded", data, source="siskop2mi/embarkation")
+    return events.departure(wid, "TW", p3mi_license=lic)
 
 
 def incident(wid: str) -> dict[str, Any]:
-    data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
-        "worker_id": wid,
-        "category": "unpaid_wages",
-        "occurred_at": "2026-11-28T10:00:00Z",
-        "country": "TW",
-        "reporter_type": "worker",
-    }
-    return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline")
+    return events.incident(wid, country="TW", region=None)
 
 
 async def test_scorecard_and_alert(agency_settings: Settings, agency_worker: WorkerProcess) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 from handlers.employers import employer_key
 from infra.settings import Settings
 from schemas import topics
+from tests.integration import events
 from tests.integration.harness import (
     WorkerProcess,
     bearer,
-    cloudevent,
     db_fetch,
     eventually,
     get_json,
@@ -27,33 +27,13 @@ KL = "KBRI-KUALA-LUMPUR"
 
 
 def departure(wid: str, employer: str) -> dict[str, Any]:
-    data = {
-        "worker_id": wid,
-        "destination_country": "MY",
-        "destination_region": "MY-10",
-        "departed_at": "2026-06-01T01:00:00Z",
-        "scheme": "p2p",
-        "p3mi_license": "SIP3MI-2019-0417",
-        "employer_name": employer,
-        "employer_type": "legal_entity",
-        "visa_type": "work",
-        "e_pmi_id": "EPMI-1",
-        "bpjs_membership_no": "25011234567",
-    }
-    return cloudevent("pmi.departure.recorded", data, source="siskop2mi/embarkation")
+    return events.departure(
+        wid, "MY", "MY-10", employer_name=employer, p3mi_license="SIP3MI-2019-0417"
+    )
 
 
 def incident(wid: str) -> dict[str, Any]:
-    data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
-        "worker_id": wid,
-        "category": "employer_violence",
-        "occurred_at": "2026-11-28T10:00:00Z",
-        "country": "MY",
-        "region": "MY-10",
-        "reporter_type": "worker",
-    }
-    return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline")
+    return events.incident(wid, "employer_violence", region="MY-10")
 
 
 async def cases_of(url: str, headers: dict[str, str], wid: str, kind: str) -> list[dict]:
