@@ -169,6 +169,12 @@ def is_deterministic(exc: BaseException) -> bool:
     return isinstance(exc, DETERMINISTIC_ERRORS)
 
 
+def _handled(env: Envelope, outcome: str, *, level: str = "info", **more: Any) -> _Note:
+    """The "event handled" log line of one event (written after its batch committed)."""
+    fields = {"event_id": env.id, "type": env.type, "worker_id": env.subject, "outcome": outcome}
+    return (level, "event handled", {**fields, **more})
+
+
 def _failure_reason(exc: BaseException) -> str:
     """The dead-letter reason of a record that failed on its own."""
     if isinstance(exc, CaseConflict):
@@ -430,34 +436,12 @@ class BatchProcessor:
                     topic = self.logical_topic(d.record.topic)
                     report.labelled[(topic, env.type, "duplicate-conflict")] += 1
                     report.deadletters[(topic, "duplicate-conflict")] += 1
-                    notes.append(
-                        (
-                            "warning",
-                            "event handled",
-                            {
-                                "event_id": env.id,
-                                "type": env.type,
-                                "worker_id": env.subject,
-                                "outcome": "duplicate-conflict",
-                            },
-                        )
-                    )
+                    notes.append(_handled(env, "duplicate-conflict", level="warning"))
                 else:
                     report.outcomes["duplicate"] += 1
                     topic = self.logical_topic(d.record.topic)
                     report.labelled[(topic, d.envelope.type, "duplicate")] += 1
-                    notes.append(
-                        (
-                            "info",
-                            "event handled",
-                            {
-                                "event_id": d.envelope.id,
-                                "type": d.envelope.type,
-                                "worker_id": d.envelope.subject,
-                                "outcome": "duplicate",
-                            },
-                        )
-                    )
+                    notes.append(_handled(d.envelope, "duplicate"))
             aggs = await load_aggregates(conn, (d.envelope.subject for d in todo))
             watchlisted = await employers.load_watchlisted(
                 conn, employers.batch_employer_keys(d.envelope for d in todo)
@@ -519,19 +503,7 @@ class BatchProcessor:
             )
         except Rejected as exc:
             batch.deadletters.append(self._dead_letter(rec, f"rejected: {exc.reason}", env))
-            notes.append(
-                (
-                    "warning",
-                    "event handled",
-                    {
-                        "event_id": env.id,
-                        "type": env.type,
-                        "worker_id": env.subject,
-                        "outcome": "rejected",
-                        "reason": exc.reason,
-                    },
-                )
-            )
+            notes.append(_handled(env, "rejected", level="warning", reason=exc.reason))
             return "rejected"
         except Exception as exc:  # a bug must not stop the worker nor lose the event
             batch.deadletters.append(
@@ -575,16 +547,5 @@ class BatchProcessor:
                         (int(ev.data["level"]), parse_dt(missed) if missed else None)
                     )
             batch.outbox.append(self.outbox_row(ev, now))
-        notes.append(
-            (
-                "info",
-                "event handled",
-                {
-                    "event_id": env.id,
-                    "type": env.type,
-                    "worker_id": env.subject,
-                    "outcome": result.outcome,
-                },
-            )
-        )
+        notes.append(_handled(env, result.outcome))
         return result.outcome
