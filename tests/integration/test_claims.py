@@ -196,6 +196,7 @@ async def test_claim_lifecycle_out_of_order_and_rejection(
         "program": "JKK",
         "reason": "documents incomplete",
         "trigger": "rejected",
+        "p3mi_license": "SIP3MI-001",  # the journey's agency (agency scorecard)
     }
     await eventually(
         lambda: claims_of(api, "W-CL-NOCASE"),
@@ -258,6 +259,7 @@ async def test_a_stalled_claim_opens_one_dispute_from_the_timer(
         "program": "JKK",
         "trigger": "stalled",
         "reason": f"no status change since {iso(now)}",
+        "p3mi_license": "SIP3MI-001",  # the journey's agency (agency scorecard)
     }
     assert (d["severity"], d["post_id"]) == ("high", "KDEI-TAIPEI")
     body = await api.case(d["case_id"])

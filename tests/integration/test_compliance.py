@@ -274,7 +274,7 @@ async def test_each_reason_flags_the_worker_and_opens_one_case(
     deps = [d for d, *_ in NP.values()]
     await publish_events(settings, topics.DEPARTURES, deps)
     got = await api.workers(list(NP))
-    for wid, (_, reasons, severity, post) in NP.items():
+    for wid, (dep, reasons, severity, post) in NP.items():
         w = got[wid]
         assert w["state"] == "departed", wid
         assert w["non_procedural"] is bool(reasons), (wid, w)
@@ -288,8 +288,12 @@ async def test_each_reason_flags_the_worker_and_opens_one_case(
         case = cases[0]
         assert case["kind"] == "non_procedural_departure" and case["category"] is None
         assert (case["severity"], case["post_id"]) == (severity, post), (wid, case)
-        # The case lists the departure's reasons in the rule order; the worker, sorted.
-        assert case["detail"] == {"reasons": [r for r in REASONS if r in reasons]}
+        # The case lists the departure's reasons in the rule order (the worker, sorted), and
+        # the placement agency's licence when the departure named one (agency scorecard).
+        expected: dict[str, Any] = {"reasons": [r for r in REASONS if r in reasons]}
+        if dep["data"].get("p3mi_license"):
+            expected["p3mi_license"] = dep["data"]["p3mi_license"].strip()
+        assert case["detail"] == expected
         assert case["status"] == "open" and w["open_cases"] == [case["case_id"]]
         assert w["in_crisis"] is True  # every such case is high or critical
 
@@ -554,6 +558,7 @@ async def test_coverage_windows_gaps_and_claim_suggestions(
         "incident_id": "INC-COV-OLD",
         "incident_category": "accident",
         "protection_case_id": protection["case_id"],
+        "p3mi_license": "SIP3MI-001",  # the journey's agency (agency scorecard)
     }
     nobpjs = (await api.cases("W-COV-NOBPJS", "coverage_gap"))[0]
     assert nobpjs["detail"]["reason"] == "no_membership"
