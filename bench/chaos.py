@@ -509,9 +509,14 @@ async def final_checks(run: Run, ref: Reference, phases: list[Phase]) -> dict[st
         await conn.close()
     conn = await asyncpg.connect(run.url)
     try:
+        # A delivery created in the last minute (a resolve deadline firing while the checks
+        # run) is in flight, not stuck.
         deliveries = {
-            r["delivery_id"]: r["status"]
-            for r in await conn.fetch("SELECT delivery_id, status FROM hook_deliveries")
+            r["delivery_id"]: r["status"] if r["status"] != "pending" or r["old"] else "in flight"
+            for r in await conn.fetch(
+                "SELECT delivery_id, status, created_at < now() - interval '60 seconds' AS old"
+                " FROM hook_deliveries"
+            )
         }
     finally:
         await conn.close()
@@ -522,8 +527,9 @@ async def final_checks(run: Run, ref: Reference, phases: list[Phase]) -> dict[st
         "delivered": len(delivered),
         "not_delivered": {
             st: sum(1 for v in deliveries.values() if v == st)
-            for st in sorted(set(deliveries.values()) - {"delivered"})
+            for st in sorted(set(deliveries.values()) - {"delivered", "in flight"})
         },
+        "in_flight": sum(1 for v in deliveries.values() if v == "in flight"),
         "received": len(received),
         "delivered_not_received": len(delivered - set(received)),
         "received_unknown": len(set(received) - set(deliveries)),

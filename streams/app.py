@@ -127,6 +127,7 @@ class GardaApp(faust.App):
         await self.runtime.stop()
 
 
+METADATA_MAX_AGE_MS = 15_000  # see create_app
 ACTIONS_WAIT = 30.0  # seconds a deadline scan may wait for a partition's pending case actions
 
 
@@ -162,6 +163,11 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
         broker_max_poll_records=settings.batch_size,
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
         producer_linger=0.005,
+        # Kafka clients refresh cluster metadata every 5 minutes by default; after the cluster
+        # behind the bootstrap address changed (a broker restarted empty, a topic recreated)
+        # the consumer fetched nothing until then, and every deadline waited that long.
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        producer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,
