@@ -300,15 +300,7 @@ async def test_acknowledged_case_stops_the_ack_clock_but_escalates_at_resolve_du
 async def test_kill9_between_deadlines_each_level_fires_exactly_once(
     fast_settings: Settings, tmp_path: Path
 ) -> None:
-    # Critical clocks of 15 s / 20 s (not the module's 3 s / 6 s): stopping a worker on a
-    # busy machine can take longer than 3 s, and the ack must be made before its deadline.
-    text = POLICY.read_text()
-    for old, new in (('ack = "3s"', 'ack = "15s"'), ('level2 = "6s"', 'level2 = "20s"')):
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    slower = tmp_path / "ack_while_down.toml"
-    slower.write_text(text)
-    settings = fast_settings.replace(policy=slower)
+    settings = fast_settings
     w1 = WorkerProcess(settings, tmp_path, "w1")
     await w1.start()
     w2 = WorkerProcess(settings, tmp_path, "w2")
