@@ -228,6 +228,9 @@ async def test_worker_view_shows_a_post_only_its_own_part(
     await cases_of(url, hq, "W-TWO")
     tpe = incident("W-TWO", "TW", None, "lost_contact", incident_id="INC-TWO-TPE")
     await publish_events(settings, topics.INCIDENTS, [tpe])
+    # The claim names the Taipei incident: publish it once that case exists (Kafka orders a
+    # worker's events within one topic only; a claim applied first links to no case).
+    await cases_of(url, hq, "W-TWO", 2)
     claim = cloudevent(
         "pmi.claim.filed",
         {
