@@ -28,7 +28,8 @@ Rules decided where the design is silent:
 - A worker first seen through a claim (no state yet) becomes ``unregistered_abroad``; it is
   not flagged non-procedural (a BPJS claim implies membership, the gap is in the registry).
 - Link: a claim with ``incident_id`` is linked to the case whose ``incident_ids`` holds it
-  (protection cases first); an unlinked claim retries on every later event. Each claim event
+  (protection cases first); an unlinked claim retries on every later event, and is linked
+  when the incident it names opens or joins a case (``link_waiting``). Each claim event
   adds a timeline row (``garda.claim.filed`` / ``garda.claim.status-changed``: a timeline
   row only, no case event) to the linked case and to the claim's dispute case if any.
 - Dispute: ``rejected`` becoming the current status while the worker has an open
@@ -101,6 +102,16 @@ def _link(agg: Aggregate, claim: Claim) -> Case | None:
     if case is not None:
         claim.case_id = case.case_id
     return case
+
+
+def link_waiting(agg: Aggregate) -> list[Claim]:
+    """Link the worker's unlinked claims whose incident now has a case: a claim filed before
+    its incident was applied (another topic: Kafka gives no order between them)."""
+    linked = []
+    for claim in sorted(agg.claims.values(), key=lambda c: c.claim_id):
+        if claim.case_id is None and claim.incident_id and _link(agg, claim) is not None:
+            linked.append(claim)
+    return linked
 
 
 def dispute_case_of(agg: Aggregate, claim_id: str) -> Case | None:

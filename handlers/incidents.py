@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from errors import NotFound
-from handlers import coverage, nonprocedural
+from handlers import claims, coverage, nonprocedural
 from handlers.cases import (
     PROTECTION,
     attach_report,
@@ -65,7 +65,11 @@ def _check_coverage(agg: Aggregate, ctx: Ctx, case: Case) -> None:
 
 
 ON_FIRST_SEEN: list[Hook] = [nonprocedural.flag_suspected]
-AFTER_INCIDENT: list[CaseHook] = [_check_coverage]
+def _link_waiting_claims(agg: Aggregate, ctx: Ctx, case: Case) -> None:
+    claims.link_waiting(agg)
+
+
+AFTER_INCIDENT: list[CaseHook] = [_check_coverage, _link_waiting_claims]
 
 DUPLICATE = "duplicate-incident"
 

@@ -79,3 +79,18 @@ def test_a_replayed_departure_changes_nothing_more() -> None:
     [gap] = gaps(agg)
     assert gap.status == "resolved"
     assert [t for t in effects[2].timeline if t.case_id == gap.case_id] == []
+
+
+def test_a_claim_filed_before_its_incident_is_linked_when_the_case_opens() -> None:
+    claim = {
+        "claim_id": "JKK-9",
+        "program": "JKK",
+        "event_date": "2026-11-28",
+        "filed_at": "2026-11-29T02:00:00Z",
+        "incident_id": "INC-9",
+    }
+    filed = envelope("pmi.claim.filed", claim, time=T0)
+    inc = envelope("pmi.incident.reported", incident("INC-9", "accident"), time=T0 + H)
+    agg, _ = run(aggregate(), filed, inc)
+    [protection] = [c for c in agg.cases.values() if c.kind == "protection"]
+    assert agg.claims["JKK-9"].case_id == protection.case_id
