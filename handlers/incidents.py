@@ -65,6 +65,8 @@ def _check_coverage(agg: Aggregate, ctx: Ctx, case: Case) -> None:
 
 
 ON_FIRST_SEEN: list[Hook] = [nonprocedural.flag_suspected]
+
+
 def _link_waiting_claims(agg: Aggregate, ctx: Ctx, case: Case) -> None:
     claims.link_waiting(agg)
 
