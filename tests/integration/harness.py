@@ -265,3 +265,18 @@ async def read_events(
             if len(tail.records) > before:
                 last_new = time.monotonic()
     return tail.records
+
+
+def assert_subset(doc: Any, actual: Any, path: str = "$") -> None:
+    """Every key the doc shows has the shown value (lists: same length, item by item)."""
+    if isinstance(doc, dict):
+        assert isinstance(actual, dict), (path, actual)
+        for k, v in doc.items():
+            assert k in actual, f"{path}.{k} missing in {actual!r}"
+            assert_subset(v, actual[k], f"{path}.{k}")
+    elif isinstance(doc, list):
+        assert isinstance(actual, list) and len(actual) == len(doc), (path, actual)
+        for i, (d, a) in enumerate(zip(doc, actual, strict=True)):
+            assert_subset(d, a, f"{path}[{i}]")
+    else:
+        assert doc == actual, f"{path}: the doc says {doc!r}, Garda says {actual!r}"

@@ -16,6 +16,7 @@ from schemas import topics
 from schemas.fields import iso
 from tests.integration.harness import (
     WorkerProcess,
+    assert_subset,
     cloudevent,
     db_fetch,
     eventually,
@@ -23,7 +24,6 @@ from tests.integration.harness import (
 )
 from tests.integration.test_compliance import (
     Api,
-    assert_subset,
     departure,
     derived_policy,
     doc_blocks,

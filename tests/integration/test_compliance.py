@@ -22,6 +22,7 @@ from schemas import topics
 from tests.integration.harness import (
     REPO,
     WorkerProcess,
+    assert_subset,
     cloudevent,
     db_fetch,
     eventually,
@@ -611,21 +612,6 @@ def doc_blocks() -> dict[str, Any]:
     text = RULES_DOC.read_text()
     found = re.findall(r"<!-- example: ([\w-]+) -->\s*```json\n(.*?)```", text, re.S)
     return {name: json.loads(body) for name, body in found}
-
-
-def assert_subset(doc: Any, actual: Any, path: str = "$") -> None:
-    """Every key the doc shows has the shown value (lists: same length, item by item)."""
-    if isinstance(doc, dict):
-        assert isinstance(actual, dict), (path, actual)
-        for k, v in doc.items():
-            assert k in actual, f"{path}.{k} missing in {actual!r}"
-            assert_subset(v, actual[k], f"{path}.{k}")
-    elif isinstance(doc, list):
-        assert isinstance(actual, list) and len(actual) == len(doc), (path, actual)
-        for i, (d, a) in enumerate(zip(doc, actual, strict=True)):
-            assert_subset(d, a, f"{path}[{i}]")
-    else:
-        assert doc == actual, f"{path}: doc says {doc!r}, Garda says {actual!r}"
 
 
 async def test_rules_doc_departure_example(

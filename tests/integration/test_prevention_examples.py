@@ -22,6 +22,7 @@ from schemas import topics
 from tests.integration.harness import (
     REPO,
     WorkerProcess,
+    assert_subset,
     eventually,
     publish_events,
     read_topic,
@@ -38,20 +39,6 @@ def examples() -> dict[str, Any]:
         for name, body in re.findall(r"<!-- example: ([\w-]+) -->\s*```json\n(.*?)```", text, re.S):
             out[name] = json.loads(body)
     return out
-
-
-def assert_subset(doc: Any, actual: Any, path: str = "$") -> None:
-    if isinstance(doc, dict):
-        assert isinstance(actual, dict), (path, actual)
-        for k, v in doc.items():
-            assert k in actual, f"{path}.{k} missing in {actual!r}"
-            assert_subset(v, actual[k], f"{path}.{k}")
-    elif isinstance(doc, list):
-        assert isinstance(actual, list) and len(actual) == len(doc), (path, actual)
-        for i, (d, a) in enumerate(zip(doc, actual, strict=True)):
-            assert_subset(d, a, f"{path}[{i}]")
-    else:
-        assert doc == actual, f"{path}: the doc says {doc!r}, Garda says {actual!r}"
 
 
 def example_policy(tmp: Path) -> Path:
