@@ -26,6 +26,7 @@ Rules decided here (the design is silent):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import multiprocessing as mp
 import os
@@ -45,6 +46,7 @@ from infra.logging import configure_logging, get_logger
 from infra.settings import Settings
 from schemas import topics
 from streams.processor import BatchProcessor, RawRecord
+from streams.undecodable import guard_fetcher, undecodable_reason
 
 log = get_logger("garda.rebuild")
 
@@ -102,6 +104,7 @@ async def merged_records(
     paused: set[TopicPartition] = set()
     heads: list[tuple] = []  # (timestamp, topic, partition, offset, tp) of each buffered head
     in_heap: set[TopicPartition] = set()
+    last_ts: dict[TopicPartition, int] = {}  # the latest record timestamp seen per partition
     idle = 0
 
     def push_head(tp: TopicPartition) -> None:
@@ -136,7 +139,14 @@ async def merged_records(
         for tp, msgs in batch.items():
             got += len(msgs)
             buf = buffers[tp]
-            buf.extend(msgs)
+            for m in msgs:
+                if m.headers and undecodable_reason(m.headers) is not None:
+                    # A marker (an undecodable batch) is stamped when it was made: it takes
+                    # its predecessor's time so that it does not hold its partition back.
+                    m = dataclasses.replace(m, timestamp=last_ts.get(tp, 0))
+                else:
+                    last_ts[tp] = m.timestamp or 0
+                buf.append(m)
             if tp not in in_heap and buf:
                 push_head(tp)
             if len(buf) >= buffer_limit and tp not in paused:
@@ -171,6 +181,8 @@ async def _replay(
     async with Database(settings.database_url or "", max_size=2) as db:
         consumer = _consumer(settings)
         await consumer.start()
+        # A batch the client cannot decode becomes a marker record (a dead letter), as live.
+        guard_fetcher(consumer)
         try:
             await consumer.topics()
             parts = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from errors import GardaError
@@ -9,6 +11,7 @@ from handlers.policy import load_policy
 from infra.settings import Settings
 from schemas import topics
 from streams.rebuild import rebuild
+from tests import rawbatch
 from tests.integration.events import departure, incident
 from tests.integration.harness import db_fetch, eventually, publish_events
 from tests.integration.test_pipeline import SCENARIO
@@ -63,3 +66,39 @@ async def test_rebuild_derives_the_same_read_model(settings: Settings, worker, p
         assert await _state(fresh_url) == live
     finally:
         await pg_server.drop_database(name)
+
+
+async def test_rebuild_dead_letters_a_batch_the_client_cannot_decode(settings: Settings) -> None:
+    """The rebuild's consumer has live's guard (streams.undecodable): an undecodable batch is
+    a dead letter with its offsets, the events around it are replayed, nothing crashes."""
+    topic = settings.topic(topics.DEPARTURES)
+
+    def one(ev: dict) -> bytearray:
+        return rawbatch.batch([(ev["subject"].encode(), json.dumps(ev).encode(), [])])
+
+    bad_key = rawbatch.batch(
+        [(b"W-RU-BAD-1", json.dumps(departure("W-RU-BAD-1")).encode(), [("ZZQQ", b"x")])]
+    )
+    crc = one(departure("W-RU-BAD-2"))
+    crc[-3] ^= 0xFF  # a byte the CRC covers
+    sends = [
+        one(departure("W-RU-OK-1")),
+        rawbatch.replace(bad_key, b"ZZQQ", b"\xff\xfeQQ"),  # a header key that is not UTF-8
+        crc,
+        one(departure("W-RU-OK-2")),
+    ]
+    for raw in sends:
+        resp = await rawbatch.produce_raw(settings.kafka_bootstrap, topic, 0, raw)
+        assert resp.topics[0][1][0][1] == 0, resp
+    result = await rebuild(settings, load_policy(), progress=False, processes=1)
+    assert result["records"] == 4
+    assert result["departed"] == 2 and result["undecodable"] == 2
+    rows = await db_fetch(
+        settings.database_url, 'SELECT partition, "offset", error FROM deadletters ORDER BY 2'
+    )
+    assert [(r["partition"], r["offset"]) for r in rows] == [(0, 1), (0, 2)]
+    assert rows[0]["error"].startswith("undecodable record batch (offset 1): ")
+    assert "UnicodeDecodeError" in rows[0]["error"]
+    assert "invalid CRC" in rows[1]["error"]
+    done = await db_fetch(settings.database_url, "SELECT worker_id FROM processed_events")
+    assert sorted(r["worker_id"] for r in done) == ["W-RU-OK-1", "W-RU-OK-2"]
