@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from schemas.fields import iso as iso
@@ -75,7 +75,24 @@ def stable_id(*parts: str, prefix: str = "", length: int = 16) -> str:
     return f"{prefix}{digest}"
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _to_json(value: Any) -> Any:
+    """``value`` as JSON-ready data: datetimes as ``iso`` text, tuples as lists, new
+    containers. Exact types take the fast path (one type lookup per leaf, UTC datetimes
+    formatted directly); anything else (subclasses) the ``isinstance`` one."""
+    t = type(value)
+    if t in _SCALARS:
+        return value
+    if t is datetime:
+        if value.tzinfo is UTC:  # what iso() writes for it, without the conversion
+            return value.isoformat()[:-6] + "Z"
+        return iso(value)
+    if t is dict:
+        return {k: v if type(v) in _SCALARS else _to_json(v) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [v if type(v) in _SCALARS else _to_json(v) for v in value]
     if isinstance(value, datetime):
         return iso(value)
     if isinstance(value, dict):
@@ -91,18 +108,22 @@ def _doc(obj: Any) -> dict[str, Any]:
     A plain walk over the fields: ``dataclasses.asdict`` deep-copies every value first and
     was the processor's single largest cost.
     """
-    return {f.name: _to_json(getattr(obj, f.name)) for f in _FIELDS[type(obj)]}
+    values = obj.__dict__
+    return {
+        name: v if type(v := values[name]) in _SCALARS else _to_json(v)
+        for name in _NAMES[type(obj)]
+    }
 
 
 def _from_json(cls: type[_T], doc: dict[str, Any]) -> _T:
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in doc:
+    for name, is_datetime in _FROM_JSON[cls]:
+        if name not in doc:
             continue
-        value = doc[f.name]
-        if "datetime" in str(f.type) and isinstance(value, str):
+        value = doc[name]
+        if is_datetime and isinstance(value, str):
             value = parse_dt(value)
-        kwargs[f.name] = value
+        kwargs[name] = value
     return cls(**kwargs)
 
 
@@ -306,6 +327,11 @@ class Result:
     outcome: str  # short word for the log line: opened, attached, updated, escalated, ignored, ...
 
 
-_FIELDS: dict[type, tuple[dataclasses.Field[Any], ...]] = {
-    cls: dataclasses.fields(cls) for cls in (Case, Claim, Worker)
+_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (Case, Claim, Worker)
+}
+# (field name, whether it holds a datetime) of each stored class, for ``from_doc``.
+_FROM_JSON: dict[type, tuple[tuple[str, bool], ...]] = {
+    cls: tuple((f.name, "datetime" in str(f.type)) for f in dataclasses.fields(cls))
+    for cls in (Case, Claim, Worker)
 }

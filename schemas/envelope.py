@@ -212,11 +212,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, item in pairs:
-        if name in out:
-            raise ValueError(f"duplicate key {name!r}")
-        out[name] = item
+    out = dict(pairs)
+    if len(out) != len(pairs):  # rare: find the first name given twice
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValueError(f"duplicate key {name!r}")
+            seen.add(name)
     return out
 
 

@@ -58,6 +58,12 @@ _DATETIME_RE = re.compile(
     r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
 )
 _EXAMPLE_DATETIME = "2026-11-29T02:31:29Z"
+# The patterns above, compiled once (the hot path checks every date-time of every event).
+_DATETIME_FULL_RE = re.compile(DATETIME_PATTERN[1:-1])
+_DATE_FULL_RE = re.compile(DATE_PATTERN[1:-1])
+_COUNTRY_RE = re.compile(COUNTRY_PATTERN[1:-1])
+_REGION_RE = re.compile(REGION_PATTERN[1:-1])
+_YEAR_FIRST_RE = re.compile(r"[0-9]{4}-.*")
 
 
 # Fields whose values are personal identifiers: never repeated in an error message (errors
@@ -112,7 +118,7 @@ def parse_datetime(text: str, field: str | None = None) -> datetime:
     m = _DATETIME_RE.fullmatch(text)
     if m is not None:
         _check_year(int(m.group(1)), field)
-    if m is None or re.fullmatch(DATETIME_PATTERN[1:-1], text) is None:
+    if m is None or _DATETIME_FULL_RE.fullmatch(text) is None:
         raise InvalidEvent(reason, field)
     year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
     micro = int((m.group(7) or "0")[:6].ljust(6, "0"))
@@ -130,9 +136,9 @@ def parse_datetime(text: str, field: str | None = None) -> datetime:
 def parse_date(text: str, field: str | None = None) -> date:
     """Parse a ``YYYY-MM-DD`` calendar date. Raises ``InvalidEvent(field=field)``."""
     reason = f"must be a date like '2026-12-31' (YYYY-MM-DD), got {show(text)}"
-    if isinstance(text, str) and re.fullmatch(r"[0-9]{4}-.*", text):
+    if isinstance(text, str) and _YEAR_FIRST_RE.fullmatch(text):
         _check_year(int(text[:4]), field)
-    if not isinstance(text, str) or re.fullmatch(DATE_PATTERN[1:-1], text) is None:
+    if not isinstance(text, str) or _DATE_FULL_RE.fullmatch(text) is None:
         raise InvalidEvent(reason, field)
     try:
         return date.fromisoformat(text)
@@ -307,7 +313,7 @@ class Country(Field):
     """ISO 3166-1 alpha-2 code: two uppercase ASCII letters."""
 
     def check(self, value: Any, path: str) -> Any:
-        if not isinstance(value, str) or re.fullmatch(COUNTRY_PATTERN[1:-1], value) is None:
+        if not isinstance(value, str) or _COUNTRY_RE.fullmatch(value) is None:
             raise InvalidEvent(
                 f"must be an ISO 3166-1 alpha-2 code like 'MY', got {show(value, path)}", path
             )
@@ -324,7 +330,7 @@ class Region(Field):
     country_field: str = ""
 
     def check(self, value: Any, path: str) -> Any:
-        if not isinstance(value, str) or re.fullmatch(REGION_PATTERN[1:-1], value) is None:
+        if not isinstance(value, str) or _REGION_RE.fullmatch(value) is None:
             raise InvalidEvent(
                 f"must be an ISO 3166-2 code like 'MY-01', got {show(value, path)}", path
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from errors import InvalidEvent
@@ -84,8 +85,9 @@ class TypeSpec:
     required: tuple[str, ...]
     any_of: tuple[str, ...] = ()  # at least one of these must be present
 
-    @property
+    @cached_property
     def field_map(self) -> dict[str, Field]:
+        """The fields by name (built once per spec; do not change it)."""
         return dict(self.fields)
 
 
