@@ -354,6 +354,15 @@ class BatchProcessor:
             headers=[("content-type", b"application/cloudevents+json")],
         )
 
+    # -- the reads and writes of a batch (``garda rebuild`` has its own, streams.rebuild) ---
+    async def load(self, conn: asyncpg.Connection, worker_ids: list[str]) -> dict[str, Aggregate]:
+        """The stored aggregates of these workers (a new one for a worker never seen)."""
+        return await load_aggregates(conn, worker_ids)
+
+    async def write(self, conn: asyncpg.Connection, batch: BatchWrite) -> list[int]:
+        """Write the batch (inside its transaction); returns the new outbox seqs."""
+        return await write_batch(conn, batch, self.policy)
+
     def logical_topic(self, full: str) -> str:
         """The logical name of an input topic (the full name if it is not one)."""
         return self._logical.get(full, full)
@@ -442,7 +451,7 @@ class BatchProcessor:
                     topic = self.logical_topic(d.record.topic)
                     report.labelled[(topic, d.envelope.type, "duplicate")] += 1
                     notes.append(_handled(d.envelope, "duplicate"))
-            aggs = await load_aggregates(conn, (d.envelope.subject for d in todo))
+            aggs = await self.load(conn, [d.envelope.subject for d in todo])
             watchlisted = await employers.load_watchlisted(
                 conn, employers.batch_employer_keys(d.envelope for d in todo)
             )
@@ -475,7 +484,7 @@ class BatchProcessor:
                 batch.outbox.append(self.outbox_row(ev, now))
             for ev in await agencies.sync(conn, touched_aggs, self.policy, now):
                 batch.outbox.append(self.outbox_row(ev, now))
-            report.outbox_seqs = await write_batch(conn, batch, self.policy)
+            report.outbox_seqs = await self.write(conn, batch)
             if self.hooks is not None:
                 await self.hooks.enqueue(conn, batch.outbox)
         for level, event, fields in notes:

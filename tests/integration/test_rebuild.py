@@ -16,12 +16,27 @@ from tests.integration.events import departure, incident
 from tests.integration.harness import db_fetch, eventually, publish_events
 from tests.integration.test_pipeline import SCENARIO
 
+# Every column of the read model but the write-time stamps (``updated_at``: now()): the
+# rebuild must derive exactly what live wrote, documents included.
 STATE_SQL = {
-    "workers": "SELECT worker_id, state, country, region, in_crisis, non_procedural FROM workers ORDER BY 1",
-    "cases": "SELECT case_id, kind, category, severity, status, post_id, escalation_level, reports,"
-    " ack_due, resolve_due FROM cases ORDER BY 1",
-    "timeline": "SELECT entry_id, case_id, type FROM case_timeline ORDER BY 1",
-    "processed": "SELECT source, id, outcome FROM processed_events ORDER BY 1, 2",
+    "workers": "SELECT worker_id, state, country, region, in_crisis, non_procedural,"
+    " insured_until, partition, doc FROM workers ORDER BY 1",
+    "cases": "SELECT case_id, worker_id, kind, category, severity, status, post_id,"
+    " escalation_level, ack_due, resolve_due, opened_at, reports, next_due, partition, doc"
+    " FROM cases ORDER BY 1",
+    "claims": "SELECT claim_id, worker_id, status, last_change_at, stall_due, partition, doc"
+    " FROM claims ORDER BY 1",
+    "timeline": "SELECT entry_id, case_id, at, type, actor, detail, source, event_id"
+    " FROM case_timeline ORDER BY 1",
+    "processed": 'SELECT source, id, type, worker_id, topic, partition, "offset", outcome,'
+    " digest FROM processed_events ORDER BY 1, 2",
+    "deadletters": 'SELECT topic, partition, "offset", digest, error FROM deadletters'
+    " ORDER BY 1, 2, 3",
+    "employers": "SELECT employer_key, name, country, region, watchlisted, watchlisted_at, cases"
+    " FROM employers ORDER BY 1",
+    "employer_cases": "SELECT * FROM employer_cases ORDER BY 1",
+    "agency_placements": "SELECT * FROM agency_placements ORDER BY 1, 2",
+    "agency_cases": "SELECT * FROM agency_cases ORDER BY 1",
 }
 
 
