@@ -90,7 +90,17 @@ def list_cases_sql(
         else:
             args.append(value)
             where.append(f"{name} = ${len(args)}")
-    if visible is not None:
+    branches: list[str] = []  # urgency order of a post's token: one ordered read per post
+    if visible is not None and order == "urgency":
+        for post in sorted(visible.posts):
+            args.append(post)
+            branches.append(f"doc->'detail'->>'{ESCALATED_TO}' = ${len(args)}")
+        for post, level in sorted(_min_levels(visible).items()):
+            args.append(post)
+            branches.append(
+                f"post_id = ${len(args)}" + (f" AND escalation_level >= {level}" if level else "")
+            )
+    elif visible is not None:
         args.append(sorted(visible.posts))
         ors = [f"doc->'detail'->>'{ESCALATED_TO}' = ANY(${len(args)})"]
         for level, posts in enumerate(visible.by_level):
@@ -118,12 +128,41 @@ def list_cases_sql(
             where.append(f"(opened_at, case_id) < (${len(args) - 1}, ${len(args)})")
         sort = "opened_at DESC, case_id DESC"
     args.append(limit)
+    lim = f"${len(args)}"
+    if not branches:
+        sql = (
+            "SELECT doc FROM cases"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY {sort} LIMIT {lim}"
+        )
+        return sql, args
+    # A post's queue is the union of per-post slices, each read in deadline order from an
+    # index that leads with the post (migration 014) and cut at the page size; the page is
+    # the first ``limit`` of their union. One ordered read of the whole urgency index
+    # filtered by "post = X OR escalated to X" walks past every other post's cases instead.
+    common = " AND ".join(where)
+    parts = [
+        f"(SELECT case_id, {DESK_DUE} AS due FROM cases WHERE {b}"
+        + (f" AND {common}" if common else "")
+        + f" ORDER BY {sort} LIMIT {lim})"
+        for b in branches
+    ]
     sql = (
-        "SELECT doc FROM cases"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + f" ORDER BY {sort} LIMIT ${len(args)}"
+        "SELECT doc FROM cases WHERE case_id IN (SELECT case_id FROM ("
+        + " UNION ".join(parts)
+        + f") AS slices ORDER BY due ASC NULLS LAST, case_id ASC LIMIT {lim})"
+        + f" ORDER BY {sort} LIMIT {lim}"
     )
     return sql, args
+
+
+def _min_levels(visible: CaseFilter) -> dict[str, int]:
+    """Each post of ``visible.by_level`` with the lowest escalation level it is seen from."""
+    out: dict[str, int] = {}
+    for level, posts in enumerate(visible.by_level):
+        for post in posts:
+            out.setdefault(post, level)
+    return out
 
 
 def desk_due(case: dict[str, Any]) -> str | None:

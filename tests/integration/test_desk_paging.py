@@ -14,7 +14,7 @@ import asyncpg
 
 from bench.desk_cases import copy_cases, synthetic_cases
 from bench.desk_paging import plan_nodes
-from handlers.access import Scope, case_filter
+from handlers.access import Scope, can_see_case, case_filter
 from handlers.policy import load_policy
 from infra import queries
 from infra.settings import Settings
@@ -23,6 +23,7 @@ from tests.integration.harness import WorkerProcess, new_token
 
 N = 3000
 FEW = "KBRI-BANDAR-SERI-BEGAWAN"  # a post with few cases in the synthetic mix
+HEAD = "KBRI-KUALA-LUMPUR"  # a head of mission over several consulates
 ACTIVE = "open,acknowledged,reopened"
 
 
@@ -83,6 +84,32 @@ async def test_keyset_paging_over_thousands_of_cases(
 
     conn = await asyncpg.connect(settings.database_url)
     try:
+        # A head of mission: its own cases, the ones escalated to it and its consulates'
+        # from level 1 on (one ordered slice per post, migration 014): every page in order,
+        # each visible case once, the same set as the access rule in Python.
+        await conn.set_type_codec(
+            "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+        for post in (HEAD, FEW):
+            scope = Scope("t", frozenset({post}), False)
+            expected = {
+                c.case_id
+                for c in cases
+                if c.status != "resolved" and can_see_case(scope, c, policy)
+            }
+            seen, after = [], None
+            while True:
+                page = await queries.list_cases(
+                    conn, {"status": ACTIVE}, visible=case_filter(scope, policy), limit=40,
+                    after=after, order="urgency",
+                )  # fmt: skip
+                seen += page
+                if len(page) < 40:
+                    break
+                after = queries.page_cursor(page[-1], "urgency")
+            ids = [c["case_id"] for c in seen]
+            assert len(ids) == len(set(ids)) and set(ids) == expected, post
+            assert [urgency_key(c) for c in seen] == sorted(urgency_key(c) for c in seen)
         for post in (JOHOR, FEW):
             visible = case_filter(Scope("t", frozenset({post}), False), policy)
             sql, args = queries.list_cases_sql(
