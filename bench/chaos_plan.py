@@ -67,7 +67,7 @@ def _ident(value: bytes) -> str:
 
 def _spoil(rec: Record, n: int, rnd: random.Random) -> Record:
     """An invalid copy of ``rec`` (a marker in its bytes identifies it afterwards)."""
-    marker = f"chaos-invalid-{n}"
+    marker = f"chaos-invalid-{n:06d}"  # fixed width: no marker inside another (99, 9999)
     doc = json.loads(rec.value)
     kind = rnd.choice(("json", "field", "type"))
     if kind == "json":

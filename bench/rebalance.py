@@ -19,7 +19,9 @@ import json
 import sys
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -87,6 +89,27 @@ async def membership(run: Run, every: float, duration: float, extra: int) -> lis
     return changes
 
 
+def deadline_sends(workdir: Path) -> dict[tuple[str, int], list[float]]:
+    """(case_id, level) -> epoch times a deadline command was sent for it (worker logs)."""
+    out: dict[tuple[str, int], list[float]] = {}
+    for path in sorted(workdir.glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"deadline command sent"' not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            parts = rec.get("command_id", "").split(":")
+            if len(parts) < 4 or parts[0] != "deadline":
+                continue
+            at = datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp()
+            out.setdefault((parts[1], int(parts[3])), []).append(at)
+    for times in out.values():
+        times.sort()
+    return out
+
+
 def widest_gap(times: list[float], start: float, end: float) -> tuple[float, float] | None:
     """The widest (a, b) between consecutive commit times around [start, end]."""
     before = [t for t in times if t < start][-1:]
@@ -137,6 +160,8 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
                 commits.setdefault(r["partition"], []).append(r["t"])
         finally:
             await conn.close()
+        workdir = run.workdir
+    sends = deadline_sends(workdir)
     # A partition's rejoin window after a change: its longest gap between batch commits
     # from the change to 30 s after it (traffic keeps every partition busy, so a gap longer
     # than a fraction of a second means nobody processed it).
@@ -152,6 +177,8 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
         lengths.append(round(longest, 2))
     per_level: dict[tuple[str, int], int] = {}
     late_all, late_calm = [], []
+    scan_calm: list[float] = []  # outside the window: deadline -> first command sent
+    trip_calm: list[float] = []  # outside the window: last command sent -> escalated
     since_change: dict[str, int] = {}  # late (> 1 s) escalations by seconds since a change
     for r in rows:
         per_level[(r["case_id"], r["level"])] = per_level.get((r["case_id"], r["level"]), 0) + 1
@@ -163,6 +190,12 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
         t = due.timestamp()
         if not any(a - 0.5 <= t <= b + 0.5 for a, b in windows.get(r["partition"], [])):
             late_calm.append(late)
+            times = sends.get((r["case_id"], r["level"]), [])
+            fired = r["at"].timestamp()
+            before_fired = [s for s in times if s <= fired]
+            if before_fired:
+                scan_calm.append(before_fired[0] - t)
+                trip_calm.append(fired - before_fired[-1])
         if late > 1.0:
             before = [at for at in changes if at <= t]
             key = (
@@ -185,6 +218,18 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
         "lateness_s": spread(late_all),
         "lateness_outside_rejoin_s": spread(late_calm),
         "late_by_time_since_change": dict(sorted(since_change.items())),
+        "outside_scan_delay_s": spread(scan_calm),
+        "outside_command_round_trip_s": spread(trip_calm),
+        "commands_per_escalation": dict(sorted(Counter(len(v) for v in sends.values()).items())),
+        "stalls_over_1s_per_change": [
+            sum(
+                1
+                for times in commits.values()
+                for a, b in zip(times, times[1:], strict=False)
+                if b - a > 1.0 and at - 1.0 <= b and a <= at + 30.0
+            )
+            for at in changes
+        ],
     }
 
 

@@ -128,6 +128,22 @@ class OutboxRelay(Service):
         assert self._producer is not None, "OutboxRelay is not started"
         await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
+    async def send_raw_many(
+        self, records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]
+    ) -> list[BaseException | None]:
+        """Send ``(topic, key, value, headers)`` records together (one producer batch, not
+        one round trip each) and wait for every acknowledgement; one result per record, in
+        order: None when it was acknowledged, else the exception (the caller retries it)."""
+        assert self._producer is not None, "OutboxRelay is not started"
+        producer = self._producer
+
+        async def one(topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
+            fut = await producer.send(topic, value=value, key=key, headers=headers)
+            await fut
+
+        results = await asyncio.gather(*(one(*r) for r in records), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
     async def publish(self, seqs: Sequence[int]) -> int:
         """Publish these outbox rows and mark them published.
 

@@ -225,6 +225,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
     input_names = {settings.topic(t) for t in topics.INPUTS}
     actions_topic = settings.topic(topics.CASE_ACTIONS)
     behind_since: dict[int, float] = {}
+    logged_waiting: set[int] = set()
 
     @app.timer(settings.timer_interval)
     async def watch_sources() -> None:
@@ -237,10 +238,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
         except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
             log.warning("source check failed", error=repr(exc))
 
-    @app.timer(settings.timer_interval)
-    async def fire_deadlines() -> None:
-        if not runtime.running:
-            return
+    def deadline_partitions() -> set[int]:
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_names}
         # A partition with responders' actions not yet handled (after a restart or an outage)
         # waits: an acknowledgement in that backlog must count before its deadline does. It
@@ -251,13 +249,17 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
             if p not in behind:
                 del behind_since[p]
         waiting = {p for p in behind if now - behind_since.setdefault(p, now) < ACTIONS_WAIT}
-        if waiting & owned:
+        if waiting & owned and waiting & owned != logged_waiting:  # once per change
             log.info("deadline scan waits for pending case actions", partitions=sorted(waiting))
-        owned -= waiting
-        try:
-            await runtime.deadlines.tick(owned)
-        except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
-            log.warning("deadline scan failed", error=safe_error(exc))
+        logged_waiting.clear()
+        logged_waiting.update(waiting & owned)
+        return owned - waiting
+
+    @app.task(traced=False)
+    async def fire_deadlines() -> None:
+        # Scans when a deadline falls due, when the partitions change, and at least every
+        # timer interval (streams.timers); survives outages itself.
+        await runtime.deadlines.run(deadline_partitions, settings.timer_interval)
 
     @app.timer(AUDIT_EVERY)
     async def audit_rate_limited() -> None:

@@ -8,20 +8,36 @@ internal commands topic, which has the same partition count and so reaches this 
 processor, in order with that worker's other events. The handler re-checks the command
 against the current state, so duplicated or stale commands change nothing; command ids are
 derived from (case, clock, level, deadline), so the database dedups repeats too.
+
+When it scans (:meth:`DeadlineTimer.run`): at the moment the earliest upcoming deadline of
+its partitions falls due (each scan also reads that moment), as soon as the partitions it
+owns change (a new owner scans right after its assignment, not a timer interval later), and
+at least every ``interval`` seconds (cases opened since the last scan). The ownership check
+is in memory, every ``CHECK_EVERY`` seconds; only a scan queries the database. A scan's
+commands go out in one producer batch: after a rejoin window hundreds fall due at once, and
+sent one round trip each they held back the deadlines due behind them by seconds.
+
+Rules decided where the design is silent:
+- A command is remembered as sent only once the broker acknowledged it: one that failed
+  (the broker away) is sent again on the next scan, not ``RESEND_AFTER`` later.
+- A command still due ``RESEND_AFTER`` seconds after it was sent is sent again (lost with a
+  broker that came back empty; while a partition's consumer is stalled it waits in the log,
+  and the repeat changes nothing).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from handlers.claims import stall_due
 from handlers.clocks import due_commands
 from handlers.model import Case, Claim, iso
-from infra.logging import get_logger
+from infra.logging import get_logger, safe_error
 from schemas import topics
 from schemas.envelope import encode, new_envelope
 
@@ -29,6 +45,36 @@ log = get_logger("garda.timers")
 
 TIMER_SOURCE = "garda/timer"
 RESEND_AFTER = 15.0  # seconds before a command still due is sent again (lost or slow)
+CHECK_EVERY = 0.1  # seconds between checks of the owned partitions (in memory, no query)
+
+
+def seconds_to_next_scan(
+    *, since_scan: float, interval: float, until_due: float | None, check_every: float
+) -> float:
+    """How long the timer may sleep before it must look again: the next ownership check,
+    the next periodic scan, or the earliest upcoming deadline, whichever comes first
+    (``until_due``: seconds until it, None when none is known)."""
+    wait = min(check_every, interval - since_scan)
+    if until_due is not None:
+        wait = min(wait, until_due)
+    return max(0.0, wait)
+
+
+def scan_due(
+    *,
+    owned: frozenset[int],
+    last_owned: frozenset[int] | None,
+    since_scan: float,
+    interval: float,
+    until_due: float | None,
+) -> bool:
+    """Whether to scan now: the owned partitions changed, the interval has passed, or the
+    earliest upcoming deadline is due."""
+    return (
+        owned != last_owned
+        or since_scan >= interval
+        or (until_due is not None and until_due <= 0.0)
+    )
 
 
 class DeadlineTimer:
@@ -36,14 +82,60 @@ class DeadlineTimer:
         self.runtime = runtime
         self._sent: dict[str, float] = {}
         self.fired = 0
+        self.scans = 0
+        # The earliest deadline of the scanned partitions not yet due at the last scan.
+        self.next_due: datetime | None = None
 
     def _fresh(self, command_id: str) -> bool:
-        now = time.monotonic()
         last = self._sent.get(command_id)
-        if last is not None and now - last < RESEND_AFTER:
-            return False
-        self._sent[command_id] = now
-        return True
+        return last is None or time.monotonic() - last >= RESEND_AFTER
+
+    async def run(self, partitions: Callable[[], Iterable[int]], interval: float) -> None:
+        """Scan for as long as the runtime lives (a task of the app): see the module doc.
+
+        ``partitions()`` gives the partitions to scan now (owned, minus any that must wait);
+        a scan that fails (the database or the broker away) is logged and tried again
+        ``interval`` seconds later.
+        """
+        last_owned: frozenset[int] | None = None
+        last_scan = float("-inf")
+        while True:
+            until_due = self._until_due()
+            since = time.monotonic() - last_scan
+            await asyncio.sleep(
+                seconds_to_next_scan(
+                    since_scan=since,
+                    interval=interval,
+                    until_due=until_due,
+                    check_every=CHECK_EVERY,
+                )
+            )
+            if not self.runtime.running:
+                continue
+            owned = frozenset(partitions())
+            since = time.monotonic() - last_scan
+            if not scan_due(
+                owned=owned,
+                last_owned=last_owned,
+                since_scan=since,
+                interval=interval,
+                until_due=self._until_due(),
+            ):
+                continue
+            last_scan = time.monotonic()
+            try:
+                await self.tick(owned)
+            except Exception as exc:  # noqa: BLE001 - the timer must survive outages
+                log.warning("deadline scan failed", error=safe_error(exc))
+                self.next_due = None
+                await asyncio.sleep(interval)  # then scan again (owned still counts as new)
+                continue
+            last_owned = owned
+
+    def _until_due(self) -> float | None:
+        if self.next_due is None:
+            return None
+        return (self.next_due - datetime.now(UTC)).total_seconds()
 
     def _forget_old(self) -> None:
         cutoff = time.monotonic() - 10 * RESEND_AFTER
@@ -53,11 +145,21 @@ class DeadlineTimer:
     async def tick(self, partitions: Iterable[int]) -> int:
         """One scan over the given partitions; returns the number of commands sent."""
         parts = sorted(set(partitions))
+        self.scans += 1
         if not parts:
+            self.next_due = None
             return 0
         now = datetime.now(UTC)
         rt = self.runtime
         async with rt.db.pool.acquire() as conn:
+            self.next_due = await conn.fetchval(
+                "SELECT least("
+                "(SELECT min(next_due) FROM cases WHERE partition = ANY($1) AND next_due > $2),"
+                " (SELECT min(stall_due) FROM claims WHERE partition = ANY($1)"
+                " AND stall_due > $2))",
+                parts,
+                now,
+            )
             case_rows = await conn.fetch(
                 "SELECT doc FROM cases WHERE partition = ANY($1) AND next_due <= $2"
                 " ORDER BY next_due LIMIT 5000",
@@ -85,8 +187,9 @@ class DeadlineTimer:
                 "last_change_at": iso(last),
             }
             commands.append(("garda.claim.stalled", f"stalled:{claim.claim_id}:{iso(last)}", data))
-        sent = 0
         topic = rt.settings.topic(topics.COMMANDS)
+        batch: list[tuple[str, str, dict[str, Any]]] = []
+        records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
         for type_, cid, data in commands:
             if not self._fresh(cid):
                 continue
@@ -101,12 +204,24 @@ class DeadlineTimer:
                 source=TIMER_SOURCE,
                 time=now,
             )
-            await rt.relay.send_raw(
-                topic,
-                data["worker_id"].encode(),
-                encode(env),
-                [("content-type", b"application/cloudevents+json")],
+            batch.append((type_, cid, data))
+            records.append(
+                (
+                    topic,
+                    data["worker_id"].encode(),
+                    encode(env),
+                    [("content-type", b"application/cloudevents+json")],
+                )
             )
+        results = await rt.relay.send_raw_many(records) if records else []
+        sent = 0
+        failed: BaseException | None = None
+        acked_at = time.monotonic()
+        for (type_, cid, data), error in zip(batch, results, strict=True):
+            if error is not None:
+                failed = failed or error
+                continue
+            self._sent[cid] = acked_at
             log.info(
                 "deadline command sent",
                 type=type_,
@@ -117,4 +232,6 @@ class DeadlineTimer:
             sent += 1
         self.fired += sent
         self._forget_old()
+        if failed is not None:
+            raise failed  # the scan failed: the unsent commands go again on the next scan
         return sent

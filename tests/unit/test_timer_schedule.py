@@ -1,0 +1,48 @@
+"""When the deadline timer scans (streams.timers): at the earliest upcoming deadline, when the
+owned partitions change, and at least every interval."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.timers import scan_due, seconds_to_next_scan
+
+OWNED = frozenset({0, 3})
+
+
+def test_sleeps_until_the_earliest_of_check_interval_and_deadline() -> None:
+    assert seconds_to_next_scan(
+        since_scan=0.2, interval=1.0, until_due=None, check_every=0.1
+    ) == pytest.approx(0.1)
+    # a deadline sooner than the next ownership check: wake exactly at it
+    assert seconds_to_next_scan(
+        since_scan=0.2, interval=1.0, until_due=0.03, check_every=0.1
+    ) == pytest.approx(0.03)
+    # the periodic scan sooner than the next check
+    assert seconds_to_next_scan(
+        since_scan=0.95, interval=1.0, until_due=5.0, check_every=0.1
+    ) == pytest.approx(0.05)
+    # already overdue or past the interval: no sleep
+    assert seconds_to_next_scan(since_scan=0.2, interval=1.0, until_due=-2.0, check_every=0.1) == 0
+    assert seconds_to_next_scan(since_scan=3.0, interval=1.0, until_due=None, check_every=0.1) == 0
+
+
+def test_a_new_owner_scans_at_once() -> None:
+    # first check after start, or partitions assigned since the last scan
+    assert scan_due(owned=OWNED, last_owned=None, since_scan=0.0, interval=1.0, until_due=9.0)
+    assert scan_due(
+        owned=OWNED | {5}, last_owned=OWNED, since_scan=0.1, interval=1.0, until_due=9.0
+    )
+    # partitions taken away too (the next upcoming deadline must be re-read for the rest)
+    assert scan_due(
+        owned=frozenset({0}), last_owned=OWNED, since_scan=0.1, interval=1.0, until_due=9.0
+    )
+
+
+def test_scans_when_a_deadline_falls_due_or_the_interval_passed() -> None:
+    same = {"owned": OWNED, "last_owned": OWNED}
+    assert not scan_due(**same, since_scan=0.3, interval=1.0, until_due=0.4)
+    assert not scan_due(**same, since_scan=0.3, interval=1.0, until_due=None)
+    assert scan_due(**same, since_scan=0.3, interval=1.0, until_due=0.0)
+    assert scan_due(**same, since_scan=0.3, interval=1.0, until_due=-1.5)
+    assert scan_due(**same, since_scan=1.0, interval=1.0, until_due=None)
