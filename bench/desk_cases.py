@@ -5,7 +5,7 @@ minutes for what the queue query needs in a second.
 Rules decided here:
 - The mix is the one a busy season could give: posts weighted (Malaysia, Taiwan, Hong Kong
   and the Gulf heavier), most cases open, a share acknowledged, reopened or resolved, a few
-  escalated to level 1 or 2 (``detail.escalated_to`` set as the processor sets it), every
+  escalated to level 1 or 2 (``escalated_to`` set as the processor sets it), every
   severity. Deadlines come from the policy's SLA, so the rows are what the rules write.
 - ``opened_at`` falls on whole ten minutes, so many cases share a deadline and the keyset's
   tie-break on ``case_id`` is exercised.
@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from handlers.escalation import ESCALATED_TO
 from handlers.model import Case
 from handlers.policy import Policy
 from handlers.routing import escalation_target
@@ -57,7 +56,7 @@ def synthetic_cases(
         opened = now - timedelta(minutes=10 * rnd.randrange(0, 30 * 24 * 6))
         status = rnd.choices(statuses, status_w)[0]
         level = rnd.choices([0, 1, 2], [85, 10, 5])[0] if status != "resolved" else 0
-        detail = {ESCALATED_TO: escalation_target(policy, post, level)} if level else {}
+        escalated_to = escalation_target(policy, post, level) if level else None
         acked = opened + timedelta(minutes=rnd.randrange(5, 600)) if status != "open" else None
         out.append(
             Case(
@@ -76,7 +75,7 @@ def synthetic_cases(
                 acknowledged_at=acked,
                 resolved_at=acked + timedelta(hours=2) if status == "resolved" and acked else None,
                 updated_at=now,
-                detail=detail,
+                escalated_to=escalated_to,
             )
         )
     return out

@@ -15,7 +15,7 @@ Seeing a case (:func:`case_posts`, :func:`can_see_case`, :func:`case_filter`)
     A case is visible to, and may be acted on by, every post of the ladder it has reached:
     its assigned post (level 0), its head of mission once at level 1 **and still at level 2**
     (a level passed through keeps its access), the post it was last escalated to
-    (``detail.escalated_to``, which also covers a ladder the policy has changed since), and
+    (``case.escalated_to``, which also covers a ladder the policy has changed since), and
     headquarters. Any other post's token gets 404 for it (ids do not leak). The Kafka case
     actions check the acting ``post_id`` with the same rule (:func:`may_act`).
 
@@ -51,7 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.escalation import ESCALATED_TO, MAX_LEVEL
+from handlers.escalation import MAX_LEVEL
 from handlers.model import Aggregate, Case, Result
 from handlers.policy import Policy
 from handlers.routing import escalation_target, route
@@ -77,11 +77,10 @@ def is_reserved_source(source: str) -> bool:
 
 
 # -- cases -------------------------------------------------------------------------------
-def _ladder_posts(post_id: str, level: int, detail: Mapping[str, Any], policy: Policy) -> set[str]:
+def _ladder_posts(post_id: str, level: int, escalated: object, policy: Policy) -> set[str]:
     posts = {post_id, policy.headquarters}
     for step in range(1, min(level, MAX_LEVEL) + 1):
         posts.add(escalation_target(policy, post_id, step))
-    escalated = detail.get(ESCALATED_TO)
     if isinstance(escalated, str) and escalated:
         posts.add(escalated)
     return posts
@@ -89,7 +88,7 @@ def _ladder_posts(post_id: str, level: int, detail: Mapping[str, Any], policy: P
 
 def case_posts(case: Case, policy: Policy) -> set[str]:
     """Every post that may see and act on ``case`` (see the module docstring)."""
-    return _ladder_posts(case.post_id, case.escalation_level, case.detail, policy)
+    return _ladder_posts(case.post_id, case.escalation_level, case.escalated_to, policy)
 
 
 def can_see_case(scope: Scope, case: Case, policy: Policy) -> bool:
@@ -102,7 +101,8 @@ def can_see_case_json(scope: Scope, case: Mapping[str, Any], policy: Policy) -> 
     if scope.hq:
         return True
     level = case.get("escalation_level") or 0
-    posts = _ladder_posts(case["post_id"], level, case.get("detail") or {}, policy)
+    escalated = (case.get("detail") or {}).get("escalated_to")
+    posts = _ladder_posts(case["post_id"], level, escalated, policy)
     return bool(scope.posts & posts)
 
 
@@ -170,7 +170,7 @@ def worker_view(
     out = dict(body)
     out["open_cases"] = [cid for cid in body["open_cases"] if cid in seen]
     out["in_crisis"] = any(c.is_open and c.severity in ("critical", "high") for c in cases)
-    disputed = {c.detail.get("claim_id") for c in cases if c.kind == "claim_dispute"}
+    disputed = {c.claim_id for c in cases if c.kind == "claim_dispute"}
     out["claims"] = [
         c for c in body["claims"] if c.get("case_id") in seen or c.get("claim_id") in disputed
     ]

@@ -57,9 +57,8 @@ from typing import Any
 from errors import Conflict, Forbidden, Unacceptable
 from handlers import referrals
 from handlers.access import may_act
-from handlers.cases import CLOCK_STARTED_AT, case_or_not_found, kind_deadlines
+from handlers.cases import case_or_not_found, kind_deadlines
 from handlers.context import Ctx
-from handlers.escalation import RESOLVE_MISSED
 from handlers.model import Aggregate, Case, iso, parse_dt
 from handlers.policy import format_duration
 
@@ -192,8 +191,8 @@ def handle_reopened(agg: Aggregate, ctx: Ctx) -> None:
     case.acknowledged_at = None
     case.resolved_at = None
     case.updated_at = at
-    case.detail[CLOCK_STARTED_AT] = iso(restart)
-    case.detail.pop(RESOLVE_MISSED, None)
+    case.clock_started_at = restart
+    case.resolve_deadline_missed = None
     case.detail.pop("resolution", None)
     case.detail.pop("substantiated", None)
     detail = {

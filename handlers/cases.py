@@ -15,7 +15,7 @@ Rules decided where the design is silent:
   already exists returns the existing case unchanged, whatever its status (a replay opens
   nothing twice, and a resolved case is not reopened by a replay).
 - Every new case gets two steps: ``garda.case.opened`` (detail: cause, routing note,
-  country, region and the caller's detail) and ``garda.case.assigned`` (detail: post_id and
+  country, region and the case's published detail, ``Case.public_detail``) and ``garda.case.assigned`` (detail: post_id and
   the routing note). Every case is assigned: headquarters is a post too.
 - Dedup window: a report at ``at`` joins the open (``open``/``acknowledged``/``reopened``)
   ``protection`` case of the same category whose last report (else its opening) is at most
@@ -25,8 +25,7 @@ Rules decided where the design is silent:
 - ``at`` for dedup and ``last_report_at`` is the report time (``ctx.event_time``), not the
   incident's ``occurred_at``: the window is about reports.
 - A severity rise recomputes ``ack_due``/``resolve_due`` from the case's clock start: its
-  ``opened_at``, or the reopen time ``handlers.escalation`` keeps in
-  ``detail["clock_started_at"]``. The escalation level already reached is kept.
+  ``opened_at``, or the reopen time kept in ``case.clock_started_at``. The escalation level already reached is kept.
 - A case opened by a late report (an event dated more than ``intake.max_event_age`` before
   Garda received it, ``Ctx.late_report``) opens at the receipt time: its ``opened_at`` and
   deadlines start when Garda learned of it, not at the event's ``time`` (a report dated 1970
@@ -49,7 +48,6 @@ from handlers.model import (
     Case,
     iso,
     max_severity,
-    parse_dt,
     severity_rank,
     stable_id,
 )
@@ -58,7 +56,6 @@ from handlers.routing import RouteDecision, route
 
 PROTECTION = "protection"
 DEFAULT_SEVERITY = "medium"
-CLOCK_STARTED_AT = "clock_started_at"  # kept by handlers.escalation when a case is reopened
 LATE_REPORT = "late_report"  # {time, received_at} of a case opened by a late report
 
 
@@ -108,6 +105,7 @@ def open_case(
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
     decision: RouteDecision | None = None,
+    claim_id: str | None = None,
 ) -> Case:
     worker_id = agg.worker.worker_id
     case_id = case_id_for(worker_id, kind, cause)
@@ -139,6 +137,7 @@ def open_case(
         last_report_at=opened_at,
         updated_at=opened_at,
         cause=cause,
+        claim_id=claim_id,
         detail=detail,
     )
     agg.cases[case_id] = case
@@ -150,7 +149,7 @@ def open_case(
             "routing_note": decision.note,
             "country": case.country,
             "region": case.region,
-            **_jsonable(case.detail),
+            **case.public_detail(),
         },
         at=opened_at,
     )
@@ -187,14 +186,7 @@ def find_attachable_case(
 
 
 def clock_start(case: Case) -> datetime:
-    started = case.detail.get(CLOCK_STARTED_AT)
-    if isinstance(started, datetime):
-        return started
-    if isinstance(started, str):
-        parsed = parse_dt(started)
-        if parsed is not None:
-            return parsed
-    return case.opened_at
+    return case.clock_started_at or case.opened_at
 
 
 def raise_severity(ctx: Ctx, case: Case, severity: str | None) -> bool:
@@ -234,7 +226,3 @@ def attach_report(
         )
     ctx.case_event(case, "garda.case.report-attached", actor=ctx.envelope.source, detail=detail)
     return case
-
-
-def _jsonable(detail: dict[str, Any]) -> dict[str, Any]:
-    return {k: iso(v) if isinstance(v, datetime) else v for k, v in detail.items()}

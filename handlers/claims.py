@@ -36,8 +36,9 @@ Rules decided where the design is silent:
   ``protection`` case, or a stall confirmed against ``ctx.now``, opens one ``claim_dispute``
   case: cause = claim_id (so stall then rejection opens one), severity ``high``, category
   None, routed with the worker's country/region (falling back to the linked or open
-  protection case's), detail ``{claim_id, program, reason, trigger}`` (trigger "rejected"
-  or "stalled"; reason the insurer's reason or "no status change since <iso>").
+  protection case's), ``case.claim_id`` the claim, detail ``{program, reason, trigger}``
+  (trigger "rejected" or "stalled"; reason the insurer's reason or "no status change since
+  <iso>"; the published detail carries ``claim_id`` too).
 - Stall: a non-terminal claim whose ``last_change_at`` (else ``filed_at``) is at least
   ``policy.claims.stall`` before now (exactly 14 days is stalled).
 """
@@ -188,12 +189,8 @@ def _open_dispute(
         cause=claim.claim_id,
         country=country,
         region=region,
-        detail={
-            "claim_id": claim.claim_id,
-            "program": claim.program,
-            "reason": reason,
-            "trigger": trigger,
-        },
+        claim_id=claim.claim_id,
+        detail={"program": claim.program, "reason": reason, "trigger": trigger},
     )
 
 

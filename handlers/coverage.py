@@ -37,7 +37,8 @@ Rules decided where the design is silent:
 - ``claim_suggested`` (category ``death``, whatever the coverage): program ``JKK`` (work
   accident: higher benefit) when the worker has another protection case of category
   ``accident`` (open, or ``work_accident=True`` passed by the caller), else ``JKM``. Raised
-  once per protection case (remembered in ``case.detail["claim_suggested"]``).
+  once per protection case (remembered in ``case.claim_suggested``, the program, and
+  ``case.claim_suggested_at``).
 - **A late journey record can disprove a gap.** Kafka orders a worker's events within one
   topic only, so an incident may be applied before the departure published just before it;
   the gap it opened (worker unknown: ``no_membership``) is then wrong. After every journey
@@ -157,9 +158,9 @@ def check_incident_coverage(
             region=case.region,
             detail=detail,
         )
-    if category == "death" and "claim_suggested" not in case.detail:
+    if category == "death" and case.claim_suggested is None:
         program = suggested_program(agg, case, work_accident)
-        case.detail["claim_suggested"] = {"program": program, "at": iso(ctx.event_time)}
+        case.claim_suggested, case.claim_suggested_at = program, ctx.event_time
         ctx.alert(
             "claim_suggested",
             w.worker_id,

@@ -16,11 +16,11 @@ Clocks (all measured from the case's *clock start*, see :func:`clock_start`):
   Acknowledging stops the ack clock.
 - **resolve clock** (every unresolved case, acknowledged included): at ``resolve_due`` the case
   goes one level above the level it has then (at most 2). It fires once per ``resolve_due``:
-  the missed value is remembered in ``case.detail["resolve_deadline_missed"]``, so a missed
+  the missed value is remembered in ``case.resolve_deadline_missed``, so a missed
   resolve deadline does not climb the whole ladder on successive timer ticks.
 - Resolving stops every clock. Reopening restarts them: ``opened_at`` stays, new
   ``ack_due``/``resolve_due`` are computed from the reopen time (which becomes the clock start,
-  kept in ``case.detail["clock_started_at"]``), and the escalation level is kept (a level
+  kept in ``case.clock_started_at``), and the escalation level is kept (a level
   already reached never fires again, so a reopened case at level 1 can only go on to 2).
 - A level already reached never fires again; exactly once per level.
 - When several deadlines are due, the earliest fires first (on a tie the ack clock first);
@@ -51,9 +51,6 @@ UNACKNOWLEDGED = ("open", "reopened")
 
 REASONS = {ACK: "not acknowledged in time", RESOLVE: "not resolved in time"}
 
-# Keys this module keeps in ``case.detail``.
-RESOLVE_MISSED = "resolve_deadline_missed"  # ISO resolve_due whose escalation has fired
-ESCALATED_TO = "escalated_to"  # post id of the latest escalation target
 
 Deadline = tuple[datetime, str, int]
 
@@ -67,7 +64,7 @@ def level2_due(case: Case, policy: Policy) -> datetime | None:
 
 
 def _resolve_clock_armed(case: Case) -> bool:
-    return case.resolve_due is not None and case.detail.get(RESOLVE_MISSED) != iso(case.resolve_due)
+    return case.resolve_due is not None and case.resolve_deadline_missed != case.resolve_due
 
 
 def deadline_for(case: Case, policy: Policy, deadline: str, level: int) -> datetime | None:
@@ -166,9 +163,9 @@ def handle_deadline_due(agg: Aggregate, ctx: Ctx) -> None:
 
     target = escalation_target(ctx.policy, case.post_id, level)
     case.escalation_level = level
-    case.detail[ESCALATED_TO] = target
+    case.escalated_to = target
     if clock == RESOLVE:
-        case.detail[RESOLVE_MISSED] = iso(when)
+        case.resolve_deadline_missed = when
     case.updated_at = ctx.now
     detail = {
         "level": level,

@@ -150,7 +150,22 @@ class Case:
     resolved_at: datetime | None = None
     updated_at: datetime | None = None
     cause: str | None = None  # what opened it (incident id, departure event id, claim id)
-    detail: dict[str, Any] = field(default_factory=dict)  # kind-specific facts (reasons, claim)
+    # Escalation (handlers.escalation): the post the latest escalation went to; the
+    # resolve_due whose escalation has fired (a missed resolve deadline fires once); the
+    # start of the clocks after a reopen (None: opened_at).
+    escalated_to: str | None = None
+    resolve_deadline_missed: datetime | None = None
+    clock_started_at: datetime | None = None
+    # Claims: the claim the case is about (a claim_dispute case's claim, or the family's JKM
+    # claim linked to a deceased worker's reintegration case); the JKM reminder of such a
+    # case (handlers.reintegration: due, sent); the benefit suggested for a death
+    # (handlers.coverage: program, when), raised once.
+    claim_id: str | None = None
+    jkm_due: datetime | None = None
+    jkm_reminded_at: datetime | None = None
+    claim_suggested: str | None = None
+    claim_suggested_at: datetime | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # other kind-specific facts (reasons)
 
     @property
     def is_open(self) -> bool:
@@ -161,7 +176,38 @@ class Case:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Case:
+        detail = doc.get("detail")
+        if detail and not _LEGACY_DETAIL.isdisjoint(detail):
+            doc = _lift_legacy(doc)
         return _from_json(cls, doc)
+
+    def public_detail(self) -> dict[str, Any]:
+        """``detail`` as published (JSON): the free facts plus the typed escalation and
+        claim facts under the keys the case document has always had them
+        (``escalated_to``, ``resolve_deadline_missed``, ``clock_started_at``, a dispute's
+        ``claim_id``, ``jkm: {claim_id, due, reminded_at}``, ``claim_suggested: {program,
+        at}``), each only when set."""
+        out: dict[str, Any] = {k: _to_json(v) for k, v in self.detail.items()}
+        if self.escalated_to is not None:
+            out["escalated_to"] = self.escalated_to
+        if self.resolve_deadline_missed is not None:
+            out["resolve_deadline_missed"] = iso(self.resolve_deadline_missed)
+        if self.clock_started_at is not None:
+            out["clock_started_at"] = iso(self.clock_started_at)
+        if self.jkm_due is not None:
+            out["jkm"] = {
+                "claim_id": self.claim_id,
+                "due": iso(self.jkm_due),
+                "reminded_at": iso(self.jkm_reminded_at),
+            }
+        elif self.claim_id is not None:
+            out["claim_id"] = self.claim_id
+        if self.claim_suggested is not None:
+            out["claim_suggested"] = {
+                "program": self.claim_suggested,
+                "at": iso(self.claim_suggested_at),
+            }
+        return out
 
     def public(self) -> dict[str, Any]:
         """The JSON keys of design §6 (without ``timeline``), plus routing facts."""
@@ -181,8 +227,37 @@ class Case:
             "country": self.country,
             "region": self.region,
             "routing_note": self.routing_note,
-            "detail": _to_json(self.detail),
+            "detail": self.public_detail(),
         }
+
+
+# The keys a case document kept in ``detail`` before these facts were typed fields of the
+# case (migration 014 moves stored rows; ``Case.from_doc`` lifts any it still meets).
+_LEGACY_DETAIL = frozenset(
+    {"escalated_to", "resolve_deadline_missed", "clock_started_at", "claim_id", "jkm"}
+    | {"claim_suggested"}
+)
+
+
+def _lift_legacy(doc: dict[str, Any]) -> dict[str, Any]:
+    """A case document of the old layout in the current one (the inverse of public_detail)."""
+    detail = dict(doc["detail"])
+    out = {**doc, "detail": detail}
+    for key in ("escalated_to", "resolve_deadline_missed", "clock_started_at"):
+        if key in detail:
+            out[key] = detail.pop(key)
+    if "claim_id" in detail:
+        out["claim_id"] = detail.pop("claim_id")
+    jkm = detail.pop("jkm", None)
+    if isinstance(jkm, dict):
+        out["claim_id"] = jkm.get("claim_id")
+        out["jkm_due"] = jkm.get("due")
+        out["jkm_reminded_at"] = jkm.get("reminded_at")
+    suggested = detail.pop("claim_suggested", None)
+    if isinstance(suggested, dict):
+        out["claim_suggested"] = suggested.get("program")
+        out["claim_suggested_at"] = suggested.get("at")
+    return out
 
 
 @dataclass

@@ -192,7 +192,7 @@ def handle_referral_due(agg: Aggregate, ctx: Ctx) -> None:
     level = case.escalation_level + 1
     target = escalation_target(ctx.policy, case.post_id, level)
     case.escalation_level = level
-    case.detail["escalated_to"] = target
+    case.escalated_to = target
     detail.update(level=level, escalated_to=target)
     ctx.case_event(case, "garda.case.escalated", actor="garda", detail=detail, at=ctx.now)
     ctx.alert("escalated", case.worker_id, detail, case=case)

@@ -27,11 +27,12 @@ Rules decided where the design is silent:
   for a death: the family needs the JKM benefit and the body brought home.
 - The case has its own SLA ladder, ``[reintegration.sla]`` (ack, level2, resolve), used
   for its deadlines instead of the severity's (``handlers.cases.kind_deadlines``).
-- ``deceased``: ``case.detail["jkm"]`` tracks the family's JKM claim: ``{claim_id, due,
-  reminded_at}``. A JKM claim of the worker already on record is linked at once; one filed
-  later is linked when it arrives (``garda.case.claim-linked``; the claim's later timeline
-  rows, its status changes, then reach the case too). When none is linked by ``due`` (case opening +
-  ``reintegration.jkm_reminder``, 30 d), the timer sends ``garda.reintegration.reminder-due``
+- ``deceased``: the case tracks the family's JKM claim: ``case.claim_id`` (None until one
+  is linked), ``case.jkm_due`` and ``case.jkm_reminded_at`` (published as ``detail.jkm``:
+  ``{claim_id, due, reminded_at}``). A JKM claim of the worker already on record is linked
+  at once; one filed later is linked when it arrives (``garda.case.claim-linked``; the
+  claim's later timeline rows, its status changes, then reach the case too). When none is
+  linked by ``due`` (case opening + ``reintegration.jkm_reminder``, 30 d), the timer sends ``garda.reintegration.reminder-due``
   and the case gets ``garda.case.jkm-claim-missing`` and ``garda.alert.jkm-claim-missing``
   to the unit, exactly once (the reminder is remembered in the case; a replayed or early
   command is a no-op).
@@ -52,7 +53,6 @@ from handlers.routing import RouteDecision
 
 KIND = "reintegration"
 REMINDER_COMMAND = "garda.reintegration.reminder-due"
-JKM = "jkm"  # key in case.detail
 RETURN = "pmi.return.recorded"
 _CODES = ("province", "regency", "village")
 
@@ -162,12 +162,8 @@ def after_journey_change(agg: Aggregate, ctx: Ctx) -> None:
         detail=detail,
         decision=decision,
     )
-    if deceased and JKM not in case.detail:
-        case.detail[JKM] = {
-            "claim_id": None,
-            "due": iso(case.opened_at + policy.jkm_reminder),
-            "reminded_at": None,
-        }
+    if deceased and case.jkm_due is None:
+        case.jkm_due = case.opened_at + policy.jkm_reminder
         claim = _jkm_claim(agg)
         if claim is not None:
             _link(ctx, case, claim)
@@ -184,15 +180,8 @@ def _jkm_claim(agg: Aggregate) -> Claim | None:
     return claims[0] if claims else None
 
 
-def _tracking(case: Case) -> dict[str, Any] | None:
-    jkm = case.detail.get(JKM)
-    return jkm if isinstance(jkm, dict) else None
-
-
 def _link(ctx: Ctx, case: Case, claim: Claim) -> None:
-    jkm = dict(_tracking(case) or {})
-    jkm["claim_id"] = claim.claim_id
-    case.detail[JKM] = jkm
+    case.claim_id = claim.claim_id
     if claim.case_id is None:
         claim.case_id = case.case_id
     ctx.case_event(
@@ -209,19 +198,16 @@ def after_claim_filed(agg: Aggregate, ctx: Ctx) -> None:
     if claim is None or claim.program != "JKM":
         return
     for case in agg.open_cases():
-        jkm = _tracking(case)
-        if case.kind == KIND and jkm is not None and jkm.get("claim_id") is None:
+        if case.kind == KIND and case.jkm_due is not None and case.claim_id is None:
             _link(ctx, case, claim)
             return
 
 
 def reminder_due(case: Case) -> datetime | None:
     """When the JKM reminder of ``case`` is due (None: nothing to remind)."""
-    jkm = _tracking(case)
-    if jkm is None or not case.is_open or jkm.get("claim_id") or jkm.get("reminded_at"):
+    if not case.is_open or case.claim_id or case.jkm_reminded_at:
         return None
-    due = parse_dt(jkm.get("due"))
-    return due if isinstance(due, datetime) else None
+    return case.jkm_due
 
 
 def due_commands(cases: Iterable[Case], now: datetime) -> list[tuple[str, str, dict[str, Any]]]:
@@ -243,9 +229,7 @@ def handle_reminder_due(agg: Aggregate, ctx: Ctx) -> None:
     if due is None or due > ctx.now or iso(due) != iso(parse_dt(data.get("due_at"))):
         ctx.outcome = "stale-deadline"
         return
-    jkm = dict(_tracking(case) or {})
-    jkm["reminded_at"] = iso(ctx.now)
-    case.detail[JKM] = jkm
+    case.jkm_reminded_at = ctx.now
     case.updated_at = ctx.now
     detail = {
         "program": "JKM",

@@ -31,7 +31,7 @@ from typing import Any
 from errors import Conflict
 from handlers.cases import case_or_not_found, clock_start, kind_deadlines
 from handlers.context import Ctx
-from handlers.escalation import RESOLVE_MISSED, UNACKNOWLEDGED
+from handlers.escalation import UNACKNOWLEDGED
 from handlers.model import Aggregate, Case, iso
 from handlers.policy import Policy
 
@@ -54,9 +54,7 @@ def changes_for(case: Case, policy: Policy) -> dict[str, tuple[datetime | None, 
     out: dict[str, tuple[datetime | None, datetime]] = {}
     if case.status in UNACKNOWLEDGED and case.ack_due != ack_due:
         out["ack_due"] = (case.ack_due, ack_due)
-    fired = case.resolve_due is not None and case.detail.get(RESOLVE_MISSED) == iso(
-        case.resolve_due
-    )
+    fired = case.resolve_due is not None and case.resolve_deadline_missed == case.resolve_due
     if not fired and case.resolve_due != resolve_due:
         out["resolve_due"] = (case.resolve_due, resolve_due)
     return out

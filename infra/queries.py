@@ -8,7 +8,6 @@ from typing import Any
 import asyncpg
 
 from handlers.access import CaseFilter, Scope, can_see_case, worker_view
-from handlers.escalation import ESCALATED_TO
 from handlers.model import Case, iso, parse_dt
 from handlers.policy import Policy
 from infra.metrics import DatabaseSnapshot, SourceStatus
@@ -102,7 +101,7 @@ def list_cases_sql(
             )
     elif visible is not None:
         args.append(sorted(visible.posts))
-        ors = [f"doc->'detail'->>'{ESCALATED_TO}' = ANY(${len(args)})"]
+        ors = [f"doc->>'escalated_to' = ANY(${len(args)})"]
         for level, posts in enumerate(visible.by_level):
             if posts:
                 args.append(sorted(posts))
@@ -380,7 +379,7 @@ async def changed_since(
     scope = ""
     if posts is not None:
         args.append(sorted(posts))
-        scope = f" AND (post_id = ANY($3) OR doc->'detail'->>'{ESCALATED_TO}' = ANY($3))"
+        scope = " AND (post_id = ANY($3) OR doc->>'escalated_to' = ANY($3))"
     rows = await conn.fetch(
         f"SELECT updated_at, doc FROM cases WHERE updated_at > $1{scope}"
         " ORDER BY updated_at LIMIT $2",

@@ -73,7 +73,7 @@ async def open_critical_cases(
         return {}
     rows = await conn.fetch(
         "SELECT case_id, worker_id, post_id, kind, escalation_level,"
-        "       doc->'detail'->>'escalated_to' AS escalated_to"
+        "       doc->>'escalated_to' AS escalated_to"
         " FROM cases WHERE worker_id = ANY($1) AND severity = 'critical'"
         "   AND status <> 'resolved'",
         list(worker_ids),

@@ -23,7 +23,7 @@ def scope(*posts: str, hq: bool = False, sources: tuple[str, ...] = ()) -> Scope
     return Scope("tok_test", frozenset(posts), hq, frozenset(sources))
 
 
-def case(post: str = JOHOR, level: int = 0, **detail: str) -> Case:
+def case(post: str = JOHOR, level: int = 0, escalated_to: str | None = None) -> Case:
     return Case(
         case_id="CASE-1",
         worker_id="W",
@@ -33,7 +33,7 @@ def case(post: str = JOHOR, level: int = 0, **detail: str) -> Case:
         post_id=post,
         opened_at=T0,
         escalation_level=level,
-        detail=dict(detail),
+        escalated_to=escalated_to,
     )
 
 
@@ -49,7 +49,7 @@ def case(post: str = JOHOR, level: int = 0, **detail: str) -> Case:
 def test_every_level_passed_through_keeps_access(
     level: int, escalated_to: str | None, visible: set[str]
 ) -> None:
-    c = case(level=level, **({"escalated_to": escalated_to} if escalated_to else {}))
+    c = case(level=level, escalated_to=escalated_to)
     assert access.case_posts(c, POLICY) == visible
     assert access.can_see_case(scope(KL), c, POLICY) is (KL in visible)
     assert access.may_act(c, KL, POLICY) is (KL in visible)

@@ -106,7 +106,7 @@ def make_case(status: str = "open", level: int = 0, severity: str = "critical") 
         case.resolved_at = T0 + 2 * S
         case.detail["resolution"] = "done"
     if level:
-        case.detail["escalated_to"] = {1: "EMB", 2: "HQ"}[level]
+        case.escalated_to = {1: "EMB", 2: "HQ"}[level]
     return case
 
 
@@ -402,7 +402,7 @@ def test_resolve_sets_resolution_and_stops_all_clocks() -> None:
 @pytest.mark.parametrize("level", [0, 1, 2])
 def test_reopen_restarts_deadlines_from_event_time(level: int) -> None:
     case = make_case("resolved", level=level)
-    case.detail["resolve_deadline_missed"] = iso(case.resolve_due)
+    case.resolve_deadline_missed = case.resolve_due
     agg = agg_of(case)
     event_time = T0 + 1000 * S
     ctx = act(
@@ -419,7 +419,7 @@ def test_reopen_restarts_deadlines_from_event_time(level: int) -> None:
     assert (case.ack_due, case.resolve_due) == (event_time + 10 * S, event_time + 300 * S)
     assert clock_start(case) == event_time
     assert case.acknowledged_at is None and case.resolved_at is None
-    assert "resolve_deadline_missed" not in case.detail
+    assert case.resolve_deadline_missed is None
     assert "resolution" not in case.detail
     assert ctx.effects.timeline[0].at == event_time - 30 * S
     assert ctx.effects.timeline[0].detail["ack_due"] == iso(event_time + 10 * S)

@@ -16,7 +16,7 @@ from handlers.cases import (
     raise_severity,
     severity_for,
 )
-from handlers.model import SEVERITIES, max_severity
+from handlers.model import SEVERITIES, Case, max_severity
 from handlers.policy import CATEGORIES
 from tests.unit.factories import POLICY, T0, WORKER, D, H, aggregate, ctx, envelope
 
@@ -213,9 +213,38 @@ def test_attach_severity_never_falls(opened: str, reported: str, expected: str) 
 def test_severity_rise_uses_reopen_clock() -> None:
     agg = aggregate()
     case = _open(agg, ctx(), severity="medium")
-    case.detail["clock_started_at"] = "2026-12-05T00:00:00Z"
+    case.clock_started_at = T0.replace(day=5, month=12, hour=0)
     assert raise_severity(ctx(), case, "critical")
     start = T0.replace(day=5, month=12, hour=0)
     assert case.ack_due == start + H and case.resolve_due == start + 3 * D
     assert not raise_severity(ctx(), case, "high")
     assert not raise_severity(ctx(), case, None)
+
+
+def test_a_case_document_of_the_old_layout_reads_into_the_typed_fields() -> None:
+    """Escalation and claim facts were ``detail`` keys; a document still in that layout (not
+    migrated yet) reads into the typed fields, and the published detail is what it was."""
+    old_detail = {
+        "escalated_to": "KBRI-KUALA-LUMPUR",
+        "resolve_deadline_missed": "2026-12-01T00:00:00Z",
+        "clock_started_at": "2026-11-30T00:00:00Z",
+        "jkm": {"claim_id": "JKM-1", "due": "2026-12-30T00:00:00Z", "reminded_at": None},
+        "claim_suggested": {"program": "JKM", "at": "2026-11-29T02:00:00Z"},
+        "reasons": ["no_worker_card"],
+    }
+    doc = _open(aggregate(), ctx()).to_doc()
+    doc["detail"] = old_detail
+    case = Case.from_doc(doc)
+    assert case.escalated_to == "KBRI-KUALA-LUMPUR"
+    assert case.resolve_deadline_missed == T0.replace(month=12, day=1, hour=0)
+    assert case.clock_started_at == T0.replace(day=30, hour=0)
+    assert (case.claim_id, case.jkm_due, case.jkm_reminded_at) == (
+        "JKM-1",
+        T0.replace(month=12, day=30, hour=0),
+        None,
+    )
+    assert (case.claim_suggested, case.claim_suggested_at) == ("JKM", T0)
+    assert case.detail == {"reasons": ["no_worker_card"]}
+    assert case.public()["detail"] == old_detail
+    assert Case.from_doc(case.to_doc()) == case
+    assert doc["detail"] is old_detail and "jkm" in old_detail  # the input is not changed

@@ -319,9 +319,9 @@ def test_rejected_with_open_protection_case_opens_claim_dispute():
     [d] = disputes(a)
     assert ctx.outcome == "dispute_opened"
     assert d.category is None and d.severity == "high"
-    assert d.cause == "CLM-1"
+    assert d.cause == "CLM-1" and d.claim_id == "CLM-1"
     assert (d.country, d.region, d.post_id) == ("MY", "MY-01", "KJRI-JOHOR-BAHRU")
-    assert d.detail == {
+    assert d.public()["detail"] == {  # as published; the claim is a typed field
         "claim_id": "CLM-1",
         "program": "JKK",
         "reason": "not a work accident",
@@ -433,7 +433,7 @@ def test_stall_opens_dispute_with_detail():
     ctx = stall(a, at(1) + STALL)
     [d] = disputes(a)
     assert d.cause == "CLM-1" and d.severity == "high" and d.category is None
-    assert d.detail == {
+    assert d.public()["detail"] == {  # as published; the claim is a typed field
         "claim_id": "CLM-1",
         "program": "JKK",
         "reason": f"no status change since {iso(at(1))}",

@@ -305,7 +305,8 @@ def test_death_inside_coverage_suggests_jkm_without_gap():
     assert alert["case_id"] == p.case_id
     assert alert["covered"] is True
     assert alert["worker_id"] == "PMI-1"
-    assert p.detail["claim_suggested"]["program"] == "JKM"
+    assert p.claim_suggested == "JKM"
+    assert p.public()["detail"]["claim_suggested"]["program"] == "JKM"  # as published
 
 
 def test_death_outside_coverage_opens_gap_and_still_suggests():

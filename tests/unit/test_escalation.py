@@ -181,7 +181,7 @@ def test_unacknowledged_ladder(policy_name: str, severity: str) -> None:
     assert case.escalation_level == 2
     assert next_deadline(case, policy) is None
     assert case.post_id == post_of(policy)  # the assigned post never changes
-    assert case.detail["escalated_to"] == policy.headquarters
+    assert case.escalated_to == policy.headquarters
 
 
 @pytest.mark.parametrize("policy_name", list(POLICIES))
@@ -250,7 +250,7 @@ def test_next_deadline_table(
 ) -> None:
     case = make_case(FAST, severity, status=status, level=level)
     if marker:
-        case.detail["resolve_deadline_missed"] = iso(case.resolve_due)
+        case.resolve_deadline_missed = case.resolve_due
     nd = next_deadline(case, FAST)
     if expected is None:
         assert nd is None
@@ -335,7 +335,7 @@ def reopen(case: Case, policy: Policy, at: datetime) -> None:
     """What handlers.actions does on pmi.case.reopened (clocks restart at ``at``)."""
     case.status = "reopened"
     case.ack_due, case.resolve_due = deadlines(policy, case.severity, at)
-    case.detail["clock_started_at"] = iso(at)
+    case.clock_started_at = at
     case.resolved_at = case.acknowledged_at = None
 
 
@@ -349,7 +349,7 @@ def reopen(case: Case, policy: Policy, at: datetime) -> None:
 )
 def test_reopen_restarts_clocks_from_reopen_time(level: int, expected: list) -> None:
     case = make_case(FAST, "critical", status="resolved", level=level)
-    case.detail["resolve_deadline_missed"] = iso(case.resolve_due)
+    case.resolve_deadline_missed = case.resolve_due
     reopen(case, FAST, T0 + 1000 * S)
     assert case.opened_at == T0
     assert clock_start(case) == T0 + 1000 * S
@@ -444,7 +444,7 @@ def test_deadline_moved_into_the_future_is_stale() -> None:
     assert apply(agg, FAST, data, T0 + 11 * S).outcome == "stale-deadline"
     assert case.escalation_level == 0
     assert apply(agg, FAST, data, T0 + 100 * S).outcome == "escalated"
-    assert case.detail and case.escalation_level == 1
+    assert case.escalated_to and case.escalation_level == 1
 
 
 def test_unknown_case_is_rejected_404() -> None:
@@ -486,7 +486,7 @@ def test_escalation_effects(
     assert ctx.outcome == "escalated"
     assert case.escalation_level == cmd_level
     assert case.post_id == "CON"
-    assert case.detail["escalated_to"] == target
+    assert case.escalated_to == target
     assert case.status == status
     assert case.updated_at == now
     detail = {

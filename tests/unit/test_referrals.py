@@ -173,7 +173,7 @@ def test_lapse_escalates_one_level_exactly_at_the_deadline() -> None:
     case = res.aggregate.cases["case-1"]
     assert res.outcome == "escalated"
     assert case.escalation_level == 1
-    assert case.detail["escalated_to"] == "EMB"
+    assert case.escalated_to == "EMB"
     esc = next(e for e in res.effects.events if e.type == "garda.case.escalated")
     assert esc.data["event"]["reason"] == "referral not accepted in time"
     assert esc.data["event"]["missed_deadline"] == iso(due)

@@ -209,7 +209,8 @@ def test_jkm_claim_filed_later_is_linked() -> None:
     assert reintegration.reminder_due(case) == case.opened_at + 30 * D
     res = run(agg, "pmi.claim.filed", jkm_claim(), RETURNED + D)
     case = res.aggregate.cases[case.case_id]
-    assert case.detail["jkm"]["claim_id"] == "JKM-1"
+    assert case.claim_id == "JKM-1"
+    assert case.public()["detail"]["jkm"]["claim_id"] == "JKM-1"  # as published
     assert res.aggregate.claims["JKM-1"].case_id == case.case_id
     assert "garda.case.claim-linked" in [e.type for e in res.effects.events]
     assert reintegration.reminder_due(case) is None
@@ -220,14 +221,14 @@ def test_jkm_claim_already_on_record_is_linked_at_once() -> None:
     agg = departed()
     agg = run(agg, "pmi.claim.filed", jkm_claim(at=RETURNED - H), RETURNED - H).aggregate
     (case,) = reint_cases(returned(agg, "deceased").aggregate)
-    assert case.detail["jkm"]["claim_id"] == "JKM-1"
+    assert case.claim_id == "JKM-1"
 
 
 def test_a_jkk_claim_is_not_the_family_claim() -> None:
     agg = returned(departed(), "deceased").aggregate
     agg = run(agg, "pmi.claim.filed", {**jkm_claim(), "program": "JKK"}, RETURNED + D).aggregate
     (case,) = reint_cases(agg)
-    assert case.detail["jkm"]["claim_id"] is None
+    assert case.claim_id is None and case.jkm_due is not None
 
 
 def reminder(agg: Aggregate, now, due=None):
@@ -257,7 +258,8 @@ def test_reminder_fires_once_at_the_period_end() -> None:
 
 def test_no_reminder_for_a_non_deceased_return() -> None:
     (case,) = reint_cases(returned(departed(), "medical").aggregate)
-    assert "jkm" not in case.detail and reintegration.reminder_due(case) is None
+    assert case.jkm_due is None and reintegration.reminder_due(case) is None
+    assert "jkm" not in case.public()["detail"]
 
 
 # --- policy -----------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import pytest
 
 from errors import Rejected
 from handlers.dispatch import handle
-from handlers.escalation import RESOLVE_MISSED
 from handlers.model import Case, iso
 from handlers.policy import Policy, Sla
 from handlers.repolicy import RECOMPUTE, changes_for, command_data, sla_digest
@@ -79,14 +78,14 @@ def test_resolved_case_is_never_touched() -> None:
 
 def test_fired_resolve_deadline_is_kept() -> None:
     c = case()
-    c.detail[RESOLVE_MISSED] = iso(c.resolve_due)
+    c.resolve_deadline_missed = c.resolve_due
     assert set(changes_for(c, NEW)) == {"ack_due"}
 
 
 def test_clock_restarts_at_reopen() -> None:
     reopened = T0 + 1000 * S
     c = case(status="reopened")
-    c.detail["clock_started_at"] = iso(reopened)
+    c.clock_started_at = reopened
     got = changes_for(c, NEW)
     assert got["ack_due"][1] == reopened + 10 * S
     assert got["resolve_due"][1] == reopened + 300 * S
