@@ -232,7 +232,7 @@ class Case:
 
 
 # The keys a case document kept in ``detail`` before these facts were typed fields of the
-# case (migration 014 moves stored rows; ``Case.from_doc`` lifts any it still meets).
+# case (migration 015 moves stored rows; ``Case.from_doc`` lifts any it still meets).
 _LEGACY_DETAIL = frozenset(
     {"escalated_to", "resolve_deadline_missed", "clock_started_at", "claim_id", "jkm"}
     | {"claim_suggested"}

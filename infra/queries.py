@@ -93,7 +93,7 @@ def list_cases_sql(
     if visible is not None and order == "urgency":
         for post in sorted(visible.posts):
             args.append(post)
-            branches.append(f"doc->'detail'->>'{ESCALATED_TO}' = ${len(args)}")
+            branches.append(f"doc->>'escalated_to' = ${len(args)}")
         for post, level in sorted(_min_levels(visible).items()):
             args.append(post)
             branches.append(

@@ -64,8 +64,8 @@ async def test_case_timeline_is_append_only(database_url: str) -> None:
         await conn.close()
 
 
-async def test_014_moves_escalation_and_claim_facts_out_of_detail(database_url: str) -> None:
-    """Rows stored in the old layout (the facts as ``detail`` keys) come out of migration 014
+async def test_015_moves_escalation_and_claim_facts_out_of_detail(database_url: str) -> None:
+    """Rows stored in the old layout (the facts as ``detail`` keys) come out of migration 015
     as typed fields, the rest of ``detail`` kept, the published detail unchanged, and the
     desk's escalated_to index on the new key."""
     from handlers.model import Case
@@ -98,7 +98,7 @@ async def test_014_moves_escalation_and_claim_facts_out_of_detail(database_url: 
     conn = await asyncpg.connect(database_url)
     try:
         for version, sql in migration_files():
-            if version >= "014":
+            if version >= "015":
                 break
             await conn.execute(sql)
         for case_id, extra in old_docs.items():
@@ -161,7 +161,7 @@ async def test_014_moves_escalation_and_claim_facts_out_of_detail(database_url: 
             assert Case.from_doc(rows[case_id]) == Case.from_doc(old)
             assert Case.from_doc(rows[case_id]).public()["detail"] == old["detail"]
         indexes = await conn.fetchval(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'cases_escalated_to_idx'"
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'cases_escalated_desk_due_idx'"
         )
         assert "escalated_to" in indexes and "'detail'" not in indexes, indexes
     finally:

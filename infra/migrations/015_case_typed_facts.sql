@@ -25,7 +25,13 @@ UPDATE cases
    AND (doc->'detail') ?| ARRAY['escalated_to', 'resolve_deadline_missed', 'clock_started_at',
                                 'jkm', 'claim_suggested', 'claim_id'];
 
--- The desk queue of a post reads the cases escalated to it by the new key (the index of
--- migration 013 served the old one).
+-- The desk queue of a post reads the cases escalated to it by the new key: migration 014's
+-- index of the escalated cases in deadline order, on doc->>'escalated_to' now (its leading
+-- column also serves the other lookups by escalated_to; migration 013's index is dropped).
 DROP INDEX IF EXISTS cases_escalated_to_idx;
-CREATE INDEX IF NOT EXISTS cases_escalated_to_idx ON cases ((doc->>'escalated_to'));
+DROP INDEX IF EXISTS cases_escalated_desk_due_idx;
+CREATE INDEX IF NOT EXISTS cases_escalated_desk_due_idx ON cases (
+    (doc->>'escalated_to'),
+    (CASE WHEN status = 'acknowledged' THEN resolve_due WHEN status <> 'resolved' THEN ack_due END),
+    case_id
+) WHERE doc->>'escalated_to' IS NOT NULL;
