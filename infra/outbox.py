@@ -1,7 +1,10 @@
 """The outbox relay: output events reach Kafka from the ``outbox`` table, at least once.
 
-The processor calls ``publish(seqs)`` right after its batch transaction commits; ``sweep()``
-runs on a timer and publishes what a crashed or stopped processor left behind.
+The processor hands the seqs of a committed batch to ``publish_later(seqs)`` and goes on with
+its next batch while a background task publishes them (``publish``, with retries): the batch
+is durable in the ``outbox`` table, so the input offsets may be committed before the publish
+ends. ``sweep()`` runs on a timer and publishes what a crashed or stopped processor left
+behind.
 Consumers dedupe on the CloudEvent ``id`` (stable across re-publication).
 
 Rules decided where the design is silent:
@@ -13,6 +16,10 @@ Rules decided where the design is silent:
   ``park_reason`` are set, it is counted (``parked``; ``garda_outbox_parked`` and
   ``garda_db_outbox_parked`` in ``/metrics``), logged, and never retried. ``store.write_batch`` checks every row's size, so
   this is a safety net, not the normal path.
+- The background publisher takes what is queued at once (batches committed while it was busy
+  go out together, in seq order: ``publish`` sends every unpublished row up to the newest
+  seq). At stop it publishes what is queued before the producer closes (at most
+  ``STOP_FLUSH_SECONDS``; what is left, the sweep of any worker publishes).
 - Order per key survives a transient failure: when a row fails transiently, the later rows
   with the same topic and key in that attempt are not marked published either, so a retry
   sends them again after it (the compacted worker-state topic keeps the newest).
@@ -50,6 +57,9 @@ PERMANENT_SEND_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+STOP_FLUSH_SECONDS = 10.0
+
+
 class OutboxRelay(Service):
     """The Kafka producer of the outbox, a ``mode`` service: ``await relay.start()`` /
     ``stop()``, or ``async with relay``, or a dependency of another service (the runtime)."""
@@ -63,6 +73,9 @@ class OutboxRelay(Service):
         self._lock = asyncio.Lock()
         self.published = 0
         self.parked = 0
+        self._queued: list[int] = []  # committed seqs the background publisher has not taken
+        self._wake = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -74,8 +87,16 @@ class OutboxRelay(Service):
             enable_idempotence=False,  # Tansu has no idempotent producer (broker-notes §4)
         )
         await self._producer.start()
+        self._publisher = asyncio.ensure_future(self._publish_queued())
 
     async def on_stop(self) -> None:
+        if self._publisher is not None:
+            publisher, self._publisher = self._publisher, None
+            self._wake.set()  # it flushes what is queued, then returns (should_stop is set)
+            try:
+                await asyncio.wait_for(publisher, STOP_FLUSH_SECONDS)
+            except (TimeoutError, asyncio.CancelledError):
+                log.warning("outbox publish at stop cut short; the sweep publishes the rest")
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
@@ -143,6 +164,23 @@ class OutboxRelay(Service):
 
         results = await asyncio.gather(*(one(*r) for r in records), return_exceptions=True)
         return [r if isinstance(r, BaseException) else None for r in results]
+
+    def publish_later(self, seqs: Sequence[int]) -> None:
+        """Queue these committed outbox rows for the background publisher; returns at once."""
+        if seqs:
+            self._queued.extend(seqs)
+            self._wake.set()
+
+    async def _publish_queued(self) -> None:
+        """The background publisher: ``publish_with_retry`` what is queued, until stopped."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            seqs, self._queued = self._queued, []
+            if seqs:
+                await self.publish_with_retry(seqs)
+            if self.should_stop and not self._queued:
+                return
 
     async def publish(self, seqs: Sequence[int]) -> int:
         """Publish these outbox rows and mark them published.

@@ -2,7 +2,8 @@
 
 Input topics are consumed as raw bytes (no payload can crash the agent) and handed in batches
 to ``BatchProcessor``; the offsets of a batch are released for commit only after its
-PostgreSQL transaction committed. Output events go out through the outbox relay.
+PostgreSQL transaction committed. Output events go out through the outbox relay (its
+background publisher, while the agent processes the next batch).
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
             finally:
                 if not finished:
                     _hold_back(list(events))
-            await runtime.relay.publish_with_retry(report.outbox_seqs)
+            runtime.relay.publish_later(report.outbox_seqs)  # published while the next batch runs
 
     @app.timer(2.0)
     async def sweep_outbox() -> None:
