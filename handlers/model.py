@@ -70,7 +70,9 @@ def stable_id(*parts: str, prefix: str = "", length: int = 16) -> str:
     valid); inputs cannot hold control characters anyway (``schemas`` refuses them).
     Surrogates are written with ``surrogatepass`` so that no text can make this raise.
     """
-    text = _ID_SEPARATOR.join(_id_part(p) for p in parts)
+    text = _ID_SEPARATOR.join(parts)
+    if _ID_ESCAPE in text or text.count(_ID_SEPARATOR) != len(parts) - 1:
+        text = _ID_SEPARATOR.join(_id_part(p) for p in parts)  # a part holds one of them
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
     return f"{prefix}{digest}"
 

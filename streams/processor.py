@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 import stamina
 
 from errors import CaseConflict, GardaError, InvalidEvent, Rejected
 from handlers.dispatch import handle
-from handlers.model import Aggregate, OutputEvent, parse_dt
+from handlers.model import Aggregate, Effects, OutputEvent, parse_dt
 from handlers.policy import Policy
 from infra import agencies, employers, metrics
 from infra.db import Database
@@ -116,21 +117,53 @@ class _Decoded:
         return self.received_at or now
 
 
+@dataclass
+class _Run:
+    """One attempt at a batch: its clock, what it will write, its report and its log lines
+    (written once the transaction has committed)."""
+
+    now: datetime
+    write: BatchWrite
+    report: BatchReport = field(default_factory=BatchReport)
+    notes: list[_Note] = field(default_factory=list)
+
+
 DUPLICATE_CONFLICT = "duplicate id, different content"
 
 
 def content_digest(env: Envelope) -> str:
     """What makes two events with one (source, id) the same event: type, subject, the
     producer's own ``time`` (as an instant; absent stays absent) and ``data`` (as JSON, keys
-    sorted). Bytes, encoding mode and key order may differ between deliveries."""
-    doc = {
-        "type": env.type,
-        "subject": env.subject,
-        "time": env.time.timestamp() if env.time is not None else None,
-        "data": env.data,
-    }
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    sorted). Bytes, encoding mode and key order may differ between deliveries.
+
+    The digests are stored (``processed_events.digest``), so the text hashed is exactly what
+    ``json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)`` writes. orjson
+    writes the same bytes, faster, when its output is plain printable ASCII and the time is
+    a float ``json`` writes without an exponent; anything else takes the ``json`` path.
+    """
+    ts = env.time.timestamp() if env.time is not None else None
+    doc = {"type": env.type, "subject": env.subject, "time": ts, "data": env.data}
+    text: bytes | None = None
+    if ts is None or ts == 0 or 1e-4 <= abs(ts) < 1e15:
+        try:
+            text = orjson.dumps(doc, option=_DIGEST_OPTIONS)
+        except (orjson.JSONEncodeError, TypeError):
+            text = None
+        if text is not None and (not text.isascii() or b"\x7f" in text):
+            text = None  # json escapes non-ASCII and DEL as \uXXXX; orjson writes them raw
+    if text is None:
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(text).hexdigest()[:32]
+
+
+# Sorted keys; a datetime, dataclass or subclass (never in decoded data) is refused, so it
+# takes the json path (which writes str() of it).
+_DIGEST_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 _Note = tuple[str, str, dict[str, Any]]  # (level, event, fields)
@@ -368,154 +401,202 @@ class BatchProcessor:
         return self._logical.get(full, full)
 
     async def _process_once(self, records: Sequence[RawRecord]) -> BatchReport:
-        now = self.clock()
-        report = BatchReport()
-        batch = BatchWrite(deadletter_topic=self.deadletter_topic)
+        """One attempt at a batch: decode, then in one transaction lock, drop duplicates,
+        apply the rules, sync the cross-worker tables and write everything; the log lines
+        and metrics follow the commit."""
+        run = _Run(self.clock(), BatchWrite(deadletter_topic=self.deadletter_topic))
+        decoded = self._decode_all(records, run)
+        self._note_sources_seen(decoded, run)
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            await lock_partitions(conn, [r.partition for r in records])
+            await lock_workers(conn, (d.envelope.subject for d in decoded))
+            todo = await self._first_deliveries(conn, decoded, run)
+            await self._apply_all(conn, todo, run)
+            await self._sync_cross_worker(conn, run)
+            run.report.outbox_seqs = await self.write(conn, run.write)
+            if self.hooks is not None:
+                await self.hooks.enqueue(conn, run.write.outbox)
+        self._after_commit(run)
+        return run.report
+
+    def _decode_all(self, records: Sequence[RawRecord], run: _Run) -> list[_Decoded]:
+        """The batch's records in time order, decoded; the undecodable and invalid ones
+        become dead letters of ``run``."""
         decoded: list[_Decoded] = []
-        notes: list[_Note] = []  # log lines, written once the transaction has committed
         for rec in in_time_order(records):
             poison = undecodable_reason(rec.headers)
             if poison is not None:  # a batch the Kafka client could not decode
-                reason, first = poison
-                dl = self._dead_letter(rec, reason)
-                dl.offset = first if first >= 0 else rec.offset
-                dl.headers = []
-                batch.deadletters.append(dl)
-                report.outcomes["undecodable"] += 1
-                notes.append(
-                    (
-                        "error",
-                        "undecodable record dead-lettered",
-                        {
-                            "topic": rec.topic,
-                            "partition": rec.partition,
-                            "offset": dl.offset,
-                            "last_offset": rec.offset,
-                            "error": reason,
-                        },
-                    )
-                )
+                self._dead_letter_undecodable(rec, poison, run)
                 continue
             try:
                 decoded.append(self._decode(rec))
             except InvalidEvent as exc:
-                batch.deadletters.append(self._dead_letter(rec, str(exc)))
-                report.outcomes["invalid"] += 1
-                report.labelled[(self.logical_topic(rec.topic), None, "invalid")] += 1
-                report.deadletters[(self.logical_topic(rec.topic), "invalid")] += 1
-                notes.append(
-                    (
-                        "warning",
-                        "invalid event dead-lettered",
-                        {
-                            "topic": rec.topic,
-                            "partition": rec.partition,
-                            "offset": rec.offset,
-                            "error": str(exc),
-                        },
-                    )
-                )
+                self._dead_letter_invalid(rec, exc, run)
+        return decoded
 
-        for d in decoded:  # expected producers that spoke (policy [[sources]])
-            if d.envelope.source in self._expected:
-                spoke = min(now, d.received_at or now)
-                key = (d.envelope.source, d.record.partition)
-                if key not in batch.sources_seen or batch.sources_seen[key] < spoke:
-                    batch.sources_seen[key] = spoke
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            await lock_partitions(conn, [r.partition for r in records])
-            await lock_workers(conn, (d.envelope.subject for d in decoded))
-            keys = list(dict.fromkeys(d.envelope.key for d in decoded))
-            known = await processed_digests(conn, keys)
-            todo: list[_Decoded] = []
-            for d in decoded:
-                if d.envelope.key not in known:
-                    known[d.envelope.key] = d.digest  # first occurrence only
-                    todo.append(d)
-                elif known[d.envelope.key] not in (None, d.digest):
-                    # Same (source, id), other content: a producer bug or an id claimed by
-                    # someone else first. Never a silent duplicate.
-                    env = d.envelope
-                    reason = (
-                        f"{DUPLICATE_CONFLICT}: ({env.source!r}, {env.id!r}) was processed "
-                        "before with other content"
-                    )
-                    batch.deadletters.append(self._dead_letter(d.record, reason, env))
-                    report.outcomes["duplicate-conflict"] += 1
-                    topic = self.logical_topic(d.record.topic)
-                    report.labelled[(topic, env.type, "duplicate-conflict")] += 1
-                    report.deadletters[(topic, "duplicate-conflict")] += 1
-                    notes.append(_handled(env, "duplicate-conflict", level="warning"))
-                else:
-                    report.outcomes["duplicate"] += 1
-                    topic = self.logical_topic(d.record.topic)
-                    report.labelled[(topic, d.envelope.type, "duplicate")] += 1
-                    notes.append(_handled(d.envelope, "duplicate"))
-            aggs = await self.load(conn, [d.envelope.subject for d in todo])
-            watchlisted = await employers.load_watchlisted(
-                conn, employers.batch_employer_keys(d.envelope for d in todo)
+    def _dead_letter_undecodable(self, rec: RawRecord, poison: tuple[str, int], run: _Run) -> None:
+        reason, first = poison
+        dl = self._dead_letter(rec, reason)
+        dl.offset = first if first >= 0 else rec.offset
+        dl.headers = []
+        run.write.deadletters.append(dl)
+        run.report.outcomes["undecodable"] += 1
+        run.notes.append(
+            (
+                "error",
+                "undecodable record dead-lettered",
+                {
+                    "topic": rec.topic,
+                    "partition": rec.partition,
+                    "offset": dl.offset,
+                    "last_offset": rec.offset,
+                    "error": reason,
+                },
             )
-            touched: dict[str, tuple[Aggregate, int]] = {}
-            for d in todo:
-                env, rec = d.envelope, d.record
-                outcome = self._apply(d, aggs, touched, batch, now, notes, report, watchlisted)
-                report.outcomes[outcome] += 1
-                topic = self.logical_topic(rec.topic)
-                report.labelled[(topic, env.type, outcome)] += 1
-                if outcome in ("rejected", "error"):
-                    report.deadletters[(topic, outcome)] += 1
-                batch.processed.append(
-                    ProcessedId(
-                        env.source,
-                        env.id,
-                        env.type,
-                        env.subject,
-                        rec.topic,
-                        rec.partition,
-                        rec.offset,
-                        outcome,
-                        d.digest,
-                    )
+        )
+
+    def _dead_letter_invalid(self, rec: RawRecord, exc: InvalidEvent, run: _Run) -> None:
+        run.write.deadletters.append(self._dead_letter(rec, str(exc)))
+        topic = self.logical_topic(rec.topic)
+        run.report.outcomes["invalid"] += 1
+        run.report.labelled[(topic, None, "invalid")] += 1
+        run.report.deadletters[(topic, "invalid")] += 1
+        run.notes.append(
+            (
+                "warning",
+                "invalid event dead-lettered",
+                {
+                    "topic": rec.topic,
+                    "partition": rec.partition,
+                    "offset": rec.offset,
+                    "error": str(exc),
+                },
+            )
+        )
+
+    def _note_sources_seen(self, decoded: Sequence[_Decoded], run: _Run) -> None:
+        """When each expected producer (policy ``[[sources]]``) last spoke, per partition."""
+        seen = run.write.sources_seen
+        for d in decoded:
+            if d.envelope.source in self._expected:
+                spoke = min(run.now, d.received_at or run.now)
+                key = (d.envelope.source, d.record.partition)
+                if key not in seen or seen[key] < spoke:
+                    seen[key] = spoke
+
+    async def _first_deliveries(
+        self, conn: asyncpg.Connection, decoded: Sequence[_Decoded], run: _Run
+    ) -> list[_Decoded]:
+        """The events not processed before (the first of each (source, id) in the batch);
+        the others are counted as duplicates, or dead-lettered when their content differs."""
+        keys = list(dict.fromkeys(d.envelope.key for d in decoded))
+        known = await processed_digests(conn, keys)
+        todo: list[_Decoded] = []
+        for d in decoded:
+            if d.envelope.key not in known:
+                known[d.envelope.key] = d.digest  # first occurrence only
+                todo.append(d)
+            elif known[d.envelope.key] not in (None, d.digest):
+                self._dead_letter_conflict(d, run)
+            else:
+                topic = self.logical_topic(d.record.topic)
+                run.report.outcomes["duplicate"] += 1
+                run.report.labelled[(topic, d.envelope.type, "duplicate")] += 1
+                run.notes.append(_handled(d.envelope, "duplicate"))
+        return todo
+
+    def _dead_letter_conflict(self, d: _Decoded, run: _Run) -> None:
+        """Same (source, id), other content: a producer bug or an id claimed by someone else
+        first. Never a silent duplicate."""
+        env = d.envelope
+        reason = (
+            f"{DUPLICATE_CONFLICT}: ({env.source!r}, {env.id!r}) was processed "
+            "before with other content"
+        )
+        run.write.deadletters.append(self._dead_letter(d.record, reason, env))
+        topic = self.logical_topic(d.record.topic)
+        run.report.outcomes["duplicate-conflict"] += 1
+        run.report.labelled[(topic, env.type, "duplicate-conflict")] += 1
+        run.report.deadletters[(topic, "duplicate-conflict")] += 1
+        run.notes.append(_handled(env, "duplicate-conflict", level="warning"))
+
+    async def _apply_all(
+        self, conn: asyncpg.Connection, todo: Sequence[_Decoded], run: _Run
+    ) -> None:
+        """Load the workers' aggregates and apply each event in order; every event gets its
+        processed-id row (with its outcome), the touched aggregates are kept for writing."""
+        aggs = await self.load(conn, [d.envelope.subject for d in todo])
+        watchlisted = await employers.load_watchlisted(
+            conn, employers.batch_employer_keys(d.envelope for d in todo)
+        )
+        touched: dict[str, tuple[Aggregate, int]] = {}
+        report = run.report
+        for d in todo:
+            env, rec = d.envelope, d.record
+            outcome = self._apply(d, aggs, touched, run, watchlisted)
+            report.outcomes[outcome] += 1
+            topic = self.logical_topic(rec.topic)
+            report.labelled[(topic, env.type, outcome)] += 1
+            if outcome in ("rejected", "error"):
+                report.deadletters[(topic, outcome)] += 1
+            run.write.processed.append(
+                ProcessedId(
+                    env.source,
+                    env.id,
+                    env.type,
+                    env.subject,
+                    rec.topic,
+                    rec.partition,
+                    rec.offset,
+                    outcome,
+                    d.digest,
                 )
-            batch.aggregates = list(touched.values())
-            # Cross-worker state: the employer watchlist (infra.employers), same transaction.
-            touched_aggs = [a for a, _ in batch.aggregates]
-            for ev in await employers.sync(conn, touched_aggs, self.policy):
-                batch.outbox.append(self.outbox_row(ev, now))
-            for ev in await agencies.sync(conn, touched_aggs, self.policy, now):
-                batch.outbox.append(self.outbox_row(ev, now))
-            report.outbox_seqs = await self.write(conn, batch)
-            if self.hooks is not None:
-                await self.hooks.enqueue(conn, batch.outbox)
-        for level, event, fields in notes:
+            )
+        run.write.aggregates = list(touched.values())
+
+    async def _sync_cross_worker(self, conn: asyncpg.Connection, run: _Run) -> None:
+        """Cross-worker state in the same transaction: the employer watchlist
+        (``infra.employers``) and the agency scorecard (``infra.agencies``)."""
+        touched = [a for a, _ in run.write.aggregates]
+        for ev in await employers.sync(conn, touched, self.policy):
+            run.write.outbox.append(self.outbox_row(ev, run.now))
+        for ev in await agencies.sync(conn, touched, self.policy, run.now):
+            run.write.outbox.append(self.outbox_row(ev, run.now))
+
+    def _after_commit(self, run: _Run) -> None:
+        """The batch committed: its log lines, the totals and the metrics."""
+        for level, event, fields in run.notes:
             getattr(log, level)(event, **fields)
-        self.totals.update(report.outcomes)
-        report.record_metrics(self.clock())
-        return report
+        self.totals.update(run.report.outcomes)
+        run.report.record_metrics(self.clock())
 
     def _apply(
         self,
         d: _Decoded,
         aggs: dict[str, Aggregate],
         touched: dict[str, tuple[Aggregate, int]],
-        batch: BatchWrite,
-        now: datetime,
-        notes: list[_Note],
-        report: BatchReport,
+        run: _Run,
         watchlisted: frozenset[str] = frozenset(),
     ) -> str:
+        """Apply one event to its worker's aggregate (``handlers.dispatch.handle``); its
+        effects go to ``run``. Returns the outcome; a rejected event or a handler's bug
+        becomes a dead letter (the worker's state stays as before the event)."""
         env, rec = d.envelope, d.record
-        agg = aggs[env.subject]
         try:
             result = handle(
-                agg, env, self.policy, now, received_at=d.received_at, watchlisted=watchlisted
+                aggs[env.subject],
+                env,
+                self.policy,
+                run.now,
+                received_at=d.received_at,
+                watchlisted=watchlisted,
             )
         except Rejected as exc:
-            batch.deadletters.append(self._dead_letter(rec, f"rejected: {exc.reason}", env))
-            notes.append(_handled(env, "rejected", level="warning", reason=exc.reason))
+            run.write.deadletters.append(self._dead_letter(rec, f"rejected: {exc.reason}", env))
+            run.notes.append(_handled(env, "rejected", level="warning", reason=exc.reason))
             return "rejected"
         except Exception as exc:  # a bug must not stop the worker nor lose the event
-            batch.deadletters.append(
+            run.write.deadletters.append(
                 self._dead_letter(rec, f"internal error: {safe_error(exc)}", env)
             )
             log.exception(
@@ -529,32 +610,41 @@ class BatchProcessor:
         aggs[env.subject] = result.aggregate
         result.aggregate.exists = True
         touched[env.subject] = (result.aggregate, rec.partition)
-        for entry in result.effects.timeline:
-            batch.timeline.append((entry, env.source, env.id))
-        for ev in result.effects.events:
+        self._collect_effects(d, result.effects, run)
+        run.notes.append(_handled(env, result.outcome))
+        return result.outcome
+
+    def _collect_effects(self, d: _Decoded, effects: Effects, run: _Run) -> None:
+        """An applied event's timeline rows and output events into the batch write; the
+        alerts and escalations it raised into the report."""
+        env = d.envelope
+        for entry in effects.timeline:
+            run.write.timeline.append((entry, env.source, env.id))
+        for ev in effects.events:
             if ev.type in ("garda.case.opened", "garda.case.escalated"):
-                notes.append(
-                    (
-                        "info",
-                        ev.type.removeprefix("garda.").replace(".", " "),
-                        {
-                            "case_id": ev.data.get("case_id"),
-                            "worker_id": env.subject,
-                            "kind": ev.data.get("kind"),
-                            "category": ev.data.get("category"),
-                            "severity": ev.data.get("severity"),
-                            "post_id": ev.data.get("post_id"),
-                            "level": ev.data.get("escalation_level"),
-                        },
-                    )
-                )
+                run.notes.append(_case_note(ev, env.subject))
             if ev.topic == topics.ALERTS:
-                report.alerts[ev.type.removeprefix("garda.alert.")] += 1
+                run.report.alerts[ev.type.removeprefix("garda.alert.")] += 1
                 if ev.type == "garda.alert.escalated":
                     missed = ev.data.get("missed_deadline")
-                    report.escalations.append(
+                    run.report.escalations.append(
                         (int(ev.data["level"]), parse_dt(missed) if missed else None)
                     )
-            batch.outbox.append(self.outbox_row(ev, now))
-        notes.append(_handled(env, result.outcome))
-        return result.outcome
+            run.write.outbox.append(self.outbox_row(ev, run.now))
+
+
+def _case_note(ev: OutputEvent, worker_id: str) -> _Note:
+    """The "case opened" / "case escalated" log line of an output event."""
+    return (
+        "info",
+        ev.type.removeprefix("garda.").replace(".", " "),
+        {
+            "case_id": ev.data.get("case_id"),
+            "worker_id": worker_id,
+            "kind": ev.data.get("kind"),
+            "category": ev.data.get("category"),
+            "severity": ev.data.get("severity"),
+            "post_id": ev.data.get("post_id"),
+            "level": ev.data.get("escalation_level"),
+        },
+    )
