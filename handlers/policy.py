@@ -35,15 +35,37 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator
 
 from errors import ConfigError
 from handlers.model import SEVERITIES
-from handlers.prevention_policy import SECTIONS as _PREVENTION_SECTIONS
+from handlers.policy_shape import (
+    Bool,
+    Country,
+    Date,
+    Duration,
+    Loc,
+    PolicyTable,
+    Severity,
+    Str,
+    StrList,
+    Table,
+    Timezone,
+    a_list,
+    duration_or_problem,
+    fail,
+    once_each,
+    one_of,
+    parse,
+    path,
+    tables,
+)
 from handlers.prevention_policy import Prevention, parse_prevention
 from schemas.fields import COUNTRY_PATTERN, REGION_PATTERN
 from schemas.types import CATEGORIES as _CATEGORIES
@@ -160,6 +182,12 @@ class Policy:
 # ---------------------------------------------------------------------------------------
 # Loading and validation. Everything is checked at start: a bad policy is a ConfigError
 # naming the file, the key and what is wrong, never a surprise in the middle of a stream.
+#
+# The shape of each table (its keys, which are required, the type of each value) is
+# declared once, as a model below (``handlers.policy_shape.PolicyTable``, pydantic); the
+# checks that relate several values (a region owned by two posts, a level2 before its
+# ack...) are plain code in the ``_build_*`` functions. ``policy_shape.parse`` turns the
+# first problem into the ConfigError text "<where>: <what>" (where: the key's path).
 # ---------------------------------------------------------------------------------------
 
 # Incident categories: the event contract's (design §4).
@@ -177,25 +205,16 @@ NON_PROCEDURAL_REASONS = (
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.toml")
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _COUNTRY = re.compile(COUNTRY_PATTERN)
 _REGION = re.compile(REGION_PATTERN)
 
 
 def parse_duration(value: object, where: str = "duration") -> timedelta:
     """Parse "90s", "15m", "1h", "7d" into a positive timedelta (ConfigError otherwise)."""
-    if not isinstance(value, str):
-        raise ConfigError(f'{where}: expected a duration string like "1h" or "7d", got {value!r}')
-    m = _DURATION.match(value.strip())
-    if not m:
-        raise ConfigError(
-            f'{where}: bad duration {value!r} (use an integer and one of s, m, h, d: "90s", "7d")'
-        )
-    n = int(m.group(1))
-    if n <= 0:
-        raise ConfigError(f"{where}: duration {value!r} must be positive")
-    return timedelta(**{_UNITS[m.group(2)]: n})
+    got = duration_or_problem(value)
+    if isinstance(got, str):
+        raise ConfigError(f"{where}: {got}")
+    return got
 
 
 def format_duration(value: timedelta) -> str:
@@ -224,94 +243,223 @@ def load_policy(path: Path | str | None = None) -> Policy:
         raise ConfigError(f"policy {p}: {exc}") from exc
 
 
+# -- the tables ---------------------------------------------------------------------------
+
+
+def _a_batch(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+        raise fail(f"expected an integer from 1 to 100000, got {value!r}")
+    return value
+
+
+_WORDS = (BeforeValidator(a_list), AfterValidator(once_each))  # a list, nothing twice
+Categories = Annotated[list[Annotated[str, BeforeValidator(one_of(CATEGORIES))]], *_WORDS]
+Reasons = Annotated[list[Annotated[str, BeforeValidator(one_of(NON_PROCEDURAL_REASONS))]], *_WORDS]
+Schemes = Annotated[list[Annotated[str, BeforeValidator(one_of(SCHEMES))]], *_WORDS]
+EmployerTypes = Annotated[list[Annotated[str, BeforeValidator(one_of(EMPLOYER_TYPES))]], *_WORDS]
+
+
+class _Document(PolicyTable):
+    """The top level: which tables there are (each is checked on its own, in this order)."""
+
+    dedup: Any
+    severity: Any
+    headquarters: Any
+    posts: Any
+    sla: Any
+    non_procedural: Any = None
+    coverage: Any = None
+    claims: Any = None
+    retention: Any = None
+    sources: Any = None
+    hooks: Any = None
+    intake: Any = None
+    # the prevention sections (handlers.prevention_policy checks them)
+    referrals: Any = None
+    reintegration: Any = None
+    employers: Any = None
+    agencies: Any = None
+
+
+class _Dedup(PolicyTable):
+    window: Duration
+
+
+class _Severity(PolicyTable):  # the order of SEVERITIES (also the order of the checks)
+    low: StrList = []
+    medium: StrList = []
+    high: StrList = []
+    critical: StrList = []
+
+
+class _Post(PolicyTable):
+    post_id: Str
+    name: Str
+    mission_kind: Annotated[str, BeforeValidator(one_of(MISSION_KINDS))]
+    labour_post: Annotated[str, BeforeValidator(one_of(LABOUR_POSTS))]
+    country: Any = None  # checked with mission_kind (headquarters has none)
+    regions: StrList = []
+    head_of_mission: Any = None  # a post_id of [[posts]] (checked against them)
+    protection_desk: Bool = False
+    timezone: Timezone | None = None
+
+
+class _Posts(PolicyTable):
+    posts: Annotated[
+        list[_Post],
+        BeforeValidator(tables("expected one or more [[posts]] tables", nonempty=True)),
+    ]
+
+
+class _SlaLevel(PolicyTable):
+    ack: Duration
+    resolve: Duration
+    level2: Duration | None = None
+
+
+class _Sla(PolicyTable):  # the order of SEVERITIES
+    low: _SlaLevel
+    medium: _SlaLevel
+    high: _SlaLevel
+    critical: _SlaLevel
+
+
+class _Moratorium(PolicyTable):
+    country: Country
+    effective_from: Date
+    effective_until: Date | None = None
+    employer_types: EmployerTypes | None = None
+
+
+class _NonProcedural(PolicyTable):
+    revoked_licenses: StrList = []
+    moratorium: Annotated[
+        list[_Moratorium],
+        BeforeValidator(tables("expected [[non_procedural.moratorium]] tables")),
+    ] = []
+    critical_reasons: Reasons | None = None
+    licensed_schemes: Schemes | None = None
+
+
+class _Coverage(PolicyTable):
+    pre_placement: Duration | None = None
+    post_placement: Duration | None = None
+    default_contract: Duration | None = None
+    gap_categories: Categories | None = None
+
+
+class _Claims(PolicyTable):
+    stall: Duration | None = None
+
+
+class _Retention(PolicyTable):
+    outbox: Duration | None = None
+    deadletters: Duration | None = None
+    audit_log: Duration | None = None
+    processed_events: Duration | None = None
+    hooks: Duration | None = None
+    interval: Duration | None = None
+    batch: Annotated[int, BeforeValidator(_a_batch)] | None = None
+
+
+class _Source(PolicyTable):
+    source: Str
+    name: Str
+    max_silence: Duration
+    severity: Severity = "high"
+
+
+class _Sources(PolicyTable):
+    sources: Annotated[list[_Source], BeforeValidator(tables("expected [[sources]] tables"))]
+
+
+class _Intake(PolicyTable):
+    max_event_age: Duration | None = None
+    max_action_age: Duration | None = None
+
+
+class _Hooks(PolicyTable):
+    hooks: Table  # what it holds is checked by infra.hooks.policy
+
+
+def _where_in_posts(posts: object) -> Callable[[Loc], str]:
+    """Where a problem of ``[[posts]]`` is: ``posts[3] (KBRI-SEOUL)`` for the whole table,
+    ``posts (KBRI-SEOUL).country`` for one of its keys, ``posts[3].post_id``."""
+
+    def where(loc: Loc) -> str:
+        loc = loc[1:]  # the wrapper's "posts"
+        if not loc or not isinstance(loc[0], int):
+            return "posts" + path(loc)
+        i, rest = loc[0], path(loc[1:])
+        item = posts[i] if isinstance(posts, list) and i < len(posts) else None
+        pid = item.get("post_id") if isinstance(item, dict) else None
+        if not isinstance(pid, str):
+            return f"posts[{i}]{rest}"
+        if not rest:
+            return f"posts[{i}] ({pid})"
+        return f"posts[{i}]{rest}" if rest == ".post_id" else f"posts ({pid}){rest}"
+
+    return where
+
+
+def _where_in_sources(sources: object) -> Callable[[Loc], str]:
+    """``sources[0] (bpjs-tk/claims).name``."""
+
+    def where(loc: Loc) -> str:
+        loc = loc[1:]  # the wrapper's "sources"
+        if not loc or not isinstance(loc[0], int):
+            return "sources" + path(loc)
+        i = loc[0]
+        item = sources[i] if isinstance(sources, list) and i < len(sources) else None
+        src = item.get("source") if isinstance(item, dict) else None
+        return f"sources[{i}]" + (f" ({src})" if isinstance(src, str) else "") + path(loc[1:])
+
+    return where
+
+
+# -- the policy ---------------------------------------------------------------------------
+
+
 def policy_from_dict(doc: dict[str, Any]) -> Policy:
     """Build a Policy from the parsed TOML document (strict: unknown keys are errors)."""
-    _keys(
-        doc,
-        "policy",
-        required=("dedup", "severity", "headquarters", "posts", "sla"),
-        optional=(
-            "non_procedural",
-            "coverage",
-            "claims",
-            "retention",
-            "sources",
-            "hooks",
-            "intake",
-            *_PREVENTION_SECTIONS,
-        ),
-    )
-    dedup = _table(doc["dedup"], "dedup")
-    _keys(dedup, "dedup", required=("window",))
-    category_severity = _severity(_table(doc["severity"], "severity"))
-    posts = _posts(doc["posts"])
+    parse(_Document, doc, "policy")
+    dedup = parse(_Dedup, doc["dedup"], "dedup")
+    category_severity = _build_severity(parse(_Severity, doc["severity"], "severity"))
+    in_posts = _where_in_posts(doc["posts"])
+    posts = _build_posts(parse(_Posts, {"posts": doc["posts"]}, "", where_of=in_posts).posts)
     hq = doc["headquarters"]
     if not isinstance(hq, str) or hq not in posts:
         raise ConfigError(f"headquarters: {hq!r} is not a post_id of [[posts]]")
     if posts[hq].mission_kind != "headquarters":
         raise ConfigError(f'headquarters: post {hq!r} must have mission_kind = "headquarters"')
+    sources = doc.get("sources", [])
     return Policy(
-        dedup_window=parse_duration(dedup["window"], "dedup.window"),
+        dedup_window=dedup.window,
         category_severity=category_severity,
         posts=posts,
         headquarters=hq,
-        sla=_sla(_table(doc["sla"], "sla")),
-        non_procedural=_non_procedural(_table(doc.get("non_procedural", {}), "non_procedural")),
-        coverage=_coverage(_table(doc.get("coverage", {}), "coverage")),
-        claims=_claims(_table(doc.get("claims", {}), "claims")),
-        retention=_retention(_table(doc.get("retention", {}), "retention")),
-        sources=_sources(doc.get("sources", [])),
-        hooks=_table(doc.get("hooks", {}), "hooks"),
-        intake=_intake(_table(doc.get("intake", {}), "intake")),
-        prevention=parse_prevention(doc, CATEGORIES),
+        sla=_build_sla(parse(_Sla, doc["sla"], "sla"), doc["sla"]),
+        non_procedural=_build_non_procedural(
+            parse(_NonProcedural, doc.get("non_procedural", {}), "non_procedural")
+        ),
+        coverage=_build_coverage(parse(_Coverage, doc.get("coverage", {}), "coverage")),
+        claims=_build_claims(parse(_Claims, doc.get("claims", {}), "claims")),
+        retention=_build_retention(
+            parse(_Retention, doc.get("retention", {}), "retention"), doc.get("retention", {})
+        ),
+        sources=_build_sources(
+            parse(_Sources, {"sources": sources}, "", where_of=_where_in_sources(sources)).sources
+        ),
+        hooks=parse(_Hooks, {"hooks": doc.get("hooks", {})}, "").hooks,
+        intake=_build_intake(parse(_Intake, doc.get("intake", {}), "intake")),
+        prevention=parse_prevention(doc),
     )
 
 
-def _table(value: object, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
-    return value
-
-
-def _keys(
-    table: dict[str, Any],
-    where: str,
-    *,
-    required: tuple[str, ...] = (),
-    optional: tuple[str, ...] = (),
-) -> None:
-    unknown = sorted(set(table) - set(required) - set(optional))
-    if unknown:
-        allowed = ", ".join(sorted((*required, *optional)))
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {allowed})")
-    missing = [k for k in required if k not in table]
-    if missing:
-        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
-
-
-def _str(value: object, where: str, choices: tuple[str, ...] | None = None) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
-    return value
-
-
-def _str_list(value: object, where: str, choices: tuple[str, ...] | None = None) -> list[str]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-    out = [_str(v, f"{where}[{i}]", choices) for i, v in enumerate(value)]
-    dupes = sorted({v for v in out if out.count(v) > 1})
-    if dupes:
-        raise ConfigError(f"{where}: listed twice: {', '.join(dupes)}")
-    return out
-
-
-def _severity(table: dict[str, Any]) -> dict[str, str]:
-    _keys(table, "severity", optional=SEVERITIES)
+def _build_severity(table: _Severity) -> dict[str, str]:
     out: dict[str, str] = {}
     for sev in SEVERITIES:
-        for cat in _str_list(table.get(sev, []), f"severity.{sev}"):
+        for cat in getattr(table, sev):
             if cat not in CATEGORIES:
                 raise ConfigError(f"severity.{sev}: unknown category {cat!r}")
             if cat in out:
@@ -325,50 +473,24 @@ def _severity(table: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-_POST_KEYS = ("post_id", "name", "mission_kind", "labour_post")
-_POST_OPTIONAL = ("country", "regions", "head_of_mission", "protection_desk", "timezone")
-
-
-def _timezone(value: object, where: str) -> str:
-    """An IANA time zone name the system's zone database knows."""
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f'{where}: expected an IANA time zone like "Asia/Jakarta", got {value!r}')
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"{where}: unknown time zone {value!r}") from exc
-    return value
-
-
-def _posts(value: object) -> dict[str, Post]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError("posts: expected one or more [[posts]] tables")
-    raw: list[dict[str, Any]] = []
-    for i, item in enumerate(value):
-        t = _table(item, f"posts[{i}]")
-        where = f"posts[{i}]" + (f" ({t['post_id']})" if isinstance(t.get("post_id"), str) else "")
-        _keys(t, where, required=_POST_KEYS, optional=_POST_OPTIONAL)
-        raw.append(t)
-    ids = [_str(t["post_id"], f"posts[{i}].post_id") for i, t in enumerate(raw)]
+def _build_posts(raw: list[_Post]) -> dict[str, Post]:
+    ids = [t.post_id for t in raw]
     posts: dict[str, Post] = {}
     region_owner: dict[str, str] = {}
     for t in raw:
-        pid = t["post_id"]
+        pid = t.post_id
         where = f"posts ({pid})"
         if pid in posts:
             raise ConfigError(f"{where}: post_id listed twice")
-        kind = _str(t["mission_kind"], f"{where}.mission_kind", MISSION_KINDS)
-        country = t.get("country")
-        if kind == "headquarters":
+        country = t.country
+        if t.mission_kind == "headquarters":
             if country is not None:
                 raise ConfigError(f"{where}.country: headquarters has no country")
-        else:
-            if not isinstance(country, str) or not _COUNTRY.match(country):
-                raise ConfigError(
-                    f'{where}.country: expected an ISO 3166-1 alpha-2 code like "MY", got {country!r}'
-                )
-        regions = _str_list(t.get("regions", []), f"{where}.regions")
-        for r in regions:
+        elif not isinstance(country, str) or not _COUNTRY.match(country):
+            raise ConfigError(
+                f'{where}.country: expected an ISO 3166-1 alpha-2 code like "MY", got {country!r}'
+            )
+        for r in t.regions:
             if not _REGION.match(r) or country is None or not r.startswith(f"{country}-"):
                 raise ConfigError(
                     f"{where}.regions: {r!r} is not an ISO 3166-2 code of {country or 'a country'}"
@@ -379,25 +501,19 @@ def _posts(value: object) -> dict[str, Post]:
                     " (a region belongs to one post)"
                 )
             region_owner[r] = pid
-        hom = t.get("head_of_mission", pid)
+        hom = pid if t.head_of_mission is None else t.head_of_mission
         if not isinstance(hom, str) or hom not in ids:
             raise ConfigError(f"{where}.head_of_mission: {hom!r} is not a post_id of [[posts]]")
-        desk = t.get("protection_desk", False)
-        if not isinstance(desk, bool):
-            raise ConfigError(f"{where}.protection_desk: expected true or false, got {desk!r}")
-        tz = t.get("timezone")
-        if tz is not None:
-            _timezone(tz, f"{where}.timezone")
         posts[pid] = Post(
             post_id=pid,
-            name=_str(t["name"], f"{where}.name"),
+            name=t.name,
             country=country,
-            mission_kind=kind,
-            labour_post=_str(t["labour_post"], f"{where}.labour_post", LABOUR_POSTS),
-            regions=tuple(regions),
+            mission_kind=t.mission_kind,
+            labour_post=t.labour_post,
+            regions=tuple(t.regions),
             head_of_mission=hom,
-            protection_desk=desk,
-            timezone=tz,
+            protection_desk=t.protection_desk,
+            timezone=t.timezone,
         )
     # Each country needs one post for everything its regional posts do not cover.
     by_country: dict[str, list[Post]] = {}
@@ -424,181 +540,81 @@ def _posts(value: object) -> dict[str, Post]:
     return posts
 
 
-def _sla(table: dict[str, Any]) -> dict[str, Sla]:
-    _keys(table, "sla", required=SEVERITIES)
+def _build_sla(table: _Sla, raw: dict[str, Any]) -> dict[str, Sla]:
     out: dict[str, Sla] = {}
     for sev in SEVERITIES:
-        where = f"sla.{sev}"
-        t = _table(table[sev], where)
-        _keys(t, where, required=("ack", "resolve"), optional=("level2",))
-        ack = parse_duration(t["ack"], f"{where}.ack")
-        level2 = parse_duration(t["level2"], f"{where}.level2") if "level2" in t else None
-        if level2 is not None and level2 <= ack:
+        t: _SlaLevel = getattr(table, sev)
+        if t.level2 is not None and t.level2 <= t.ack:
+            given = raw[sev]  # as written in the file
             raise ConfigError(
-                f"{where}.level2: must be later than ack ({t['level2']} <= {t['ack']})"
+                f"sla.{sev}.level2: must be later than ack ({given['level2']} <= {given['ack']})"
             )
-        out[sev] = Sla(
-            ack=ack, level2=level2, resolve=parse_duration(t["resolve"], f"{where}.resolve")
-        )
+        out[sev] = Sla(ack=t.ack, level2=t.level2, resolve=t.resolve)
     return out
 
 
-def _date(value: object, where: str) -> date:
-    if isinstance(value, datetime):
-        raise ConfigError(f"{where}: expected a date (YYYY-MM-DD), got a date-time")
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            pass
-    raise ConfigError(f"{where}: expected a date (YYYY-MM-DD), got {value!r}")
-
-
-def _non_procedural(table: dict[str, Any]) -> NonProcedural:
-    _keys(
-        table,
-        "non_procedural",
-        optional=("revoked_licenses", "moratorium", "critical_reasons", "licensed_schemes"),
-    )
+def _build_non_procedural(table: _NonProcedural) -> NonProcedural:
     default = NonProcedural()
     moratoria: list[Moratorium] = []
-    raw = table.get("moratorium", [])
-    if not isinstance(raw, list):
-        raise ConfigError(
-            "non_procedural.moratorium: expected [[non_procedural.moratorium]] tables"
-        )
-    for i, item in enumerate(raw):
-        where = f"non_procedural.moratorium[{i}]"
-        t = _table(item, where)
-        _keys(
-            t,
-            where,
-            required=("country", "effective_from"),
-            optional=("effective_until", "employer_types"),
-        )
-        country = _str(t["country"], f"{where}.country")
-        if not _COUNTRY.match(country):
+    for i, m in enumerate(table.moratorium):
+        if m.effective_until is not None and m.effective_until <= m.effective_from:
             raise ConfigError(
-                f"{where}.country: expected an ISO 3166-1 alpha-2 code, got {country!r}"
+                f"non_procedural.moratorium[{i}].effective_until: must be after effective_from"
             )
-        start = _date(t["effective_from"], f"{where}.effective_from")
-        until = (
-            _date(t["effective_until"], f"{where}.effective_until")
-            if "effective_until" in t
-            else None
-        )
-        if until is not None and until <= start:
-            raise ConfigError(f"{where}.effective_until: must be after effective_from")
-        types = _str_list(
-            t.get("employer_types", ["household"]), f"{where}.employer_types", EMPLOYER_TYPES
-        )
-        moratoria.append(Moratorium(country, start, until, tuple(types)))
-    reasons = table.get("critical_reasons")
-    schemes = table.get("licensed_schemes")
+        types = Moratorium.employer_types if m.employer_types is None else tuple(m.employer_types)
+        moratoria.append(Moratorium(m.country, m.effective_from, m.effective_until, types))
     return NonProcedural(
-        revoked_licenses=frozenset(
-            _str_list(table.get("revoked_licenses", []), "non_procedural.revoked_licenses")
-        ),
+        revoked_licenses=frozenset(table.revoked_licenses),
         moratoria=tuple(moratoria),
-        critical_reasons=(
-            frozenset(_str_list(reasons, "non_procedural.critical_reasons", NON_PROCEDURAL_REASONS))
-            if reasons is not None
-            else default.critical_reasons
-        ),
-        licensed_schemes=(
-            frozenset(_str_list(schemes, "non_procedural.licensed_schemes", SCHEMES))
-            if schemes is not None
-            else default.licensed_schemes
-        ),
+        critical_reasons=default.critical_reasons
+        if table.critical_reasons is None
+        else frozenset(table.critical_reasons),
+        licensed_schemes=default.licensed_schemes
+        if table.licensed_schemes is None
+        else frozenset(table.licensed_schemes),
     )
 
 
-def _coverage(table: dict[str, Any]) -> Coverage:
-    keys = ("pre_placement", "post_placement", "default_contract")
-    _keys(table, "coverage", optional=(*keys, "gap_categories"))
-    default = Coverage()
-    durations: dict[str, Any] = {
-        k: parse_duration(table[k], f"coverage.{k}") if k in table else getattr(default, k)
-        for k in keys
-    }
-    if "gap_categories" not in table:
-        return replace(default, **durations)
-    gaps = _str_list(table["gap_categories"], "coverage.gap_categories", CATEGORIES)
-    return replace(default, **durations, gap_categories=frozenset(gaps))
+def _given(table: PolicyTable, *names: str) -> dict[str, Any]:
+    """The keys of ``names`` the file sets (the dataclass defaults stand for the others)."""
+    return {n: getattr(table, n) for n in names if getattr(table, n) is not None}
 
 
-def _claims(table: dict[str, Any]) -> ClaimsPolicy:
-    _keys(table, "claims", optional=("stall",))
-    stall = (
-        parse_duration(table["stall"], "claims.stall") if "stall" in table else ClaimsPolicy().stall
-    )
-    return ClaimsPolicy(stall=stall)
+def _build_coverage(table: _Coverage) -> Coverage:
+    given = _given(table, "pre_placement", "post_placement", "default_contract")
+    if table.gap_categories is not None:
+        given["gap_categories"] = frozenset(table.gap_categories)
+    return replace(Coverage(), **given)
 
 
-_RETENTION_DURATIONS = (
-    "outbox",
-    "deadletters",
-    "audit_log",
-    "processed_events",
-    "hooks",
-    "interval",
-)
+def _build_claims(table: _Claims) -> ClaimsPolicy:
+    return replace(ClaimsPolicy(), **_given(table, "stall"))
 
 
-def _retention(table: dict[str, Any]) -> Retention:
-    _keys(table, "retention", optional=(*_RETENTION_DURATIONS, "batch"))
-    default = Retention()
-    durations: dict[str, Any] = {
-        k: parse_duration(table[k], f"retention.{k}") if k in table else getattr(default, k)
-        for k in _RETENTION_DURATIONS
-    }
-    if durations["processed_events"] < PROCESSED_EVENTS_FLOOR:
+_RETENTION_KEYS = ("outbox", "deadletters", "audit_log", "processed_events", "hooks", "interval")
+
+
+def _build_retention(table: _Retention, raw: dict[str, Any]) -> Retention:
+    retention = replace(Retention(), **_given(table, *_RETENTION_KEYS, "batch"))
+    if retention.processed_events < PROCESSED_EVENTS_FLOOR:
         raise ConfigError(
-            f"retention.processed_events: {table['processed_events']!r} is shorter than the "
+            f"retention.processed_events: {raw['processed_events']!r} is shorter than the "
             f"{PROCESSED_EVENTS_FLOOR.days}d minimum (the dedup window must outlive any "
             "redelivery: a consumer group keeps its offsets 7 days by default)"
         )
-    batch = table.get("batch", default.batch)
-    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 100_000:
-        raise ConfigError(f"retention.batch: expected an integer from 1 to 100000, got {batch!r}")
-    return Retention(**durations, batch=batch)
+    return retention
 
 
-def _sources(value: object) -> tuple[ExpectedSource, ...]:
+def _build_sources(raw: list[_Source]) -> tuple[ExpectedSource, ...]:
     """``[[sources]]``: source (the CloudEvents ``source``, exact), name, max_silence,
     severity (default "high")."""
-    if not isinstance(value, list):
-        raise ConfigError("sources: expected [[sources]] tables")
-    out: list[ExpectedSource] = []
     seen: set[str] = set()
-    for i, item in enumerate(value):
-        t = _table(item, f"sources[{i}]")
-        where = f"sources[{i}]" + (f" ({t['source']})" if isinstance(t.get("source"), str) else "")
-        _keys(t, where, required=("source", "name", "max_silence"), optional=("severity",))
-        source = _str(t["source"], f"{where}.source")
-        if source in seen:
-            raise ConfigError(f"{where}.source: listed twice")
-        seen.add(source)
-        out.append(
-            ExpectedSource(
-                source=source,
-                name=_str(t["name"], f"{where}.name"),
-                max_silence=parse_duration(t["max_silence"], f"{where}.max_silence"),
-                severity=_str(t.get("severity", "high"), f"{where}.severity", SEVERITIES),
-            )
-        )
-    return tuple(out)
+    for i, t in enumerate(raw):
+        if t.source in seen:
+            raise ConfigError(f"sources[{i}] ({t.source}).source: listed twice")
+        seen.add(t.source)
+    return tuple(ExpectedSource(t.source, t.name, t.max_silence, t.severity) for t in raw)
 
 
-def _intake(table: dict[str, Any]) -> IntakePolicy:
-    keys = ("max_event_age", "max_action_age")
-    _keys(table, "intake", optional=keys)
-    default = IntakePolicy()
-    return IntakePolicy(
-        **{
-            k: parse_duration(table[k], f"intake.{k}") if k in table else getattr(default, k)
-            for k in keys
-        }
-    )
+def _build_intake(table: _Intake) -> IntakePolicy:
+    return replace(IntakePolicy(), **_given(table, "max_event_age", "max_action_age"))

@@ -5,6 +5,8 @@ Kept apart from ``handlers.policy`` so that these tables grow without touching t
 loader; ``handlers.policy.policy_from_dict`` calls :func:`parse_prevention` with the whole
 document and keeps the result in ``Policy.prevention``. Every section is optional: a policy
 file without it gets the defaults below (the same as ``handlers/default_policy.toml``).
+Each table's shape is a ``PolicyTable`` model (``handlers.policy_shape``), checked with the
+same messages as the core tables.
 
 Shape:
 - ``[referrals.answer_within]``: severity -> duration an organisation has to accept or
@@ -20,11 +22,26 @@ Shape:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator
 
 from errors import ConfigError
+from handlers.policy_shape import (
+    Duration,
+    PolicyTable,
+    Str,
+    a_list,
+    fail,
+    int_at_least,
+    once_each,
+    one_of,
+    parse,
+    tables,
+)
+from schemas.types import CATEGORIES, RETURN_REASONS
 
 SEVERITY_ORDER = ("low", "medium", "high", "critical")
 
@@ -113,158 +130,149 @@ class Prevention:
 
 SECTIONS = ("referrals", "reintegration", "employers", "agencies")
 
+# -- the tables (their shape: handlers.policy_shape) ----------------------------------------
 
-def parse_prevention(doc: dict[str, Any], categories: tuple[str, ...]) -> Prevention:
+SeverityWord = Annotated[str, BeforeValidator(one_of(SEVERITY_ORDER))]
+AtLeastOne = Annotated[int, BeforeValidator(int_at_least(1))]
+
+
+class _AnswerWithin(PolicyTable):  # the order of SEVERITY_ORDER
+    low: Duration | None = None
+    medium: Duration | None = None
+    high: Duration | None = None
+    critical: Duration | None = None
+
+
+class _Referrals(PolicyTable):
+    answer_within: _AnswerWithin | None = None
+
+
+class _KindSla(PolicyTable):
+    ack: Duration
+    resolve: Duration
+    level2: Duration | None = None
+
+
+class _Unit(PolicyTable):
+    unit_id: Str
+    name: Str
+    kind: Annotated[str, BeforeValidator(one_of(UNIT_KINDS))]
+    province: Any  # codes: any value, read as text (a TOML integer code is fine)
+    regency: Any = None
+    village: Any = None
+
+
+class _Reintegration(PolicyTable):
+    reasons: (
+        Annotated[
+            list[Annotated[str, BeforeValidator(one_of(RETURN_REASONS))]],
+            BeforeValidator(a_list),
+            AfterValidator(once_each),
+        ]
+        | None
+    ) = None
+    protection_lookback: Duration | None = None
+    severity: SeverityWord | None = None
+    deceased_severity: SeverityWord | None = None
+    jkm_reminder: Duration | None = None
+    sla: _KindSla | None = None
+    units: Annotated[
+        list[_Unit], BeforeValidator(tables("expected [[reintegration.units]] tables"))
+    ] = []
+
+
+class _Employers(PolicyTable):
+    categories: (
+        Annotated[
+            list[Annotated[str, BeforeValidator(one_of(CATEGORIES))]],
+            BeforeValidator(a_list),
+            AfterValidator(once_each),
+        ]
+        | None
+    ) = None
+    threshold: AtLeastOne | None = None
+    window: Duration | None = None
+    visit_severity: SeverityWord | None = None
+
+
+def _a_rate(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise fail(f"expected a positive number, got {value!r}")
+    return float(value)
+
+
+class _Agencies(PolicyTable):
+    window: Duration | None = None
+    alert_rate_per_100: Annotated[float, BeforeValidator(_a_rate)] | None = None
+    alert_min_placements: AtLeastOne | None = None
+
+
+def _given(table: PolicyTable, *names: str) -> dict[str, Any]:
+    """The keys of ``names`` the file sets (the dataclass defaults stand for the others)."""
+    return {n: getattr(table, n) for n in names if getattr(table, n) is not None}
+
+
+def parse_prevention(doc: dict[str, Any]) -> Prevention:
     """The prevention sections of a policy document (strict: unknown keys are errors)."""
-    from handlers import policy as p  # the shared validators; imported late (no cycle)
-
     default = Prevention()
     referrals = default.referrals
     if "referrals" in doc:
-        t = p._table(doc["referrals"], "referrals")
-        p._keys(t, "referrals", optional=("answer_within",))
-        within = dict(referrals.answer_within)
-        if "answer_within" in t:
-            w = p._table(t["answer_within"], "referrals.answer_within")
-            p._keys(w, "referrals.answer_within", optional=SEVERITY_ORDER)
-            for sev, value in w.items():
-                within[sev] = p.parse_duration(value, f"referrals.answer_within.{sev}")
-        referrals = Referrals(answer_within=within)
+        within = parse(_Referrals, doc["referrals"], "referrals").answer_within
+        if within is not None:
+            given = _given(within, *SEVERITY_ORDER)
+            referrals = Referrals(answer_within={**referrals.answer_within, **given})
     reint = default.reintegration
     if "reintegration" in doc:
-        reint = _reintegration(p, p._table(doc["reintegration"], "reintegration"), reint)
+        reint = _reintegration(parse(_Reintegration, doc["reintegration"], "reintegration"))
     employers = default.employers
     if "employers" in doc:
-        t = p._table(doc["employers"], "employers")
-        p._keys(t, "employers", optional=("categories", "threshold", "window", "visit_severity"))
-        employers = Employers(
-            categories=frozenset(
-                p._str_list(t["categories"], "employers.categories", categories)
-                if "categories" in t
-                else employers.categories
-            ),
-            threshold=_int(t.get("threshold", employers.threshold), "employers.threshold", 1),
-            window=p.parse_duration(t["window"], "employers.window")
-            if "window" in t
-            else employers.window,
-            visit_severity=p._str(
-                t.get("visit_severity", employers.visit_severity),
-                "employers.visit_severity",
-                SEVERITY_ORDER,
-            ),
-        )
+        t = parse(_Employers, doc["employers"], "employers")
+        employers = replace(employers, **_given(t, "threshold", "window", "visit_severity"))
+        if t.categories is not None:
+            employers = replace(employers, categories=frozenset(t.categories))
     agencies = default.agencies
     if "agencies" in doc:
-        t = p._table(doc["agencies"], "agencies")
-        p._keys(t, "agencies", optional=("window", "alert_rate_per_100", "alert_min_placements"))
-        rate = t.get("alert_rate_per_100", agencies.alert_rate_per_100)
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0:
-            raise ConfigError(
-                f"agencies.alert_rate_per_100: expected a positive number, got {rate!r}"
-            )
-        agencies = Agencies(
-            window=p.parse_duration(t["window"], "agencies.window")
-            if "window" in t
-            else agencies.window,
-            alert_rate_per_100=float(rate),
-            alert_min_placements=_int(
-                t.get("alert_min_placements", agencies.alert_min_placements),
-                "agencies.alert_min_placements",
-                1,
-            ),
+        t2 = parse(_Agencies, doc["agencies"], "agencies")
+        agencies = replace(
+            agencies, **_given(t2, "window", "alert_rate_per_100", "alert_min_placements")
         )
     return Prevention(referrals, reint, employers, agencies)
 
 
-def _int(value: object, where: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
 _CODE_KEYS = ("province", "regency", "village")
+_CODES_OF = {"province_office": 1, "regency_office": 2, "desmigratif": 3}
 
 
-def _reintegration(p: Any, t: dict[str, Any], default: Reintegration) -> Reintegration:
-    p._keys(
-        t,
-        "reintegration",
-        optional=(
-            "reasons",
-            "protection_lookback",
-            "severity",
-            "deceased_severity",
-            "jkm_reminder",
-            "sla",
-            "units",
-        ),
-    )
-    reasons = default.reasons
-    if "reasons" in t:
-        from schemas.types import RETURN_REASONS
-
-        reasons = frozenset(p._str_list(t["reasons"], "reintegration.reasons", RETURN_REASONS))
+def _reintegration(t: _Reintegration) -> Reintegration:
+    default = Reintegration()
     sla = default.sla
-    if "sla" in t:
-        s = p._table(t["sla"], "reintegration.sla")
-        p._keys(s, "reintegration.sla", required=("ack", "resolve"), optional=("level2",))
-        ack = p.parse_duration(s["ack"], "reintegration.sla.ack")
-        level2 = (
-            p.parse_duration(s["level2"], "reintegration.sla.level2") if "level2" in s else None
-        )
-        if level2 is not None and level2 <= ack:
+    if t.sla is not None:
+        if t.sla.level2 is not None and t.sla.level2 <= t.sla.ack:
             raise ConfigError("reintegration.sla.level2: must be later than ack")
-        sla = KindSla(ack, level2, p.parse_duration(s["resolve"], "reintegration.sla.resolve"))
+        sla = KindSla(t.sla.ack, t.sla.level2, t.sla.resolve)
     units: list[ServiceUnit] = []
-    raw = t.get("units", [])
-    if not isinstance(raw, list):
-        raise ConfigError("reintegration.units: expected [[reintegration.units]] tables")
     seen_ids: set[str] = set()
     seen_codes: dict[tuple[str | None, ...], str] = {}
-    for i, item in enumerate(raw):
+    for i, u in enumerate(t.units):
         where = f"reintegration.units[{i}]"
-        u = p._table(item, where)
-        p._keys(u, where, required=("unit_id", "name", "kind", "province"), optional=_CODE_KEYS[1:])
-        unit_id = p._str(u["unit_id"], f"{where}.unit_id")
-        if unit_id in seen_ids:
-            raise ConfigError(f"{where}.unit_id: {unit_id!r} listed twice")
-        seen_ids.add(unit_id)
-        kind = p._str(u["kind"], f"{where}.kind", UNIT_KINDS)
-        codes = {k: p._str(str(u[k]), f"{where}.{k}") if k in u else None for k in _CODE_KEYS}
-        expected = {"province_office": 1, "regency_office": 2, "desmigratif": 3}[kind]
-        given = [k for k in _CODE_KEYS if codes[k] is not None]
-        if given != list(_CODE_KEYS[:expected]):
-            raise ConfigError(f"{where}: a {kind} needs exactly {', '.join(_CODE_KEYS[:expected])}")
+        if u.unit_id in seen_ids:
+            raise ConfigError(f"{where}.unit_id: {u.unit_id!r} listed twice")
+        seen_ids.add(u.unit_id)
+        codes: dict[str, str | None] = {}
+        for k in _CODE_KEYS:
+            value = getattr(u, k)
+            codes[k] = None if value is None else str(value)
+            if codes[k] == "":
+                raise ConfigError(f"{where}.{k}: expected a non-empty string, got ''")
+        expected = _CODE_KEYS[: _CODES_OF[u.kind]]
+        if [k for k in _CODE_KEYS if codes[k] is not None] != list(expected):
+            raise ConfigError(f"{where}: a {u.kind} needs exactly {', '.join(expected)}")
         key = tuple(codes[k] for k in _CODE_KEYS)
         if key in seen_codes:
             raise ConfigError(f"{where}: the same codes as {seen_codes[key]}")
-        seen_codes[key] = unit_id
-        units.append(
-            ServiceUnit(
-                unit_id,
-                p._str(u["name"], f"{where}.name"),
-                kind,
-                *key,  # type: ignore[arg-type]
-            )
-        )
-    return Reintegration(
-        reasons=reasons,
-        protection_lookback=p.parse_duration(
-            t["protection_lookback"], "reintegration.protection_lookback"
-        )
-        if "protection_lookback" in t
-        else default.protection_lookback,
-        severity=p._str(
-            t.get("severity", default.severity), "reintegration.severity", SEVERITY_ORDER
-        ),
-        deceased_severity=p._str(
-            t.get("deceased_severity", default.deceased_severity),
-            "reintegration.deceased_severity",
-            SEVERITY_ORDER,
-        ),
-        jkm_reminder=p.parse_duration(t["jkm_reminder"], "reintegration.jkm_reminder")
-        if "jkm_reminder" in t
-        else default.jkm_reminder,
-        sla=sla,
-        units=tuple(units),
-    )
+        seen_codes[key] = u.unit_id
+        units.append(ServiceUnit(u.unit_id, u.name, u.kind, codes["province"] or "", *key[1:]))
+    given = _given(t, "protection_lookback", "severity", "deceased_severity", "jkm_reminder")
+    if t.reasons is not None:
+        given["reasons"] = frozenset(t.reasons)
+    return replace(default, **given, sla=sla, units=tuple(units))

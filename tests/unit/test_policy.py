@@ -445,3 +445,39 @@ def test_retention_is_validated(key: str, value: object, message: str) -> None:
     d["retention"][key] = value
     with pytest.raises(ConfigError, match=re.escape(message)):
         policy_from_dict(d)
+
+
+# --- the loader's shape (handlers.policy_shape) --------------------------------------------
+
+
+@pytest.mark.parametrize("top", [[], ["dedup"], "dedup", 5])
+def test_a_document_that_is_not_a_table_is_refused(top: object) -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape(f"policy: expected a table, got {type(top).__name__}")
+    ):
+        policy_from_dict(top)  # type: ignore[arg-type]
+
+
+def test_every_unknown_key_of_a_table_is_named_with_the_allowed_ones() -> None:
+    d = doc()
+    d["claims"].update(zz="1d", aa="1d")
+    with pytest.raises(ConfigError) as err:
+        policy_from_dict(d)
+    assert str(err.value) == "claims: unknown key(s) aa, zz (allowed: stall)"
+
+
+def test_the_top_level_allows_every_prevention_section() -> None:
+    from handlers.policy import _Document
+    from handlers.prevention_policy import SECTIONS
+
+    assert set(SECTIONS) <= set(_Document.model_fields)
+
+
+def test_a_wrong_value_in_a_list_of_tables_names_its_place() -> None:
+    d = doc()
+    d["non_procedural"]["moratorium"][0]["employer_types"] = ["household", 5]
+    with pytest.raises(ConfigError) as err:
+        policy_from_dict(d)
+    assert str(err.value) == (
+        "non_procedural.moratorium[0].employer_types[1]: expected a non-empty string, got 5"
+    )
