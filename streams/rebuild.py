@@ -1,6 +1,9 @@
 """``garda rebuild``: replay the input topics into an empty read model, streaming, in parallel.
 
-The same ``BatchProcessor`` (and so the same handlers and dedup) as the live agent.
+The same ``BatchProcessor`` pipeline (decoding, dedup, the handlers, the employer and agency
+syncs, one transaction per batch) as the live agent; only the writes differ
+(``RebuildProcessor``: COPY of the rows an empty model cannot hold yet, no outbox rows), and
+a batch they refuse takes the live writes.
 
 Rules decided here (the design is silent):
 - **Parallel by partition number.** Every input topic has the same partition count and is
@@ -19,8 +22,11 @@ Rules decided here (the design is silent):
   position reached the fetch high-water mark: ListOffsets under-reports on some brokers).
   A topic-partition whose buffer holds ``BUFFER_LIMIT`` records is paused until it drains,
   so memory is bounded by the buffers and one batch, not by the size of the log.
-- Output events derived during the rebuild go to the outbox already marked published (their
-  ids are the ones published the first time); ``republish=True`` sends them again.
+- Output events derived during the rebuild are not written to the outbox (they were
+  published when the log was first processed; a batch that takes the live writes leaves its
+  rows marked published); ``republish=True`` writes them unpublished, so they are sent again.
+- A topic-partition is known to be exhausted as soon as its buffer empties at the fetch
+  high-water mark (not after another fetch, which would wait for data that never comes).
 """
 
 from __future__ import annotations
@@ -34,18 +40,25 @@ import queue
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
+import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from errors import GardaError
+from handlers.model import Aggregate, OutputEvent
 from handlers.policy import Policy
+from infra.bulk import BulkDatabase, write_bulk
 from infra.db import Database, migrate
-from infra.logging import configure_logging, get_logger
+from infra.faults import is_retriable
+from infra.logging import configure_logging, get_logger, safe_error
 from infra.settings import Settings
+from infra.store import MAX_RECORD_BYTES, BatchWrite, OutboxRow
 from schemas import topics
-from streams.processor import BatchProcessor, RawRecord
+from streams.processor import BatchProcessor, BatchReport, Clock, RawRecord, utcnow
 from streams.undecodable import guard_fetcher, undecodable_reason
 
 log = get_logger("garda.rebuild")
@@ -66,6 +79,89 @@ READ_MODEL_TABLES = (
 )
 BUFFER_LIMIT = 2_000  # records buffered per topic-partition before it is paused
 FETCH_BYTES = 1 << 20  # per partition and fetch
+_NOT_WRITTEN = OutboxRow(event_id="", topic="", key=None, value=b"")
+
+
+class _LivePathNeeded(GardaError):
+    retriable = False
+
+
+def _surely_fits(ev: OutputEvent) -> bool:
+    """Whether ``ev``'s outbox row is certainly under ``MAX_RECORD_BYTES`` (its JSON, six
+    bytes per character at worst, plus room for the envelope), without encoding it."""
+    try:
+        size = len(orjson.dumps(ev.data)) + len(ev.id) + len(ev.type) + 2 * len(ev.key)
+    except TypeError:  # not orjson's JSON: let the live path encode it (or refuse it)
+        return False
+    return 6 * size + 8192 < MAX_RECORD_BYTES
+
+
+class RebuildProcessor(BatchProcessor):
+    """The live ``BatchProcessor`` (decoding, dedup, handlers, the employer and agency
+    syncs, dead letters, one transaction per batch) with the rebuild's own writes.
+
+    A batch takes ``infra.bulk.write_bulk``: new workers, their cases and claims, timeline
+    rows and processed ids by COPY, no outbox rows (their output events were published when
+    the log was first processed) unless ``republish``. A batch the bulk write refuses (a row
+    that exists after all, an output event that may be too large to publish) is rolled back
+    and goes through the live writes unchanged, so its result is live's; so does a batch of
+    one record (the live path's record-by-record retry of a failed batch).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        policy: Policy,
+        *,
+        republish: bool = False,
+        bulk: bool = True,
+        clock: Clock = utcnow,
+    ) -> None:
+        super().__init__(db, settings, policy, clock=clock)
+        self.republish = republish
+        self.bulk = bulk  # False: live's writes for every batch (the reference in tests)
+        self.live_batches = 0  # batches the bulk write refused
+        self._lean = False
+        self._new: set[str] = set()
+        self._oversized = False
+
+    async def load(self, conn: asyncpg.Connection, worker_ids: list[str]) -> dict[str, Aggregate]:
+        aggs = await super().load(conn, worker_ids)
+        self._new = {w for w, a in aggs.items() if not a.exists}
+        return aggs
+
+    def outbox_row(self, ev: OutputEvent, now: datetime) -> OutboxRow:
+        if not self._lean or self.republish:
+            return super().outbox_row(ev, now)
+        if not _surely_fits(ev):
+            self._oversized = True  # the live path encodes it and refuses it if too large
+        return _NOT_WRITTEN
+
+    async def write(self, conn: asyncpg.Connection, batch: BatchWrite) -> list[int]:
+        if not self._lean:
+            return await super().write(conn, batch)
+        if self._oversized:
+            raise _LivePathNeeded("an output event may exceed the record size limit")
+        return await write_bulk(conn, batch, self.policy, self._new, outbox=self.republish)
+
+    async def _process_once(self, records: Sequence[RawRecord]) -> BatchReport:
+        if self.bulk and len(records) > 1:
+            self._lean, self._oversized = True, False
+            try:
+                return await super()._process_once(records)
+            except Exception as exc:
+                if is_retriable(exc):
+                    raise
+                self.live_batches += 1
+                log.warning(
+                    "rebuild: the bulk write refused a batch; it goes through the live path",
+                    error=safe_error(exc),
+                    records=len(records),
+                )
+            finally:
+                self._lean = False
+        return await super()._process_once(records)
 
 
 def _consumer(settings: Settings) -> AIOKafkaConsumer:
@@ -107,6 +203,10 @@ async def merged_records(
     last_ts: dict[TopicPartition, int] = {}  # the latest record timestamp seen per partition
     idle = 0
 
+    async def exhausted(tp: TopicPartition) -> bool:
+        hw = consumer.highwater(tp)
+        return hw is not None and await consumer.position(tp) >= hw
+
     def push_head(tp: TopicPartition) -> None:
         m = buffers[tp][0]
         heapq.heappush(heads, (m.timestamp or 0, tp.topic, tp.partition, m.offset, tp))
@@ -129,6 +229,10 @@ async def merged_records(
             )
             if buffers[tp]:
                 push_head(tp)
+            elif tp in active and await exhausted(tp):
+                # Known at once (not after the next fetch, which waits for data that will
+                # not come): the merge goes on without it.
+                active.discard(tp)
             if tp in paused and len(buffers[tp]) < buffer_limit // 2:
                 consumer.resume(tp)
                 paused.discard(tp)
@@ -153,10 +257,7 @@ async def merged_records(
                 consumer.pause(tp)
                 paused.add(tp)
         for tp in list(active):
-            if buffers[tp]:
-                continue
-            hw = consumer.highwater(tp)
-            if hw is not None and await consumer.position(tp) >= hw:
+            if not buffers[tp] and await exhausted(tp):
                 active.discard(tp)
         idle = 0 if got else idle + 1
         if idle >= 20:  # 10 s without a record while partitions seem unfinished
@@ -175,10 +276,12 @@ async def _replay(
     batch_size: int,
     republish: bool,
     report: Any = None,
+    bulk: bool = True,
+    clock: Clock = utcnow,
 ) -> tuple[Counter, int]:
     """Replay partition ``numbers`` of every input topic; returns (outcome totals, records)."""
     names = [settings.topic(t) for t in topics.INPUTS]
-    async with Database(settings.database_url or "", max_size=2) as db:
+    async with BulkDatabase(settings.database_url or "", max_size=2) as db:
         consumer = _consumer(settings)
         await consumer.start()
         # A batch the client cannot decode becomes a marker record (a dead letter), as live.
@@ -191,7 +294,9 @@ async def _replay(
                 for p in sorted(consumer.partitions_for_topic(n) or [])
                 if p in numbers
             ]
-            processor = BatchProcessor(db, settings, policy)
+            processor = RebuildProcessor(
+                db, settings, policy, republish=republish, bulk=bulk, clock=clock
+            )
             chunk: list[RawRecord] = []
             count = 0
             async for rec in merged_records(consumer, parts):

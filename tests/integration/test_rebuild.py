@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from datetime import UTC, datetime
 
 import pytest
 
 from errors import GardaError
 from handlers.policy import load_policy
+from infra.bulk import BulkDatabase
+from infra.db import Database, migrate
 from infra.settings import Settings
+from infra.simulate import traffic
 from schemas import topics
-from streams.rebuild import rebuild
+from streams.processor import RawRecord
+from streams.rebuild import RebuildProcessor, _replay, rebuild
 from tests import rawbatch
 from tests.integration.events import departure, incident
-from tests.integration.harness import db_fetch, eventually, publish_events
+from tests.integration.harness import db_fetch, eventually, publish, publish_events
 from tests.integration.test_pipeline import SCENARIO
 
 # Every column of the read model but the write-time stamps (``updated_at``: now()): the
@@ -38,6 +44,9 @@ STATE_SQL = {
     "agency_placements": "SELECT * FROM agency_placements ORDER BY 1, 2",
     "agency_cases": "SELECT * FROM agency_cases ORDER BY 1",
 }
+
+SIMULATED = 1500
+DEPARTURES = "pmi.departures.v1"  # the full name, no prefix (RebuildProcessor's default)
 
 
 async def _state(url: str) -> dict[str, list]:
@@ -117,3 +126,92 @@ async def test_rebuild_dead_letters_a_batch_the_client_cannot_decode(settings: S
     assert "invalid CRC" in rows[1]["error"]
     done = await db_fetch(settings.database_url, "SELECT worker_id FROM processed_events")
     assert sorted(r["worker_id"] for r in done) == ["W-RU-OK-1", "W-RU-OK-2"]
+
+
+async def test_bulk_writes_leave_exactly_what_the_live_writes_leave(
+    settings: Settings, pg_server
+) -> None:
+    """The rebuild's COPY writes against the live writes, over the same log with the same
+    clock: the simulator's mix (journeys, incidents, claims and their steps, deaths,
+    returns, employers), a redelivered event, a reused id with other content and an invalid
+    event; small batches, so that most workers are written again by later batches."""
+    mix = list(itertools.islice(traffic(11), SIMULATED))
+    by_topic: dict[str, list] = {}
+    for logical, wid, value in mix:
+        by_topic.setdefault(logical, []).append((wid.encode(), value, None))
+    first = json.loads(mix[0][2])
+    other = {**first, "time": "2026-01-02T03:04:05Z"}
+    by_topic.setdefault(mix[0][0], []).extend(
+        [
+            (mix[0][1].encode(), mix[0][2], None),  # redelivered
+            (mix[0][1].encode(), json.dumps(other).encode(), None),  # same id, other content
+            (b"W-X", b'{"not": "an event"}', None),
+        ]
+    )
+    for logical, records in by_topic.items():
+        await publish(settings, logical, records)
+    fixed = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    states = []
+    for bulk in (True, False):
+        name = f"rebuild_{'bulk' if bulk else 'live'}_" + settings.topic_prefix.strip(".")
+        url = await pg_server.create_database(name)
+        try:
+            async with Database(url, max_size=1) as db, db.pool.acquire() as conn:
+                await migrate(conn)
+            totals, records = await _replay(
+                settings.replace(database_url=url),
+                load_policy(),
+                list(range(settings.partitions)),
+                batch_size=150,
+                republish=False,
+                bulk=bulk,
+                clock=lambda: fixed,
+            )
+            assert records == SIMULATED + 3
+            outbox = await db_fetch(url, "SELECT count(*) FROM outbox")
+            states.append((await _state(url), dict(totals), outbox[0][0]))
+        finally:
+            await pg_server.drop_database(name)
+    (bulk_state, bulk_totals, bulk_outbox), (live_state, live_totals, live_outbox) = states
+    assert bulk_totals == live_totals
+    assert bulk_totals["duplicate"] == 1 and bulk_totals["duplicate-conflict"] == 1
+    assert bulk_totals["invalid"] == 1
+    assert all(live_state[t] for t in ("workers", "cases", "claims", "timeline", "employers"))
+    assert bulk_state == live_state
+    assert bulk_outbox == 0 and live_outbox > 0  # the output events were published before
+
+
+async def test_a_batch_the_bulk_write_refuses_goes_through_the_live_path(
+    database_url: str,
+) -> None:
+    """A case id already owned by another worker: the COPY fails, the batch is rolled back
+    and replayed by the live path, which dead-letters the record as live does."""
+    ev = departure("W-RB-B", "QA", visa_type="visit")  # non-procedural: opens a case
+    dep = json.dumps(ev).encode()
+    async with BulkDatabase(database_url, max_size=2) as db:
+        async with db.pool.acquire() as conn:
+            await migrate(conn)
+        processor = RebuildProcessor(db, Settings(database_url=database_url), load_policy())
+        probe = [RawRecord(DEPARTURES, 0, 0, b"W-RB-B", dep, [], 1.7e9)]
+        # the case W-RB-B's departure opens, found with a throw-away replay
+        async with db.pool.acquire() as conn, conn.transaction():
+            await processor.process(probe)
+            case_id = await conn.fetchval("SELECT case_id FROM cases WHERE worker_id='W-RB-B'")
+            await conn.execute("TRUNCATE workers, cases, processed_events, case_timeline")
+            await conn.execute(
+                "INSERT INTO cases (case_id, worker_id, kind, severity, status, post_id,"
+                " opened_at, doc) VALUES ($1, 'W-RB-A', 'protection', 'low', 'open', 'P-1',"
+                " now(), '{}'::jsonb)",
+                case_id,
+            )
+        assert case_id is not None
+        processor = RebuildProcessor(db, Settings(database_url=database_url), load_policy())
+        other = json.dumps(departure("W-RB-C", "MY")).encode()
+        await processor.process([*probe, RawRecord(DEPARTURES, 0, 1, b"W-RB-C", other, [], 1.7e9)])
+        assert processor.live_batches == 1
+        assert processor.totals["deadletter"] == 1 and processor.totals["departed"] == 1
+        async with db.pool.acquire() as conn:
+            error = await conn.fetchval("SELECT error FROM deadletters")
+            owner = await conn.fetchval("SELECT worker_id FROM cases WHERE case_id=$1", case_id)
+        assert error == f"rejected: case {case_id} already exists for another worker; not moved"
+        assert owner == "W-RB-A"
