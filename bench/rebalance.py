@@ -6,9 +6,19 @@ Steady traffic (``--rate`` critical incidents per second, each a new worker: ack
 join, then leave again (SIGTERM), so the partitions move four times or more under load.
 
 Afterwards: each escalation level fired at most once per case and none missed (no deadline
-scan skipped or doubled for a partition in motion), how late escalations fired after their
-deadline, overall and for deadlines outside a rejoin window, and each rejoin window's length
-(the longest time without any batch committed after a membership change).
+scan skipped or doubled for a partition in motion; ``commands_per_escalation`` counts the
+deadline commands the workers sent per escalation, from their logs: 1 when no partition was
+scanned by two owners), how late escalations fired after their deadline, overall and for
+deadlines outside the rejoin windows, and each rejoin window's length.
+
+The rejoin window is measured from the traffic, not assumed: a partition stalls while the
+incidents published to it wait more than ``WAIT`` s to be processed; a stall belongs to the
+membership change before it; the window of a change lasts until the last of its stalls
+ended. A deadline is inside when it falls in a stall of its own partition (from the last
+incident processed on time before it, to ``MARGIN`` s after its end); deadlines between two
+stalls, and in stalls no change explains, count as outside. Late escalations outside are
+split into the scan's delay (deadline -> command sent, from the workers' logs) and the
+command's round trip (sent -> applied).
 """
 
 from __future__ import annotations
@@ -18,7 +28,6 @@ import asyncio
 import json
 import sys
 import time
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +46,7 @@ def incident(i: int) -> Record:
     value = json.dumps(
         {
             "specversion": "1.0",
-            "id": uuid.uuid4().hex,
+            "id": f"rb-{i}",
             "source": "chaos/hotline",
             "type": "pmi.incident.reported",
             "subject": wid,
@@ -57,15 +66,44 @@ def incident(i: int) -> Record:
     return Record(topics.INCIDENTS, wid, value, True, f"chaos/hotline|{i}")
 
 
-async def traffic(run: Run, rate: float, duration: float) -> int:
+async def traffic(run: Run, rate: float, duration: float) -> dict[str, float]:
+    """Publish ``rate`` incidents a second; returns each one's id and publish time (epoch)."""
+    published: dict[str, float] = {}
     sent, t0 = 0, time.monotonic()
     while time.monotonic() - t0 < duration:
         due = int((time.monotonic() - t0) * rate)
         if due > sent:
             await publish(run.settings, [incident(i) for i in range(sent, due)])
+            at = time.time()
+            published.update((f"rb-{i}", at) for i in range(sent, due))
             sent = due
         await asyncio.sleep(0.1)
-    return sent
+    return published
+
+
+WAIT = 1.0  # an incident not processed this long after it was published: its partition stalled
+MARGIN = 0.5  # seconds added at both ends of a stall (the traffic's resolution per partition)
+AFTER_CHANGE = 30.0  # a stall that begins this long after a membership change is the change's
+
+
+def stalls(waits: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (start, end) intervals in which a partition was not processed: merged runs of
+    incidents that waited more than ``WAIT`` s (``waits``: (published, processed) each), from
+    the publish time of the last incident before the run that did not wait (the partition
+    stopped after it was processed: the traffic cannot date the stop more closely) to the
+    processing of the run's last incident."""
+    out: list[tuple[float, float]] = []
+    last_on_time: float | None = None
+    for a, b in sorted(waits):
+        if b - a <= WAIT:
+            last_on_time = a
+            continue
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            start = last_on_time if last_on_time is not None else a - MARGIN
+            out.append((max(start, out[-1][1]) if out else start, b))
+    return out
 
 
 async def membership(run: Run, every: float, duration: float, extra: int) -> list[float]:
@@ -127,7 +165,8 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(12.0)  # the group forms before the clock starts
         sent_task = asyncio.create_task(traffic(run, args.rate, args.duration))
         changes = await membership(run, args.every, args.duration, args.extra)
-        sent = await sent_task
+        published = await sent_task
+        sent = len(published)
         deadline = time.monotonic() + 90
         conn = await asyncpg.connect(run.url)
         try:
@@ -158,78 +197,127 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
                 " FROM processed_events WHERE partition IS NOT NULL ORDER BY 2"
             ):
                 commits.setdefault(r["partition"], []).append(r["t"])
+            waits: dict[int, list[tuple[float, float]]] = {}
+            for r in await conn.fetch(
+                "SELECT id, partition, extract(epoch FROM processed_at)::float8 AS t"
+                " FROM processed_events WHERE source = 'chaos/hotline'"
+            ):
+                if r["id"] in published:
+                    waits.setdefault(r["partition"], []).append((published[r["id"]], r["t"]))
         finally:
             await conn.close()
         workdir = run.workdir
     sends = deadline_sends(workdir)
-    # A partition's rejoin window after a change: its longest gap between batch commits
-    # from the change to 30 s after it (traffic keeps every partition busy, so a gap longer
-    # than a fraction of a second means nobody processed it).
+    # The rejoin window of a change: from the change until every partition is processed in
+    # time again (the end of its last stall, ``stalls``, that began before AFTER_CHANGE s
+    # after the change). A deadline is inside the window when it falls in one of the
+    # partition's stalls (to MARGIN s after its end: the first scan after it); between two
+    # stalls a partition is processed normally, and its deadlines count as outside. Stalls
+    # that no change explains are not excused (their escalations count as outside).
     windows: dict[int, list[tuple[float, float]]] = {}
-    lengths = []
+    by_change: dict[int, dict[int, list[tuple[float, float]]]] = {}
+    spans: list[float] = []
+    per_partition_stalled: list[float] = []
+    stall_counts: list[int] = []
+    unexplained = 0
+    for partition, w in waits.items():
+        for a, b in stalls(w):
+            # the stall belongs to the latest change before it began (its start, the last
+            # on-time incident, may precede a leave by the traffic's spacing)
+            owner = [i for i, at in enumerate(changes) if at - 2.0 <= a <= at + AFTER_CHANGE]
+            if owner:
+                windows.setdefault(partition, []).append((a, b + MARGIN))
+                by_change.setdefault(owner[-1], {}).setdefault(partition, []).append((a, b))
+            else:
+                unexplained += 1
+    for i, at in enumerate(changes):
+        longest, count = 0.0, 0
+        for mine in by_change.get(i, {}).values():
+            count += len(mine)
+            per_partition_stalled.append(sum(b - a for a, b in mine))
+            longest = max(longest, max(b for _, b in mine) - at)
+        spans.append(round(longest, 2))
+        stall_counts.append(count)
+    # The previous definition, kept for comparison: per partition and change, the longest
+    # gap between batch commits from 1 s before the change to 30 s after it.
+    gap_windows: dict[int, list[tuple[float, float]]] = {}
     for at in changes:
-        longest = 0.0
         for partition, times in commits.items():
             gap = widest_gap(times, at - 1.0, at + 30.0)
             if gap is not None:
-                windows.setdefault(partition, []).append(gap)
-                longest = max(longest, gap[1] - gap[0])
-        lengths.append(round(longest, 2))
+                gap_windows.setdefault(partition, []).append((gap[0] - 0.5, gap[1] + 0.5))
     per_level: dict[tuple[str, int], int] = {}
-    late_all, late_calm = [], []
+    late_all: list[float] = []
+    late_calm: list[float] = []
+    late_calm_gap: list[float] = []
     scan_calm: list[float] = []  # outside the window: deadline -> first command sent
     trip_calm: list[float] = []  # outside the window: last command sent -> escalated
     since_change: dict[str, int] = {}  # late (> 1 s) escalations by seconds since a change
+    worst: list[dict[str, Any]] = []
     for r in rows:
         per_level[(r["case_id"], r["level"])] = per_level.get((r["case_id"], r["level"]), 0) + 1
         due = max(r["deadline"], r["known"])
         late = (r["at"] - due).total_seconds()
         late_all.append(late)
-        # Outside the rejoin window: the deadline falls neither in a window of no commits
-        # after a change (measured) nor within a second of its start.
         t = due.timestamp()
-        if not any(a - 0.5 <= t <= b + 0.5 for a, b in windows.get(r["partition"], [])):
+        if not any(a <= t <= b for a, b in gap_windows.get(r["partition"], [])):
+            late_calm_gap.append(late)
+        before = [at for at in changes if at <= t]
+        if not any(a <= t <= b for a, b in windows.get(r["partition"], [])):
             late_calm.append(late)
             times = sends.get((r["case_id"], r["level"]), [])
             fired = r["at"].timestamp()
-            before_fired = [s for s in times if s <= fired]
+            before_fired = [x for x in times if x <= fired]
             if before_fired:
                 scan_calm.append(before_fired[0] - t)
                 trip_calm.append(fired - before_fired[-1])
+            if late > 1.0:
+                worst.append(
+                    {
+                        "case": r["case_id"],
+                        "level": r["level"],
+                        "partition": r["partition"],
+                        "late_s": round(late, 2),
+                        "due_after_change_s": round(t - before[-1], 2) if before else None,
+                        "sent_after_due_s": [round(x - t, 2) for x in times],
+                        "stalls_after_change_s": [
+                            (round(a + MARGIN - before[-1], 2), round(b - MARGIN - before[-1], 2))
+                            for a, b in windows.get(r["partition"], [])
+                            if before and before[-1] - 1 <= a <= before[-1] + AFTER_CHANGE
+                        ],
+                    }
+                )
         if late > 1.0:
-            before = [at for at in changes if at <= t]
             key = (
                 f"{int(t - before[-1]) // 5 * 5}-{int(t - before[-1]) // 5 * 5 + 5}s"
                 if before
                 else "before any change"
             )
             since_change[key] = since_change.get(key, 0) + 1
+    worst.sort(key=lambda w: -w["late_s"])
     return {
         "rate": args.rate,
         "duration": args.duration,
         "incidents": sent,
         "cases": opened,
         "membership_changes": len(changes),
-        "rejoin_windows_s": lengths,
+        "rejoin_windows_s": spans,
+        "partition_stalled_per_change_s": spread(per_partition_stalled),
+        "stalls_per_change": stall_counts,
+        "stalls_without_a_change": unexplained,
         "escalations": len(rows),
         "expected_escalations": 2 * opened,
         "doubled": sum(1 for n in per_level.values() if n > 1),
         "missed": missed,
         "lateness_s": spread(late_all),
         "lateness_outside_rejoin_s": spread(late_calm),
+        "late_over_1s_outside_rejoin": sum(1 for x in late_calm if x > 1.0),
+        "lateness_outside_widest_commit_gap_s": spread(late_calm_gap),
         "late_by_time_since_change": dict(sorted(since_change.items())),
         "outside_scan_delay_s": spread(scan_calm),
         "outside_command_round_trip_s": spread(trip_calm),
         "commands_per_escalation": dict(sorted(Counter(len(v) for v in sends.values()).items())),
-        "stalls_over_1s_per_change": [
-            sum(
-                1
-                for times in commits.values()
-                for a, b in zip(times, times[1:], strict=False)
-                if b - a > 1.0 and at - 1.0 <= b and a <= at + 30.0
-            )
-            for at in changes
-        ],
+        "worst_outside": worst[:12],
     }
 
 

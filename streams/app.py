@@ -260,7 +260,9 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
     async def fire_deadlines() -> None:
         # Scans when a deadline falls due, when the partitions change, and at least every
         # timer interval (streams.timers); survives outages itself.
-        await runtime.deadlines.run(deadline_partitions, settings.timer_interval)
+        await runtime.deadlines.run(
+            deadline_partitions, settings.timer_interval, rebalancing=lambda: app.rebalancing
+        )
 
     @app.timer(AUDIT_EVERY)
     async def audit_rate_limited() -> None:

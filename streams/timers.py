@@ -12,7 +12,10 @@ derived from (case, clock, level, deadline), so the database dedups repeats too.
 When it scans (:meth:`DeadlineTimer.run`): at the moment the earliest upcoming deadline of
 its partitions falls due (each scan also reads that moment), as soon as the partitions it
 owns change (a new owner scans right after its assignment, not a timer interval later), and
-at least every ``interval`` seconds (cases opened since the last scan). The ownership check
+at least every ``interval`` seconds (cases opened since the last scan); not while the group
+rebalances (Faust's ``app.rebalancing``: from the revocation until the new assignment is
+ready), when the old owner of a partition and its new one would both scan it and send every
+command due twice, but at once when it is over. The ownership check
 is in memory, every ``CHECK_EVERY`` seconds; only a scan queries the database. A scan's
 commands go out in one producer batch: after a rejoin window hundreds fall due at once, and
 sent one round trip each they held back the deadlines due behind them by seconds.
@@ -46,6 +49,7 @@ log = get_logger("garda.timers")
 TIMER_SOURCE = "garda/timer"
 RESEND_AFTER = 15.0  # seconds before a command still due is sent again (lost or slow)
 CHECK_EVERY = 0.1  # seconds between checks of the owned partitions (in memory, no query)
+MAX_REBALANCE_HOLD = 60.0  # seconds a rebalance in progress may hold the scans back
 
 # Every scan reads per partition (``unnest`` + ``LATERAL``), so each part is an ordered read
 # of the (partition, deadline) index that stops at what it needs. ``partition = ANY($1)``
@@ -113,15 +117,23 @@ class DeadlineTimer:
         last = self._sent.get(command_id)
         return last is None or time.monotonic() - last >= RESEND_AFTER
 
-    async def run(self, partitions: Callable[[], Iterable[int]], interval: float) -> None:
+    async def run(
+        self,
+        partitions: Callable[[], Iterable[int]],
+        interval: float,
+        rebalancing: Callable[[], bool] = lambda: False,
+    ) -> None:
         """Scan for as long as the runtime lives (a task of the app): see the module doc.
 
         ``partitions()`` gives the partitions to scan now (owned, minus any that must wait);
         a scan that fails (the database or the broker away) is logged and tried again
-        ``interval`` seconds later.
+        ``interval`` seconds later. While ``rebalancing()`` (partitions in motion) nothing
+        is scanned, for at most ``MAX_REBALANCE_HOLD`` seconds in a row; the end of a
+        rebalance counts as an ownership change (scanned at once).
         """
         last_owned: frozenset[int] | None = None
         last_scan = float("-inf")
+        held_since: float | None = None
         while True:
             until_due = self._until_due()
             since = time.monotonic() - last_scan
@@ -135,6 +147,19 @@ class DeadlineTimer:
             )
             if not self.runtime.running:
                 continue
+            if rebalancing():
+                now = time.monotonic()
+                held_since = now if held_since is None else held_since
+                if now - held_since < MAX_REBALANCE_HOLD:
+                    last_owned = None  # scan as soon as the rebalance is over
+                    continue
+                if last_owned is None:
+                    log.warning(
+                        "deadline scan no longer waits for the rebalance",
+                        waited_s=round(now - held_since, 1),
+                    )
+            else:
+                held_since = None
             owned = frozenset(partitions())
             since = time.monotonic() - last_scan
             if not scan_due(

@@ -3,9 +3,13 @@ owned partitions change, and at least every interval."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+
 import pytest
 
-from streams.timers import scan_due, seconds_to_next_scan
+from streams.timers import CHECK_EVERY, DeadlineTimer, scan_due, seconds_to_next_scan
 
 OWNED = frozenset({0, 3})
 
@@ -46,3 +50,50 @@ def test_scans_when_a_deadline_falls_due_or_the_interval_passed() -> None:
     assert scan_due(**same, since_scan=0.3, interval=1.0, until_due=0.0)
     assert scan_due(**same, since_scan=0.3, interval=1.0, until_due=-1.5)
     assert scan_due(**same, since_scan=1.0, interval=1.0, until_due=None)
+
+
+class _Runtime:
+    running = True
+
+
+class _Recording(DeadlineTimer):
+    """The real scheduling loop; the scan only records which partitions it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(_Runtime())
+        self.ticks: list[frozenset[int]] = []
+
+    async def tick(self, partitions: Iterable[int]) -> int:
+        self.ticks.append(frozenset(partitions))
+        self.next_due = None
+        return 0
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+async def test_no_scan_while_the_group_rebalances_then_one_at_once() -> None:
+    timer = _Recording()
+    owned = {0, 1}
+    moving = True
+    task = asyncio.create_task(
+        timer.run(lambda: owned, interval=3600.0, rebalancing=lambda: moving)
+    )
+    try:
+        await asyncio.sleep(5 * CHECK_EVERY)
+        assert timer.ticks == []  # partitions in motion: neither owner scans them
+        moving = False
+        await _until(lambda: len(timer.ticks) == 1)
+        assert timer.ticks == [frozenset({0, 1})]
+        owned = {0, 1, 4}  # an assignment change without a rebalance flag: scanned too
+        await _until(lambda: len(timer.ticks) == 2)
+        assert timer.ticks[-1] == frozenset({0, 1, 4})
+        await asyncio.sleep(5 * CHECK_EVERY)
+        assert len(timer.ticks) == 2  # nothing due, same partitions, interval far away
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
