@@ -24,12 +24,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, escalation, hook_latency, hotpath, live, rebuild, report
+from bench import baselines, escalation, hook_latency, hotpath, live, rebuild, report, scale
 from bench.common import RESULTS, Stack, generate, log, machine, produce_fast, versions
 
-SUITES = ("hotpath", "throughput", "latency", "escalation", "rebuild", "hooks")
-QUICK = {"events": 5_000, "rebuild_events": 20_000, "latency_seconds": 5.0, "claims": 20_000}
-FULL = {"events": 20_000, "rebuild_events": 200_000, "latency_seconds": 20.0, "claims": 200_000}
+SUITES = ("hotpath", "throughput", "latency", "escalation", "rebuild", "hooks", "scale")
+QUICK = {
+    "events": 5_000,
+    "rebuild_events": 20_000,
+    "latency_seconds": 5.0,
+    "claims": 20_000,
+    "workers": 100_000,  # the read model of the scale suite (COPY)
+    "cases": 20_000,
+    "open_cases": 10_000,  # preloaded for the escalation run
+    "scale_events": 1_000,
+    "desk_repeat": 100,
+}
+FULL = {
+    "events": 20_000,
+    "rebuild_events": 200_000,
+    "latency_seconds": 20.0,
+    "claims": 200_000,
+    "workers": 1_000_000,
+    "cases": 200_000,
+    "open_cases": 100_000,
+    "scale_events": 5_000,
+    "desk_repeat": 300,
+}
+SMALL_READ_MODEL = 10_000  # workers: the RSS comparison's small read model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=200.0, help="incidents/s for the latency runs")
     p.add_argument("--latency-seconds", type=float)
     p.add_argument("--escalation-cases", type=int, default=20)
+    p.add_argument("--workers", type=int, help="workers COPYed into the scale suite's read model")
+    p.add_argument("--cases", type=int, help="cases COPYed into the scale suite's read model")
+    p.add_argument("--open-cases", type=int, help="open cases preloaded for the escalation run")
+    p.add_argument("--scale-events", type=int, help="events per round of the RSS measure")
+    p.add_argument("--desk-repeat", type=int, help="timed requests per token of the desk queue")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument(
         "--profile", action="store_true", help="py-spy the live worker, pyinstrument the hot path"
@@ -129,6 +155,29 @@ async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         if "escalation" in only:
             results["escalation"] = await escalation.escalation_lateness(
                 stack, cases=args.escalation_cases, spread=2.0
+            )
+            if size["open_cases"]:
+                n = size["open_cases"]
+                log(f"escalation: again over {n:,} open cases in the read model")
+                results["escalation_loaded"] = await escalation.escalation_lateness(
+                    stack,
+                    cases=args.escalation_cases,
+                    spread=2.0,
+                    preload=n,
+                    scenario="escalation-loaded",
+                )
+        if "scale" in only:
+            log(
+                f"scale: read models of {SMALL_READ_MODEL:,} and {size['workers']:,} workers"
+                f" ({size['cases']:,} cases): desk queue over HTTP, worker RSS"
+            )
+            results["scale"] = await scale.rss_and_queue(
+                stack,
+                workers=size["workers"],
+                small=SMALL_READ_MODEL,
+                cases=size["cases"],
+                events=size["scale_events"],
+                repeat=size["desk_repeat"],
             )
         if "hooks" in only:
             log("hooks: alert committed -> receiver got it")

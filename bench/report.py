@@ -107,7 +107,88 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "baseline": "÷ raw round trip p99 (c)",
         },
     ]
+    rows += _scale_rows(r)
     return rows
+
+
+def _post_queues(r: dict[str, Any]) -> dict[str, Any]:
+    q = _get(r, "scale", "big", "queue") or {}
+    return {k: v for k, v in q.items() if k.startswith("post ")}
+
+
+def _scale_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The read model at scale (``bench.scale``): the desk queue, the timer with many open
+    cases, worker RSS against the number of workers."""
+    big = _get(r, "scale", "big") or {}
+    size = f"{big.get('workers', 0):,} workers, {big.get('cases', 0):,} cases" if big else ""
+    posts = _post_queues(r)
+    http = max((v["http"]["p99_ms"] for v in posts.values()), default=None)
+    sql = max((v["sql"]["p99_ms"] for v in posts.values()), default=None)
+    loaded = _get(r, "escalation_loaded", "observed", "p99_ms")
+    empty = _get(r, "escalation", "observed", "p99_ms")
+    n_open = _get(r, "escalation_loaded", "preloaded_open_cases")
+    scan = _get(r, "escalation_loaded", "timer_scan", "scan_p99_ms")
+    any_scan = _get(r, "escalation_loaded", "timer_scan", "any_scan_p99_ms")
+    rss_big = _get(r, "scale", "big", "rss_after_mb")
+    rss_ratio = _get(r, "scale", "rss_ratio_after")
+    growth = _get(r, "scale", "second_round_growth_mb")
+    small = _get(r, "scale", "small", "workers")
+    return [
+        {
+            "name": f"case queue first page p99, one post, HTTP ({size or 'not run'})",
+            "measured": http,
+            "unit": "ms",
+            "target": "≤ 50 ms",
+            "ok": None if http is None else http <= 50,
+            "ratio": _ratio(http, sql),
+            "baseline": "÷ the same statement without HTTP",
+        },
+        {
+            "name": "case queue first page p99, one post, the statement alone",
+            "measured": sql,
+            "unit": "ms",
+            "target": "≤ 50 ms",
+            "ok": None if sql is None else sql <= 50,
+            "ratio": None,
+            "baseline": "",
+        },
+        {
+            "name": f"escalation fired after its deadline, p99, {n_open or 0:,} open cases",
+            "measured": loaded,
+            "unit": "ms",
+            "target": "≤ 1,000 ms",
+            "ok": None if loaded is None else loaded <= 1000,
+            "ratio": _ratio(loaded, empty),
+            "baseline": "÷ the same run on an empty read model",
+        },
+        {
+            "name": f"timer scan p99, {n_open or 0:,} open cases",
+            "measured": scan,
+            "unit": "ms",
+            "target": "well inside the 1 s timer",
+            "ok": None if scan is None else scan <= 100,
+            "ratio": _ratio(scan, any_scan),
+            "baseline": "÷ the former partition = ANY($1) statements",
+        },
+        {
+            "name": f"worker RSS, {big.get('workers', 0):,} workers in the read model",
+            "measured": rss_big,
+            "unit": "MB",
+            "target": f"flat: ≤ 1.1× with {small or 0:,} workers",
+            "ok": None if rss_ratio is None else rss_ratio <= 1.1,
+            "ratio": rss_ratio,
+            "baseline": f"÷ the same events on {small or 0:,} workers",
+        },
+        {
+            "name": "worker RSS growth over a second round of new workers",
+            "measured": growth,
+            "unit": "MB",
+            "target": "≤ 5 % of RSS (no per-worker cache)",
+            "ok": None if growth is None or not rss_big else growth <= 0.05 * rss_big,
+            "ratio": None if growth is None or not rss_big else round(growth / rss_big, 3),
+            "baseline": "÷ the RSS after it",
+        },
+    ]
 
 
 def _fmt(v: Any) -> str:
@@ -180,7 +261,7 @@ def plot(r: dict[str, Any], out_stem: Path) -> list[Path]:
     except ImportError:
         return []
     written: list[Path] = []
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.5))
     ax = axes[0]
     for key, label in (
         ("round_trip", "raw produce → consume (c)"),
@@ -216,7 +297,36 @@ def plot(r: dict[str, Any], out_stem: Path) -> list[Path]:
     if s:
         ax.hist([v * 1000 for v in s], bins=20, color="tab:orange")
     ax.axvline(1000, color="grey", ls=":", lw=1, label="target 1 s")
+    loaded = _get(r, "escalation_loaded", "samples_s")
+    if loaded:
+        n = _get(r, "escalation_loaded", "preloaded_open_cases") or 0
+        ax.hist(
+            [v * 1000 for v in loaded],
+            bins=20,
+            color="tab:red",
+            alpha=0.5,
+            label=f"{n:,} open cases",
+        )
     ax.set(xlabel="ms after the deadline", ylabel="escalations", title="escalation lateness")
+    ax.legend(fontsize=8)
+    ax = axes[3]
+    queues = _get(r, "scale", "big", "queue") or {}
+    if queues:
+        labels = [k.replace("post ", "") for k in queues]
+        xs = list(range(len(labels)))
+        ax.bar([x - 0.2 for x in xs], [v["http"]["p99_ms"] for v in queues.values()], 0.4,
+               label="HTTP p99")  # fmt: skip
+        ax.bar([x + 0.2 for x in xs], [v["sql"]["p99_ms"] for v in queues.values()], 0.4,
+               label="statement alone p99")  # fmt: skip
+        ax.set_xticks(xs, labels, rotation=15, fontsize=7)
+        big = _get(r, "scale", "big") or {}
+        ax.set_title(
+            f"desk queue, first page ({big.get('workers', 0):,} workers,"
+            f" {big.get('cases', 0):,} cases)",
+            fontsize=9,
+        )
+    ax.axhline(50, color="grey", ls=":", lw=1, label="target 50 ms")
+    ax.set(ylabel="ms")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = out_stem.with_suffix(".png")

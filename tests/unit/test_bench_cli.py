@@ -62,6 +62,38 @@ def test_targets_are_ratios_to_the_baselines_of_the_same_run() -> None:
     assert rows["incident → case p99, during a claims backlog"]["measured"] is None
 
 
+def test_scale_rows_take_the_worst_post_and_their_baselines() -> None:
+    queue = {
+        "post A": {"http": {"p99_ms": 30.0}, "sql": {"p99_ms": 3.0}},
+        "post B": {"http": {"p99_ms": 60.0}, "sql": {"p99_ms": 6.0}},
+        "headquarters": {"http": {"p99_ms": 99.0}, "sql": {"p99_ms": 1.0}},  # not one post
+    }
+    fake = {
+        **FAKE,
+        "scale": {
+            "small": {"workers": 10_000, "rss_after_mb": 100.0},
+            "big": {"workers": 1_000_000, "cases": 200_000, "queue": queue, "rss_after_mb": 105.0},
+            "rss_ratio_after": 1.05,
+            "second_round_growth_mb": 10.5,
+        },
+        "escalation_loaded": {
+            "observed": {"p99_ms": 450.0},
+            "preloaded_open_cases": 100_000,
+            "timer_scan": {"scan_p99_ms": 2.0, "any_scan_p99_ms": 80.0},
+        },
+    }
+    rows = report.targets(fake)
+    http, sql = [r for r in rows if r["name"].startswith("case queue")]
+    assert http["measured"] == 60.0 and http["ok"] is False and http["ratio"] == 10.0
+    assert sql["measured"] == 6.0 and sql["ok"] is True
+    loaded = [r for r in rows if "100,000 open cases" in r["name"]]
+    assert loaded[0]["ratio"] == 0.5 and loaded[0]["ok"] is True  # ÷ the empty read model
+    assert loaded[1]["ratio"] == 0.025  # the timer scan ÷ its former statements
+    rss = [r for r in rows if r["name"].startswith("worker RSS")]
+    assert rss[0]["ok"] is True and rss[0]["ratio"] == 1.05
+    assert rss[1]["ok"] is False  # 10.5 MB is over 5 % of 105 MB
+
+
 def test_incidents_never_seen_count_as_beyond_the_wait() -> None:
     lat = {"n": 90, "p99_ms": 100.0, "sent": 100, "missing": 10}
     rows = {r["name"]: r for r in report.targets({**FAKE, "latency": {"incident_backlog": lat}})}
@@ -74,7 +106,7 @@ def test_report_files(tmp_path: Path) -> None:
     paths = report.write(FAKE, tmp_path, "20261201T000000Z")
     data = json.loads(paths["json"].read_text())
     assert data["throughput"]["peer"]["events_per_s"] == 4_000
-    assert len(data["targets"]) == 6
+    assert len(data["targets"]) == 12
     md = paths["markdown"].read_text()
     assert "| live worker throughput (backlog) | 5,000 events/s | ≥ 1.0× peer | 1.250 |" in md
     assert "not run" in md  # the backlog latency was not measured
