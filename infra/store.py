@@ -128,9 +128,15 @@ def decode_headers(raw: Sequence[Sequence[str]]) -> Headers:
 
 
 async def lock_partitions(conn: asyncpg.Connection, partitions: Iterable[int]) -> None:
-    """Serialise two processors that briefly hold the same partition during a rebalance."""
-    for p in sorted(set(partitions)):
-        await conn.execute("SELECT pg_advisory_xact_lock(7301, $1)", p)
+    """Serialise two processors that briefly hold the same partition during a rebalance.
+
+    One statement; the locks are taken in ascending order (the array is sorted), before the
+    worker locks, so two processors cannot deadlock."""
+    ordered = sorted(set(partitions))
+    if ordered:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(7301, p) FROM unnest($1::int[]) AS p", ordered
+        )
 
 
 WORKER_LOCK_BUCKETS = 256
@@ -244,7 +250,7 @@ CASE_COLUMNS = (
 def case_row(
     c: Case, next_due: datetime | None, partition: int | None, doc: Any
 ) -> tuple[Any, ...]:
-    """A case as the values of ``CASE_COLUMNS`` (``CASE_UPSERT``'s $1 to $15)."""
+    """A case as the values of ``CASE_COLUMNS`` (a row of ``CASE_UPSERT``'s arrays)."""
     return (
         c.case_id,
         c.worker_id,
@@ -315,7 +321,14 @@ async def _write_state(
         )
     if cases:
         await _check_case_owners(conn, cases)
-        await conn.executemany(CASE_UPSERT, cases)
+        # One row per case id, the first (a later row for the same id with another worker
+        # would be refused by the guard, as row-by-row upserts refused it).
+        first: dict[str, tuple] = {}
+        for row in cases:
+            first.setdefault(row[0], row)
+        await conn.execute(
+            CASE_UPSERT, *_columns(list(first.values()), len(CASE_COLUMNS), json_at=(14,))
+        )
     if claims:
         await conn.execute(
             """INSERT INTO claims (claim_id, worker_id, status, last_change_at, stall_due,
@@ -342,8 +355,18 @@ def _columns(rows: Sequence[tuple], width: int, json_at: tuple[int, ...] = ()) -
         for i, v in enumerate(row):
             cols[i].append(v)
     for i in json_at:
-        cols[i] = [orjson.dumps(v).decode() for v in cols[i]]
+        cols[i] = [_json_text(v) for v in cols[i]]
     return cols
+
+
+def _json_text(value: Any) -> str:
+    """JSON text of a document for a jsonb column: orjson; what it refuses (an integer
+    beyond 64 bits, a non-string key) the json module writes (PostgreSQL refuses what is
+    not valid JSON text, e.g. a lone surrogate, as before)."""
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value)
 
 
 async def _write_history(conn: asyncpg.Connection, batch: BatchWrite) -> None:
@@ -467,16 +490,25 @@ async def _insert_outbox(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) ->
 
 
 # The WHERE guard: an existing case never moves to another worker or post (the row stays as
-# it is); ``_check_case_owners`` makes such a write fail loudly before it gets here.
+# it is); ``_check_case_owners`` makes such a write fail loudly before it gets here. One
+# statement for the batch: $1 to $15 are the columns of ``CASE_COLUMNS`` as arrays.
 CASE_UPSERT = """INSERT INTO cases (case_id, worker_id, kind, category, severity, status, post_id,
        escalation_level, ack_due, resolve_due, opened_at, reports, next_due, partition, doc,
        updated_at)
-   VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15, now())
-   ON CONFLICT (case_id) DO UPDATE SET kind=$3, category=$4, severity=$5,
-       status=$6, post_id=$7, escalation_level=$8, ack_due=$9, resolve_due=$10,
-       reports=$12, next_due=$13, partition=$14, doc=$15, updated_at=now()
-   WHERE cases.worker_id = $2 AND cases.post_id = $7
-     AND (cases.doc IS DISTINCT FROM $15 OR cases.next_due IS DISTINCT FROM $13)"""
+   SELECT c, w, k, g, s, t, p, e, a, r, o, n, d, q, j::jsonb, now()
+   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+               $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[],
+               $11::timestamptz[], $12::int[], $13::timestamptz[], $14::int[], $15::text[])
+       WITH ORDINALITY AS u(c, w, k, g, s, t, p, e, a, r, o, n, d, q, j, i)
+   ORDER BY i
+   ON CONFLICT (case_id) DO UPDATE SET kind=EXCLUDED.kind, category=EXCLUDED.category,
+       severity=EXCLUDED.severity, status=EXCLUDED.status, post_id=EXCLUDED.post_id,
+       escalation_level=EXCLUDED.escalation_level, ack_due=EXCLUDED.ack_due,
+       resolve_due=EXCLUDED.resolve_due, reports=EXCLUDED.reports, next_due=EXCLUDED.next_due,
+       partition=EXCLUDED.partition, doc=EXCLUDED.doc, updated_at=now()
+   WHERE cases.worker_id = EXCLUDED.worker_id AND cases.post_id = EXCLUDED.post_id
+     AND (cases.doc IS DISTINCT FROM EXCLUDED.doc
+          OR cases.next_due IS DISTINCT FROM EXCLUDED.next_due)"""
 
 
 async def _check_case_owners(conn: asyncpg.Connection, cases: Sequence[tuple]) -> None:

@@ -171,8 +171,7 @@ async def test_the_upsert_itself_refuses_to_move_a_case(database_url: str) -> No
         await _insert_case(conn, "CASE-G", "W-A", "P-1")
         now = datetime.now(UTC)
         for worker, post in (("W-B", "P-1"), ("W-A", "P-2")):
-            status = await conn.execute(
-                CASE_UPSERT,
+            row = (
                 "CASE-G",
                 worker,
                 "protection",
@@ -187,8 +186,10 @@ async def test_the_upsert_itself_refuses_to_move_a_case(database_url: str) -> No
                 2,
                 None,
                 0,
-                {"moved": True},
+                '{"moved": true}',
             )
+            # The batch statement, with a batch of one row.
+            status = await conn.execute(CASE_UPSERT, *([v] for v in row))
             assert status == "INSERT 0 0"
         case = Case(
             case_id="CASE-G",
