@@ -8,9 +8,10 @@ behind.
 Consumers dedupe on the CloudEvent ``id`` (stable across re-publication).
 
 Rules decided where the design is silent:
-- Rows are published independently: each one's acknowledgement is awaited on its own, the
-  ones that made it are marked published, the others stay for the next attempt. One bad row
-  never holds back the rows around it.
+- Rows are sent in producer batches (one per topic-partition at a time, in seq order: one
+  acknowledgement per batch, not per row); the rows of an acknowledged batch are marked
+  published, the others stay for the next attempt. A batch refused for good is sent again
+  row by row, so one bad row never holds back the rows around it.
 - A row the broker or the producer refuses for good (``PERMANENT_SEND_ERRORS``: too large,
   invalid topic, a value the client cannot send) is parked: ``parked_at`` and
   ``park_reason`` are set, it is counted (``parked``; ``garda_outbox_parked`` and
@@ -34,12 +35,13 @@ from typing import Any
 import stamina
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
+from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
 from infra.db import Database
 from infra.logging import get_logger
 from infra.metrics import OUTBOX_PARKED, OUTBOX_PUBLISHED
-from infra.store import decode_headers
+from infra.store import decode_headers, record_size
 
 log = get_logger("garda.outbox")
 
@@ -58,6 +60,7 @@ PERMANENT_SEND_ERRORS: tuple[type[BaseException], ...] = (
 
 
 STOP_FLUSH_SECONDS = 10.0
+_PARTITIONER = DefaultPartitioner()  # the producer's own: murmur2 of the key, as Java's
 
 
 class OutboxRelay(Service):
@@ -111,10 +114,72 @@ class OutboxRelay(Service):
         )
         await fut
 
+    async def _send_batched(self, rows: Sequence) -> list[BaseException | None]:
+        """Send ``rows`` in producer batches, one per topic-partition at a time, in order
+        (the producer's own key partitioning); one result per row: None when its batch was
+        acknowledged, else the batch's exception. A batch refused for good is sent again
+        row by row, so that only the rows the broker refuses get its verdict."""
+        assert self._producer is not None, "OutboxRelay is not started"
+        producer = self._producer
+        partitions: dict[str, list[int]] = {}
+        for topic in {r["topic"] for r in rows}:
+            partitions[topic] = sorted(await producer.partitions_for(topic))
+        open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+        sent: list[tuple[Any, list[int]]] = []  # (ack future, the row indexes of its batch)
+
+        async def flush(tp: tuple[str, int]) -> None:
+            batch, members = open_batches.pop(tp)
+            try:
+                ack = await producer.send_batch(batch, tp[0], partition=tp[1])
+            except Exception as exc:  # noqa: BLE001 - the batch's rows get this verdict
+                ack = asyncio.get_running_loop().create_future()
+                ack.set_exception(exc)
+            sent.append((ack, members))
+
+        for i, row in enumerate(rows):
+            try:
+                key = bytes(row["key"]) if row["key"] is not None else None
+                value = bytes(row["value"])
+                headers = decode_headers(row["headers"])
+                if record_size(key, value, headers) > MAX_REQUEST_SIZE:
+                    raise ValueError("larger than the producer sends")  # send() refuses it
+                parts = partitions[row["topic"]]
+                tp = (row["topic"], _PARTITIONER(key, parts, parts))
+                for _ in range(2):  # the current batch of tp, or a new one when it is full
+                    if tp not in open_batches:
+                        open_batches[tp] = (producer.create_batch(), [])
+                    batch, members = open_batches[tp]
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers):
+                        members.append(i)
+                        break
+                    if not members:  # even alone it does not fit
+                        open_batches.pop(tp)
+                        raise ValueError("larger than a producer batch")
+                    await flush(tp)
+            except Exception:  # noqa: BLE001 - this row alone, through send(): its own verdict
+                sent.append((asyncio.ensure_future(self._send_one(row)), [i]))
+        for tp in list(open_batches):
+            await flush(tp)
+        acks = await asyncio.gather(*(f for f, _ in sent), return_exceptions=True)
+        results: list[BaseException | None] = [None] * len(rows)
+        for (_, members), ack in zip(sent, acks, strict=True):
+            if not isinstance(ack, BaseException):
+                continue
+            if isinstance(ack, PERMANENT_SEND_ERRORS) and len(members) > 1:
+                again = await asyncio.gather(
+                    *(self._send_one(rows[i]) for i in members), return_exceptions=True
+                )
+                for i, one in zip(members, again, strict=True):
+                    results[i] = one if isinstance(one, BaseException) else None
+            else:
+                for i in members:
+                    results[i] = ack
+        return results
+
     async def _send(self, conn: Any, rows: Sequence) -> list[int]:
-        """Send ``rows`` independently; park the permanently refused ones (in ``conn``'s
-        transaction); return the seqs that may be marked published."""
-        results = await asyncio.gather(*(self._send_one(r) for r in rows), return_exceptions=True)
+        """Send ``rows`` (``_send_batched``); park the permanently refused ones (in
+        ``conn``'s transaction); return the seqs that may be marked published."""
+        results = await self._send_batched(rows)
         done: list[int] = []
         parked: list[tuple[int, str]] = []
         held: set[tuple[str, bytes | None]] = set()  # (topic, key) with a transient failure
