@@ -1,19 +1,20 @@
 """``garda rebuild``'s writes: the rows ``infra.store.write_batch`` writes, by COPY where the
 read model cannot hold them yet.
 
-The rebuild replays the log into an empty read model, so most rows of a batch are new: a
-worker first seen in the batch, with its cases and claims, every timeline row and every
-processed id. Those are COPYed (binary, one round trip per table); everything else takes
+The rebuild replays the log into an empty read model, so most rows of a batch are new:
+every timeline row and processed id, most workers with their cases and claims. Rows are
+COPYed (binary, one round trip per table); the source watch and the dead letters take
 ``write_batch``'s own statements.
 
 Rules decided here (the design is silent):
-- A worker stored before the batch goes through ``write_batch``'s upserts with all its cases
-  and claims, so its rows end exactly as live leaves them. A worker not stored before is
-  COPYed with its cases and claims.
+- Every touched worker is written whole, with its cases and claims, by COPY; the rows of a
+  worker stored before the batch are deleted first (an upsert leaves the same values; only
+  ``updated_at``, the write time, differs). A case is never moved: one that the batch would
+  give another worker or post is refused here (``BulkRefused``), as live refuses it.
 - Timeline rows and processed ids are COPYed: the processor has dropped the events processed
-  before, and derived ids are unique per event. A row that exists after all (a case id owned
-  by another worker, an event another process recorded) makes the COPY fail, which rolls the
-  batch back; the caller then runs that batch through the live path (upserts and
+  before, and derived ids are unique per event. A row that exists after all (a case or claim
+  id owned by another worker, an event another process recorded) makes the COPY fail, which
+  rolls the batch back; the caller then runs that batch through the live path (upserts and
   ``ON CONFLICT``), so the result is live's (``streams.rebuild.RebuildProcessor``).
 - Documents are serialised once, by orjson straight from the dataclasses (``doc_json``), to
   the JSON ``to_doc`` gives; the bulk connection's jsonb codec takes bytes as ready JSON
@@ -27,12 +28,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
 import asyncpg
 import orjson
 
+from errors import GardaError
 from handlers.claims import stall_due
 from handlers.clocks import case_next_due
 from handlers.model import Aggregate, iso
@@ -44,7 +47,6 @@ from infra.store import (
     _insert_outbox,
     _record_dead_letters,
     _write_history,
-    _write_state,
     case_row,
 )
 
@@ -113,7 +115,11 @@ def _jsonb_encode(value: Any) -> bytes:
 
 
 def _jsonb_decode(data: bytes) -> Any:
-    return json.loads(data[1:])
+    """As ``infra.db``'s reader: orjson, and the json module for what orjson refuses."""
+    try:
+        return orjson.loads(data[1:])
+    except orjson.JSONDecodeError:
+        return json.loads(data[1:])
 
 
 async def _init_bulk_connection(conn: asyncpg.Connection) -> None:
@@ -138,10 +144,30 @@ class BulkDatabase(Database):
         return self
 
 
-def _fresh_rows(
+@dataclass
+class StoredRows:
+    """What a batch's workers had in the database before it."""
+
+    workers: set[str] = field(default_factory=set)
+    cases: dict[str, tuple[str, str]] = field(default_factory=dict)  # case id -> worker, post
+
+    @classmethod
+    def of(cls, aggregates: dict[str, Aggregate]) -> StoredRows:
+        """From the aggregates ``infra.store.load_aggregates`` loaded."""
+        return cls(
+            {w for w, a in aggregates.items() if a.exists},
+            {
+                cid: (c.worker_id, c.post_id)
+                for a in aggregates.values()
+                for cid, c in a.cases.items()
+            },
+        )
+
+
+def _state_rows(
     aggregates: Sequence[tuple[Aggregate, int | None]], policy: Policy
 ) -> tuple[list[tuple], list[tuple], list[tuple]]:
-    """(workers, cases, claims) rows of workers not stored before, as ``_write_state``."""
+    """(workers, cases, claims) rows of the touched aggregates, as ``_write_state``'s."""
     workers, cases, claims = [], [], []
     for agg, partition in aggregates:
         w = agg.worker
@@ -175,21 +201,37 @@ def _fresh_rows(
     return workers, cases, claims
 
 
+class BulkRefused(GardaError):
+    """A batch the bulk write cannot write as live would: the caller takes the live writes."""
+
+    retriable = False
+
+
 async def write_bulk(
     conn: asyncpg.Connection,
     batch: BatchWrite,
     policy: Policy,
-    new_workers: set[str],
+    stored: StoredRows,
     *,
     outbox: bool = False,
 ) -> list[int]:
     """Write one batch (inside the caller's transaction, on a ``BulkDatabase`` connection);
-    returns the new outbox seqs (none unless ``outbox``). ``new_workers``: the batch's
-    workers that had no stored row before it."""
-    stored = [(a, p) for a, p in batch.aggregates if a.worker.worker_id not in new_workers]
-    fresh = [(a, p) for a, p in batch.aggregates if a.worker.worker_id in new_workers]
-    await _write_state(conn, stored, policy)
-    workers, cases, claims = _fresh_rows(fresh, policy)
+    returns the new outbox seqs (none unless ``outbox``). ``stored``: what the batch's
+    workers had in the database before it (``StoredRows.of``)."""
+    again = [
+        a.worker.worker_id for a, _ in batch.aggregates if a.worker.worker_id in stored.workers
+    ]
+    for agg, _ in batch.aggregates:
+        for c in agg.cases.values():
+            owner = stored.cases.get(c.case_id)
+            if owner is not None and owner != (c.worker_id, c.post_id):
+                # live refuses it (CaseConflict) and dead-letters the record
+                raise BulkRefused(f"case {c.case_id} would move to another worker or post")
+    if again:
+        # Rows of workers stored before are replaced whole, as the upserts leave them.
+        for table in ("workers", "cases", "claims"):
+            await conn.execute(f"DELETE FROM {table} WHERE worker_id = ANY($1::text[])", again)
+    workers, cases, claims = _state_rows(batch.aggregates, policy)
     for table, columns, rows in (
         ("workers", WORKER_COLUMNS, workers),
         ("cases", CASE_COLUMNS, cases),

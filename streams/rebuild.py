@@ -51,7 +51,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from errors import GardaError
 from handlers.model import Aggregate, OutputEvent
 from handlers.policy import Policy
-from infra.bulk import BulkDatabase, write_bulk
+from infra.bulk import BulkDatabase, StoredRows, write_bulk
 from infra.db import Database, migrate
 from infra.faults import is_retriable
 from infra.logging import configure_logging, get_logger, safe_error
@@ -123,12 +123,12 @@ class RebuildProcessor(BatchProcessor):
         self.bulk = bulk  # False: live's writes for every batch (the reference in tests)
         self.live_batches = 0  # batches the bulk write refused
         self._lean = False
-        self._new: set[str] = set()
+        self._stored = StoredRows()
         self._oversized = False
 
     async def load(self, conn: asyncpg.Connection, worker_ids: list[str]) -> dict[str, Aggregate]:
         aggs = await super().load(conn, worker_ids)
-        self._new = {w for w, a in aggs.items() if not a.exists}
+        self._stored = StoredRows.of(aggs)
         return aggs
 
     def outbox_row(self, ev: OutputEvent, now: datetime) -> OutboxRow:
@@ -143,7 +143,7 @@ class RebuildProcessor(BatchProcessor):
             return await super().write(conn, batch)
         if self._oversized:
             raise _LivePathNeeded("an output event may exceed the record size limit")
-        return await write_bulk(conn, batch, self.policy, self._new, outbox=self.republish)
+        return await write_bulk(conn, batch, self.policy, self._stored, outbox=self.republish)
 
     async def _process_once(self, records: Sequence[RawRecord]) -> BatchReport:
         if self.bulk and len(records) > 1:
