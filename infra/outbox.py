@@ -29,7 +29,7 @@ Rules decided where the design is silent:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import stamina
@@ -41,7 +41,7 @@ from mode import Service
 from infra.db import Database
 from infra.logging import get_logger
 from infra.metrics import OUTBOX_PARKED, OUTBOX_PUBLISHED
-from infra.store import decode_headers, record_size
+from infra.store import OutboxRow, decode_headers, encode_headers, record_size
 
 log = get_logger("garda.outbox")
 
@@ -60,6 +60,7 @@ PERMANENT_SEND_ERRORS: tuple[type[BaseException], ...] = (
 
 
 STOP_FLUSH_SECONDS = 10.0
+KNOWN_ROWS_MAX = 50_000  # rows held for the background publisher (beyond: read back)
 _PARTITIONER = DefaultPartitioner()  # the producer's own: murmur2 of the key, as Java's
 
 
@@ -77,6 +78,7 @@ class OutboxRelay(Service):
         self.published = 0
         self.parked = 0
         self._queued: list[int] = []  # committed seqs the background publisher has not taken
+        self._known: dict[int, OutboxRow] = {}  # of those, the rows held in memory
         self._wake = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
 
@@ -230,10 +232,15 @@ class OutboxRelay(Service):
         results = await asyncio.gather(*(one(*r) for r in records), return_exceptions=True)
         return [r if isinstance(r, BaseException) else None for r in results]
 
-    def publish_later(self, seqs: Sequence[int]) -> None:
-        """Queue these committed outbox rows for the background publisher; returns at once."""
+    def publish_later(self, seqs: Sequence[int], rows: Sequence[OutboxRow] = ()) -> None:
+        """Queue these committed outbox rows for the background publisher; returns at once.
+
+        ``rows``: those of them the caller holds (inserted, ``seq`` set); they are sent from
+        memory, not read back (up to ``KNOWN_ROWS_MAX`` held at once)."""
         if seqs:
             self._queued.extend(seqs)
+            if len(self._known) < KNOWN_ROWS_MAX:
+                self._known.update((r.seq, r) for r in rows if r.seq is not None)
             self._wake.set()
 
     async def _publish_queued(self) -> None:
@@ -242,32 +249,50 @@ class OutboxRelay(Service):
             await self._wake.wait()
             self._wake.clear()
             seqs, self._queued = self._queued, []
+            known, self._known = self._known, {}
             if seqs:
-                await self.publish_with_retry(seqs)
+                await self.publish_with_retry(seqs, known=known)
             if self.should_stop and not self._queued:
                 return
 
-    async def publish(self, seqs: Sequence[int]) -> int:
+    async def publish(
+        self, seqs: Sequence[int], known: Mapping[int, OutboxRow] | None = None
+    ) -> int:
         """Publish these outbox rows and mark them published.
 
         Rows an earlier attempt left unpublished (seq below these) go first, in seq order, so
         that a worker's later state never reaches a topic before its earlier state (the
-        compacted pmi.worker-state.v1 keeps the last one).
+        compacted pmi.worker-state.v1 keeps the last one). ``known``: rows held in memory by
+        seq (sent as they are; the others are read from the table).
         """
         if not seqs:
             return 0
+        known = known or {}
         async with self._lock:
             async with self.db.pool.acquire() as conn, conn.transaction():
                 # Row locks (waited for, in seq order) keep another worker's sweep from
                 # re-sending an older row after these: the last value on a topic stays the
                 # newest.
-                rows = await conn.fetch(
-                    "SELECT seq, topic, key, value, headers FROM outbox"
+                pending = await conn.fetch(
+                    "SELECT seq FROM outbox"
                     " WHERE published_at IS NULL AND parked_at IS NULL AND seq <= $1"
                     " ORDER BY seq LIMIT $2 FOR UPDATE",
                     max(seqs),
                     len(seqs) + 5000,
                 )
+                order = [r["seq"] for r in pending]
+                missing = [s for s in order if s not in known]
+                stored = {}
+                if missing:
+                    stored = {
+                        r["seq"]: r
+                        for r in await conn.fetch(
+                            "SELECT seq, topic, key, value, headers FROM outbox"
+                            " WHERE seq = ANY($1::bigint[])",
+                            missing,
+                        )
+                    }
+                rows = [stored[s] if s in stored else _as_record(s, known[s]) for s in order]
                 done = await self._send(conn, rows)
                 await conn.execute(
                     "UPDATE outbox SET published_at = now() WHERE seq = ANY($1)", done
@@ -296,7 +321,12 @@ class OutboxRelay(Service):
         log.info("outbox swept", published=len(done))
         return len(done)
 
-    async def publish_with_retry(self, seqs: Sequence[int], attempts: int = 5) -> None:
+    async def publish_with_retry(
+        self,
+        seqs: Sequence[int],
+        attempts: int = 5,
+        known: Mapping[int, OutboxRow] | None = None,
+    ) -> None:
         """Publish now if possible; on failure leave the rows to ``sweep`` (never lost).
 
         Up to ``attempts`` tries, with stamina's exponential backoff (0.1 s doubling, up to
@@ -315,7 +345,7 @@ class OutboxRelay(Service):
             ):
                 with attempt:
                     try:
-                        await self.publish(seqs)
+                        await self.publish(seqs, known)
                     except Exception as exc:
                         log.warning(
                             "outbox publish failed",
@@ -326,3 +356,14 @@ class OutboxRelay(Service):
                         raise
         except Exception:  # noqa: BLE001 - anything: the sweep will retry
             log.warning("outbox publish deferred to sweep", rows=len(seqs))
+
+
+def _as_record(seq: int, row: OutboxRow) -> dict[str, Any]:
+    """An in-memory outbox row in the shape of the table's (what ``_send`` reads)."""
+    return {
+        "seq": seq,
+        "topic": row.topic,
+        "key": row.key,
+        "value": row.value,
+        "headers": encode_headers(row.headers),
+    }

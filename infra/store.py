@@ -67,6 +67,7 @@ class OutboxRow:
     key: bytes | None
     value: bytes
     headers: Headers = field(default_factory=list)
+    seq: int | None = None  # set when the row is inserted (``write_batch``)
 
 
 @dataclass
@@ -479,13 +480,18 @@ async def _insert_outbox(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) ->
            SELECT e, t, k, v, h::jsonb
            FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[])
                 AS u(e, t, k, v, h)
-           ON CONFLICT (event_id) DO NOTHING RETURNING seq""",
+           ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id""",
         [r.event_id for r in rows],
         [r.topic for r in rows],
         [r.key for r in rows],
         [r.value for r in rows],
         [json.dumps(encode_headers(r.headers)) for r in rows],
     )
+    by_id: dict[str, OutboxRow] = {}
+    for row in rows:
+        by_id.setdefault(row.event_id, row)  # the statement inserts the first of an id
+    for r in inserted:  # an event id already in the outbox keeps its first row and seq
+        by_id[r["event_id"]].seq = r["seq"]
     return sorted(r["seq"] for r in inserted)
 
 

@@ -212,7 +212,8 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
             finally:
                 if not finished:
                     _hold_back(list(events))
-            runtime.relay.publish_later(report.outbox_seqs)  # published while the next batch runs
+            # published (from memory) while the next batch runs
+            runtime.relay.publish_later(report.outbox_seqs, report.outbox_rows)
 
     @app.timer(2.0)
     async def sweep_outbox() -> None:

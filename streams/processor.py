@@ -70,6 +70,8 @@ class RawRecord:
 @dataclass
 class BatchReport:
     outbox_seqs: list[int] = field(default_factory=list)
+    # the batch's own output rows, as inserted (seq set): the relay sends them from memory
+    outbox_rows: list[OutboxRow] = field(default_factory=list)
     outcomes: Counter = field(default_factory=Counter)
     # (logical topic, event type or None, outcome) -> count, for garda_events_total
     labelled: Counter = field(default_factory=Counter)
@@ -81,6 +83,7 @@ class BatchReport:
 
     def merge(self, other: BatchReport) -> None:
         self.outbox_seqs += other.outbox_seqs
+        self.outbox_rows += other.outbox_rows
         self.outcomes.update(other.outcomes)
         self.labelled.update(other.labelled)
         self.deadletters.update(other.deadletters)
@@ -414,6 +417,7 @@ class BatchProcessor:
             await self._apply_all(conn, todo, run)
             await self._sync_cross_worker(conn, run)
             run.report.outbox_seqs = await self.write(conn, run.write)
+            run.report.outbox_rows = [r for r in run.write.outbox if r.seq is not None]
             if self.hooks is not None:
                 await self.hooks.enqueue(conn, run.write.outbox)
         self._after_commit(run)
