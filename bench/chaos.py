@@ -724,6 +724,16 @@ def verdict(report: dict[str, Any]) -> list[str]:
     return bad
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (``timeout``, a CI runner) ends the run like Ctrl-C: the stack's ``finally``
+    stops the workers, PostgreSQL and the broker instead of leaving them behind."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
     p.add_argument("--events", type=int, default=20_000)
@@ -741,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args = replace_ns(args, events=4_000, db_outage=5.0, receiver_outage=8.0)
+    stop_on_sigterm()
     report = asyncio.run(chaos(args))
     problems = verdict(report)
     report["verdict"] = problems or ["nothing lost, nothing doubled"]

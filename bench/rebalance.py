@@ -35,7 +35,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.chaos import RESULTS, Record, Run, publish, say, spread, stack
+from bench.chaos import RESULTS, Record, Run, publish, say, spread, stack, stop_on_sigterm
 from infra.processes import terminate
 from schemas import topics
 
@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--extra", type=int, default=2, help="workers that join and leave")
     args = p.parse_args(argv)
+    stop_on_sigterm()
     report = asyncio.run(rebalance(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"rebalance-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"

@@ -218,19 +218,21 @@ class OutboxRelay(Service):
 
     async def send_raw_many(
         self, records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]
-    ) -> list[BaseException | None]:
+    ) -> list[tuple[int, int] | BaseException]:
         """Send ``(topic, key, value, headers)`` records together (one producer batch, not
         one round trip each) and wait for every acknowledgement; one result per record, in
-        order: None when it was acknowledged, else the exception (the caller retries it)."""
+        order: its ``(partition, offset)`` when it was acknowledged, else the exception (the
+        caller retries it)."""
         assert self._producer is not None, "OutboxRelay is not started"
         producer = self._producer
 
-        async def one(topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
+        async def one(topic: str, key: bytes | None, value: bytes, headers: Any) -> Any:
             fut = await producer.send(topic, value=value, key=key, headers=headers)
-            await fut
+            meta = await fut
+            return (meta.partition, meta.offset)
 
         results = await asyncio.gather(*(one(*r) for r in records), return_exceptions=True)
-        return [r if isinstance(r, BaseException) else None for r in results]
+        return [r if isinstance(r, BaseException) else (int(r[0]), int(r[1])) for r in results]
 
     def publish_later(self, seqs: Sequence[int], rows: Sequence[OutboxRow] = ()) -> None:
         """Queue these committed outbox rows for the background publisher; returns at once.

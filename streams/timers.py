@@ -23,9 +23,15 @@ sent one round trip each they held back the deadlines due behind them by seconds
 Rules decided where the design is silent:
 - A command is remembered as sent only once the broker acknowledged it: one that failed
   (the broker away) is sent again on the next scan, not ``RESEND_AFTER`` later.
-- A command still due ``RESEND_AFTER`` seconds after it was sent is sent again (lost with a
-  broker that came back empty; while a partition's consumer is stalled it waits in the log,
-  and the repeat changes nothing).
+- A command still due ``RESEND_AFTER`` seconds after it was sent is sent again only if this
+  worker has since handled its commands partition past the command's offset (it was applied
+  and found early). While the consumer is merely behind, the command waits in the log:
+  resent every 15 s regardless, a backlog of thousands of due cases (the full chaos run) was
+  sent again and again, and the copies became the backlog. After ``RESEND_AFTER_MAX`` seconds
+  it is sent again anyway (the partition moved to another worker and back, and the command
+  was lost). When the broker acknowledges a command at an offset below one it acknowledged
+  before on that partition, the log was recreated (a broker that came back empty): the
+  commands sent to the old log on that partition are sent again at once.
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ from schemas.envelope import encode, new_envelope
 log = get_logger("garda.timers")
 
 TIMER_SOURCE = "garda/timer"
-RESEND_AFTER = 15.0  # seconds before a command still due is sent again (lost or slow)
+RESEND_AFTER = 15.0  # seconds before a command still due may be sent again
+RESEND_AFTER_MAX = 60.0  # ... even if this worker has not handled its partition that far
 CHECK_EVERY = 0.1  # seconds between checks of the owned partitions (in memory, no query)
 MAX_REBALANCE_HOLD = 60.0  # seconds a rebalance in progress may hold the scans back
 
@@ -107,15 +114,48 @@ def scan_due(
 class DeadlineTimer:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
-        self._sent: dict[str, float] = {}
+        # command id -> (when it was acknowledged, monotonic; partition; offset; the offset
+        # this worker had handled on that partition then)
+        self._sent: dict[str, tuple[float, int, int, int]] = {}
+        self._top: dict[int, int] = {}  # partition -> highest offset acknowledged
+        self.resent = 0
         self.fired = 0
         self.scans = 0
         # The earliest deadline of the scanned partitions not yet due at the last scan.
         self.next_due: datetime | None = None
 
     def _fresh(self, command_id: str) -> bool:
-        last = self._sent.get(command_id)
-        return last is None or time.monotonic() - last >= RESEND_AFTER
+        """Whether to send ``command_id`` (again): never sent, or still due although this
+        worker has handled its commands partition past it (``RESEND_AFTER`` after it was
+        sent), or waiting for ``RESEND_AFTER_MAX`` (lost: see the module doc)."""
+        sent = self._sent.get(command_id)
+        if sent is None:
+            return True
+        at, partition, offset, handled_then = sent
+        age = time.monotonic() - at
+        if age < RESEND_AFTER:
+            return False
+        if age >= RESEND_AFTER_MAX:
+            return True
+        # handled past it (only meaningful while the log's offsets only grew since)
+        return handled_then < offset <= self._handled(partition)
+
+    def _handled(self, partition: int) -> int:
+        topic = self.runtime.settings.topic(topics.COMMANDS)
+        return int(self.runtime.processor.positions.get((topic, partition), -1))
+
+    def _acknowledged(self, command_id: str, partition: int, offset: int, at: float) -> None:
+        top = self._top.get(partition, -1)
+        if offset < top:
+            # Offsets went back: the log was recreated (a broker that came back empty), and
+            # the commands sent to the old one on this partition are gone: send them again.
+            for k in [k for k, v in self._sent.items() if v[1] == partition]:
+                del self._sent[k]
+            log.warning("commands partition restarted its offsets", partition=partition)
+        self._top[partition] = offset if offset < top else max(top, offset)
+        if command_id in self._sent:
+            self.resent += 1
+        self._sent[command_id] = (at, partition, offset, self._handled(partition))
 
     async def run(
         self,
@@ -186,8 +226,8 @@ class DeadlineTimer:
         return (self.next_due - datetime.now(UTC)).total_seconds()
 
     def _forget_old(self) -> None:
-        cutoff = time.monotonic() - 10 * RESEND_AFTER
-        for k in [k for k, t in self._sent.items() if t < cutoff]:
+        cutoff = time.monotonic() - 2 * RESEND_AFTER_MAX
+        for k in [k for k, v in self._sent.items() if v[0] < cutoff]:
             del self._sent[k]
 
     async def tick(self, partitions: Iterable[int]) -> int:
@@ -248,11 +288,11 @@ class DeadlineTimer:
         sent = 0
         failed: BaseException | None = None
         acked_at = time.monotonic()
-        for (type_, cid, data), error in zip(batch, results, strict=True):
-            if error is not None:
-                failed = failed or error
+        for (type_, cid, data), result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                failed = failed or result
                 continue
-            self._sent[cid] = acked_at
+            self._acknowledged(cid, result[0], result[1], acked_at)
             log.info(
                 "deadline command sent",
                 type=type_,

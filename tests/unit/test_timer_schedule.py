@@ -1,15 +1,25 @@
 """When the deadline timer scans (streams.timers): at the earliest upcoming deadline, when the
-owned partitions change, and at least every interval."""
+owned partitions change, and at least every interval; not while the group rebalances; when a
+command still due is sent again."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 
 import pytest
 
-from streams.timers import CHECK_EVERY, DeadlineTimer, scan_due, seconds_to_next_scan
+from schemas import topics
+from streams.timers import (
+    CHECK_EVERY,
+    RESEND_AFTER,
+    RESEND_AFTER_MAX,
+    DeadlineTimer,
+    scan_due,
+    seconds_to_next_scan,
+)
 
 OWNED = frozenset({0, 3})
 
@@ -97,3 +107,57 @@ async def test_no_scan_while_the_group_rebalances_then_one_at_once() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class _Settings:
+    @staticmethod
+    def topic(name: str) -> str:
+        return f"t.{name}"
+
+
+class _Processor:
+    def __init__(self) -> None:
+        self.positions: dict[tuple[str, int], int] = {}
+
+
+class _ResendRuntime:
+    running = True
+
+    def __init__(self) -> None:
+        self.settings = _Settings()
+        self.processor = _Processor()
+
+
+def _commands_tp(partition: int) -> tuple[str, int]:
+    return (_Settings.topic(topics.COMMANDS), partition)
+
+
+def test_a_command_is_resent_only_once_its_partition_was_handled_past_it() -> None:
+    rt = _ResendRuntime()
+    timer = DeadlineTimer(rt)
+    rt.processor.positions[_commands_tp(2)] = 99
+    ago = time.monotonic() - RESEND_AFTER - 1
+    timer._acknowledged("c1", 2, 120, ago)
+    assert timer._fresh("never-sent")
+    assert not timer._fresh("c1")  # the consumer is behind: the command waits in the log
+    rt.processor.positions[_commands_tp(2)] = 120
+    assert timer._fresh("c1")  # handled past it and still due: send it again
+    timer._acknowledged("c2", 2, 130, time.monotonic())
+    assert not timer._fresh("c2")  # sent just now
+    timer._acknowledged("c3", 2, 140, time.monotonic() - RESEND_AFTER_MAX - 1)
+    assert timer._fresh("c3")  # waited too long: sent again whatever the position
+
+
+def test_offsets_going_back_mean_the_log_was_recreated() -> None:
+    rt = _ResendRuntime()
+    timer = DeadlineTimer(rt)
+    now = time.monotonic()
+    timer._acknowledged("old-a", 1, 500, now)
+    timer._acknowledged("old-b", 4, 700, now)
+    assert not timer._fresh("old-a")
+    timer._acknowledged("new", 1, 3, now)  # partition 1 starts again from 0
+    assert timer._fresh("old-a")  # gone with the old log: sent again at once
+    assert not timer._fresh("new")
+    assert not timer._fresh("old-b")  # another partition: nothing known yet
+    timer._acknowledged("newer", 1, 4, now)
+    assert not timer._fresh("new")  # offsets grow again: nothing forgotten
