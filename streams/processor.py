@@ -390,7 +390,14 @@ class BatchProcessor:
             headers=[("content-type", b"application/cloudevents+json")],
         )
 
-    # -- the reads and writes of a batch (``garda rebuild`` has its own, streams.rebuild) ---
+    # -- the locks, reads and writes of a batch (``garda rebuild`` has its own) -------------
+    async def lock(
+        self, conn: asyncpg.Connection, records: Sequence[RawRecord], decoded: list[_Decoded]
+    ) -> None:
+        """Take the batch's partition and worker locks (``infra.store``), in that order."""
+        await lock_partitions(conn, [r.partition for r in records])
+        await lock_workers(conn, (d.envelope.subject for d in decoded))
+
     async def load(self, conn: asyncpg.Connection, worker_ids: list[str]) -> dict[str, Aggregate]:
         """The stored aggregates of these workers (a new one for a worker never seen)."""
         return await load_aggregates(conn, worker_ids)
@@ -411,8 +418,7 @@ class BatchProcessor:
         decoded = self._decode_all(records, run)
         self._note_sources_seen(decoded, run)
         async with self.db.pool.acquire() as conn, conn.transaction():
-            await lock_partitions(conn, [r.partition for r in records])
-            await lock_workers(conn, (d.envelope.subject for d in decoded))
+            await self.lock(conn, records, decoded)
             todo = await self._first_deliveries(conn, decoded, run)
             await self._apply_all(conn, todo, run)
             await self._sync_cross_worker(conn, run)

@@ -47,6 +47,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from errors import GardaError
 from handlers.model import Aggregate, OutputEvent
@@ -56,9 +57,9 @@ from infra.db import Database, migrate
 from infra.faults import is_retriable
 from infra.logging import configure_logging, get_logger, safe_error
 from infra.settings import Settings
-from infra.store import MAX_RECORD_BYTES, BatchWrite, OutboxRow
+from infra.store import MAX_RECORD_BYTES, BatchWrite, OutboxRow, lock_partitions
 from schemas import topics
-from streams.processor import BatchProcessor, BatchReport, Clock, RawRecord, utcnow
+from streams.processor import BatchProcessor, BatchReport, Clock, RawRecord, _Decoded, utcnow
 from streams.undecodable import guard_fetcher, undecodable_reason
 
 log = get_logger("garda.rebuild")
@@ -84,6 +85,15 @@ _NOT_WRITTEN = OutboxRow(event_id="", topic="", key=None, value=b"")
 
 class _LivePathNeeded(GardaError):
     retriable = False
+
+
+_PARTITIONER = DefaultPartitioner()
+
+
+def home_partition(worker_id: str, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner gives the key ``worker_id``."""
+    every = list(range(max(1, partitions)))
+    return int(_PARTITIONER(worker_id.encode(), every, every))
 
 
 def _surely_fits(ev: OutputEvent) -> bool:
@@ -117,14 +127,36 @@ class RebuildProcessor(BatchProcessor):
         republish: bool = False,
         bulk: bool = True,
         clock: Clock = utcnow,
+        partitions: int | None = None,
     ) -> None:
         super().__init__(db, settings, policy, clock=clock)
+        self.partitions = partitions or settings.partitions  # of each input topic
         self.republish = republish
         self.bulk = bulk  # False: live's writes for every batch (the reference in tests)
         self.live_batches = 0  # batches the bulk write refused
         self._lean = False
         self._stored = StoredRows()
         self._oversized = False
+
+    async def lock(
+        self, conn: asyncpg.Connection, records: Sequence[RawRecord], decoded: list[_Decoded]
+    ) -> None:
+        """The partition locks, then one lock per *home partition* of the batch's workers
+        (where Kafka's default partitioner puts a worker id), not live's hash buckets.
+
+        Every rebuild process locks the home partition of every worker it touches, so two
+        processes never work on one worker at once, whatever partitioner the producers used.
+        With co-partitioned topics a process's workers all live in its own partitions, so
+        the processes never wait for each other (live's 256 buckets made them take turns:
+        a batch of 5,000 events takes nearly every bucket).
+        """
+        await lock_partitions(conn, [r.partition for r in records])
+        homes = sorted({home_partition(d.envelope.subject, self.partitions) for d in decoded})
+        if homes:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(7305, p) FROM unnest($1::int[]) AS p ORDER BY p",
+                homes,
+            )
 
     async def load(self, conn: asyncpg.Connection, worker_ids: list[str]) -> dict[str, Aggregate]:
         aggs = await super().load(conn, worker_ids)
@@ -295,7 +327,13 @@ async def _replay(
                 if p in numbers
             ]
             processor = RebuildProcessor(
-                db, settings, policy, republish=republish, bulk=bulk, clock=clock
+                db,
+                settings,
+                policy,
+                republish=republish,
+                bulk=bulk,
+                clock=clock,
+                partitions=len(consumer.partitions_for_topic(names[0]) or []) or None,
             )
             chunk: list[RawRecord] = []
             count = 0
