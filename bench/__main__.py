@@ -47,7 +47,7 @@ FULL = {
     "workers": 1_000_000,
     "cases": 200_000,
     "open_cases": 100_000,
-    "scale_events": 5_000,
+    "scale_events": 3_000,
     "desk_repeat": 300,
 }
 SMALL_READ_MODEL = 10_000  # workers: the RSS comparison's small read model

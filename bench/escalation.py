@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import Stack, log, percentiles
 from bench.live import incidents, start_worker
-from bench.scale import copy_open_cases, deadline_scan
+from bench.scale import IndexesDeferred, copy_open_cases, deadline_scan
 from handlers.policy import load_policy
 from infra.db import migrate
 from schemas import topics
@@ -75,7 +75,8 @@ async def escalation_lateness(
         try:
             await migrate(conn)
             t0 = time.perf_counter()
-            await copy_open_cases(conn, preload, load_policy(), settings.partitions)
+            async with IndexesDeferred(conn, "cases"):
+                await copy_open_cases(conn, preload, load_policy(), settings.partitions)
             log(f"{scenario}: {preload:,} open cases copied in {time.perf_counter() - t0:.1f}s")
         finally:
             await conn.close()

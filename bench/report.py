@@ -246,6 +246,13 @@ def markdown(r: dict[str, Any], plots: list[str] | None = None) -> str:
             f"(c) raw produce → consume round trip: p50 {rt['p50_ms']} ms, p99 {rt['p99_ms']} ms "
             f"({rt['n']} events).",
         ]
+    health = _get(r, "scale", "big", "health", "http", "p99_ms")
+    if health is not None:
+        lines += [
+            "",
+            f"HTTP floor of the scale suite's worker: `GET /health` p99 {health} ms (no token,"
+            " no case query; the same worker and connection as the desk queue rows).",
+        ]
     for name in plots or []:
         lines += ["", f"![{Path(name).stem}]({Path(name).name})"]
     return "\n".join(lines) + "\n"
