@@ -8,6 +8,7 @@ import asyncio
 import os
 import shlex
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from errors import GardaError
@@ -37,15 +38,26 @@ DEV_SOURCES = (
 )
 
 
-def _run_worker(settings: Settings, *, demo: dict | None = None) -> int:
-    """Run the processors and the API in this process until Ctrl-C / SIGTERM."""
+def _run_worker(
+    settings: Settings,
+    *,
+    demo: dict | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+    after_stop: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Run the processors and the API in this process until Ctrl-C / SIGTERM.
+
+    The Faust worker runs ``loop`` (a new one by default) and closes it when it stops.
+    ``after_stop`` runs in that loop once the worker has stopped, its start finished or
+    given up, and before the loop closes (``garda dev`` stops its embedded stack there)."""
     import faust
 
     from handlers.policy import load_policy
     from streams.app import create_app
 
     policy = load_policy(settings.policy)
-    loop = asyncio.new_event_loop()
+    if loop is None:
+        loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app = create_app(settings, policy)
     if demo is not None:
@@ -56,7 +68,15 @@ def _run_worker(settings: Settings, *, demo: dict | None = None) -> int:
             await asyncio.sleep(3)
             await simulate(settings, **demo)
 
-    worker = faust.Worker(
+    class Worker(faust.Worker):
+        def _shutdown_loop(self) -> None:
+            # mode's last step (gather the tasks, close the loop), called once the stop is
+            # complete: nothing of the app runs any more.
+            if after_stop is not None:
+                self.loop.run_until_complete(after_stop())
+            super()._shutdown_loop()
+
+    worker = Worker(
         app,
         loop=loop,
         loglevel=settings.log_level,
@@ -142,17 +162,25 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         await broker.stop()
         if pg is not None:
             await pg.stop()
+        log.info("dev stack stopped", database="embedded" if pg is not None else "external")
 
+    # One event loop for the whole session: the stack starts in it, the worker runs it and
+    # stops the stack in it once the app has stopped (Ctrl-C, SIGTERM, or a failure), then
+    # closes it.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
-        s = asyncio.run(up())
-        token = asyncio.run(dev_token(s))
+        s = loop.run_until_complete(up())
+        token = loop.run_until_complete(dev_token(s))
         print(dev_banner(s, token, pg.password_file if pg else None), file=sys.stderr)
         demo = None
         if args.demo:
             demo = {"rate": args.rate, "duration": args.duration, "seed": args.seed}
-        return _run_worker(s, demo=demo)
+        return _run_worker(s, demo=demo, loop=loop, after_stop=down)
     finally:
-        asyncio.run(down())
+        if not loop.is_closed():  # the worker never ran: a failure while starting the stack
+            loop.run_until_complete(down())
+            loop.close()
 
 
 def dev_banner(s: Settings, token: str, password_file: Path | None) -> str:
