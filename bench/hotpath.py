@@ -4,8 +4,9 @@ The N simulated events become ``RawRecord``s and are processed in batches of 100
 fresh database of the stack, with logging configured as in production (JSON, info level, to
 /dev/null). Reported: wall seconds and this process's CPU seconds per event (the Python
 path: decode, handlers, encoding, logging, the asyncpg client side; PostgreSQL's own CPU is
-in another process). CPU per event is the least noisy figure on a shared machine, so it is
-the one the hot-path changes are judged by. ``profile_to`` writes a pyinstrument profile.
+in another process), with the garbage collector tuned as in the worker (``infra.gctune``).
+CPU per event is the least noisy figure on a shared machine, so it is the one the hot-path
+changes are judged by. ``profile_to`` writes a pyinstrument profile.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from bench.common import Event, Stack, log
 from handlers.policy import load_policy
 from infra.db import Database, migrate
+from infra.gctune import tune_for_throughput
 from infra.logging import configure_logging
 from streams.processor import BatchProcessor, RawRecord
 
@@ -59,6 +61,7 @@ async def hotpath(
         processor = BatchProcessor(db, settings.replace(database_url=url), load_policy())
         await processor.process(recs[:BATCH])  # warm-up (connections, prepared statements)
         rest = recs[BATCH:]
+        tune_for_throughput()  # as the worker does before it runs
         log(f"hotpath: {len(rest)} events through BatchProcessor in batches of {BATCH}")
         if profile_to:
             import pyinstrument

@@ -85,6 +85,9 @@ def _run_worker(
         quiet=True,
     )
     worker.spinner = None  # its terminal escapes would corrupt the JSON log stream
+    from infra.gctune import tune_for_throughput
+
+    tune_for_throughput()  # built: freeze what exists, collect cycles less often
     log.info(
         "worker starting",
         bootstrap=settings.kafka_bootstrap,
