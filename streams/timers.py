@@ -27,11 +27,13 @@ Rules decided where the design is silent:
   worker has since handled its commands partition past the command's offset (it was applied
   and found early). While the consumer is merely behind, the command waits in the log:
   resent every 15 s regardless, a backlog of thousands of due cases (the full chaos run) was
-  sent again and again, and the copies became the backlog. After ``RESEND_AFTER_MAX`` seconds
-  it is sent again anyway (the partition moved to another worker and back, and the command
-  was lost). When the broker acknowledges a command at an offset below one it acknowledged
-  before on that partition, the log was recreated (a broker that came back empty): the
-  commands sent to the old log on that partition are sent again at once.
+  sent again and again, and the copies became the backlog. After ``RESEND_AFTER_MAX``
+  seconds it is sent again anyway, then after twice that, and so on (up to ``RESEND_CAP``),
+  in case it was lost some way nobody saw: a consumer minutes behind gets copies a doubling
+  interval apart, not one a minute. When the broker acknowledges a command at an offset
+  below one it acknowledged before on that partition, the log was recreated (a broker that
+  came back empty): the commands sent to the old log on that partition are sent again at
+  once. A command is forgotten once a scan of its partition no longer finds it due.
 """
 
 from __future__ import annotations
@@ -54,7 +56,10 @@ log = get_logger("garda.timers")
 
 TIMER_SOURCE = "garda/timer"
 RESEND_AFTER = 15.0  # seconds before a command still due may be sent again
-RESEND_AFTER_MAX = 60.0  # ... even if this worker has not handled its partition that far
+RESEND_AFTER_MAX = 60.0  # ... even if this worker has not handled its partition that far,
+# doubling with every copy sent (up to RESEND_CAP): the consumer may be minutes behind
+RESEND_CAP = 3600.0
+SCAN_LIMIT = 5000  # rows a scan reads per query
 CHECK_EVERY = 0.1  # seconds between checks of the owned partitions (in memory, no query)
 MAX_REBALANCE_HOLD = 60.0  # seconds a rebalance in progress may hold the scans back
 
@@ -72,13 +77,13 @@ NEXT_DUE_SQL = (
 )
 DUE_CASES_SQL = (
     "SELECT c.doc FROM unnest($1::int[]) AS p(part), LATERAL (SELECT doc, next_due FROM cases"
-    " WHERE partition = p.part AND next_due <= $2 ORDER BY next_due LIMIT 5000) AS c"
-    " ORDER BY c.next_due LIMIT 5000"
+    f" WHERE partition = p.part AND next_due <= $2 ORDER BY next_due LIMIT {SCAN_LIMIT}) AS c"
+    f" ORDER BY c.next_due LIMIT {SCAN_LIMIT}"
 )
 STALLED_CLAIMS_SQL = (
     "SELECT c.doc FROM unnest($1::int[]) AS p(part), LATERAL (SELECT doc, stall_due FROM claims"
-    " WHERE partition = p.part AND stall_due <= $2 ORDER BY stall_due LIMIT 5000) AS c"
-    " ORDER BY c.stall_due LIMIT 5000"
+    f" WHERE partition = p.part AND stall_due <= $2 ORDER BY stall_due LIMIT {SCAN_LIMIT}) AS c"
+    f" ORDER BY c.stall_due LIMIT {SCAN_LIMIT}"
 )
 
 
@@ -115,8 +120,8 @@ class DeadlineTimer:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         # command id -> (when it was acknowledged, monotonic; partition; offset; the offset
-        # this worker had handled on that partition then)
-        self._sent: dict[str, tuple[float, int, int, int]] = {}
+        # this worker had handled on that partition then; copies sent)
+        self._sent: dict[str, tuple[float, int, int, int, int]] = {}
         self._top: dict[int, int] = {}  # partition -> highest offset acknowledged
         self.resent = 0
         self.fired = 0
@@ -131,11 +136,11 @@ class DeadlineTimer:
         sent = self._sent.get(command_id)
         if sent is None:
             return True
-        at, partition, offset, handled_then = sent
+        at, partition, offset, handled_then, copies = sent
         age = time.monotonic() - at
         if age < RESEND_AFTER:
             return False
-        if age >= RESEND_AFTER_MAX:
+        if age >= min(RESEND_CAP, RESEND_AFTER_MAX * 2 ** (copies - 1)):
             return True
         # handled past it (only meaningful while the log's offsets only grew since)
         return handled_then < offset <= self._handled(partition)
@@ -153,9 +158,11 @@ class DeadlineTimer:
                 del self._sent[k]
             log.warning("commands partition restarted its offsets", partition=partition)
         self._top[partition] = offset if offset < top else max(top, offset)
+        copies = 1
         if command_id in self._sent:
             self.resent += 1
-        self._sent[command_id] = (at, partition, offset, self._handled(partition))
+            copies += self._sent[command_id][4]
+        self._sent[command_id] = (at, partition, offset, self._handled(partition), copies)
 
     async def run(
         self,
@@ -225,9 +232,17 @@ class DeadlineTimer:
             return None
         return (self.next_due - datetime.now(UTC)).total_seconds()
 
-    def _forget_old(self) -> None:
-        cutoff = time.monotonic() - 2 * RESEND_AFTER_MAX
-        for k in [k for k, v in self._sent.items() if v[0] < cutoff]:
+    def _forget(self, scanned: list[int], due: set[str] | None) -> None:
+        """Forget the commands no longer due on the scanned partitions (``due``: every
+        command due there, None when the scan read only the first ``SCAN_LIMIT``), and any
+        older than ``RESEND_CAP`` twice."""
+        cutoff = time.monotonic() - 2 * RESEND_CAP
+        parts = set(scanned)
+        for k in [
+            k
+            for k, v in self._sent.items()
+            if v[0] < cutoff or (due is not None and v[1] in parts and k not in due)
+        ]:
             del self._sent[k]
 
     async def tick(self, partitions: Iterable[int]) -> int:
@@ -302,7 +317,8 @@ class DeadlineTimer:
             )
             sent += 1
         self.fired += sent
-        self._forget_old()
+        complete = len(case_rows) < SCAN_LIMIT and len(claim_rows) < SCAN_LIMIT
+        self._forget(parts, {cid for _, cid, _ in commands} if complete else None)
         if failed is not None:
             raise failed  # the scan failed: the unsent commands go again on the next scan
         return sent

@@ -161,3 +161,21 @@ def test_offsets_going_back_mean_the_log_was_recreated() -> None:
     assert not timer._fresh("old-b")  # another partition: nothing known yet
     timer._acknowledged("newer", 1, 4, now)
     assert not timer._fresh("new")  # offsets grow again: nothing forgotten
+
+
+def test_the_fallback_resend_backs_off_and_a_command_no_longer_due_is_forgotten() -> None:
+    timer = DeadlineTimer(_ResendRuntime())
+    now = time.monotonic()
+    timer._acknowledged("c", 3, 10, now)
+    timer._acknowledged("c", 3, 11, now - RESEND_AFTER_MAX - 1)  # the second copy
+    assert not timer._fresh("c")  # the next fallback waits twice as long
+    timer._acknowledged("c", 3, 12, now - 2 * RESEND_AFTER_MAX - 1)  # ... a third copy
+    assert not timer._fresh("c")
+    timer._acknowledged("d", 3, 20, now)
+    timer._acknowledged("e", 5, 30, now)
+    timer._forget([3], None)  # a scan cut at SCAN_LIMIT: it does not know what is due
+    assert not timer._fresh("d")
+    timer._forget([3], {"c"})  # partition 3 scanned: d is no longer due there
+    assert timer._fresh("d")
+    assert not timer._fresh("c")
+    assert not timer._fresh("e")  # partition 5 not scanned: kept
