@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import asyncpg
@@ -97,6 +97,8 @@ _PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME
 
 def _json_default(value: Any) -> Any:
     """What ``handlers.model._to_json`` makes of a value JSON has no type for."""
+    if type(value) is datetime and value.tzinfo is UTC:
+        return value.isoformat()[:-6] + "Z"  # what iso() writes for it, without converting
     if isinstance(value, datetime):
         return iso(value)
     if isinstance(value, date | time):
