@@ -50,7 +50,13 @@ async def test_worker_waits_for_a_database_that_comes_up_late(
     worker = WorkerProcess(late, tmp_path, "late")
     starting = asyncio.create_task(worker.start(ready_timeout=60))
     try:
-        await asyncio.sleep(4.0)
+        # Open the relay only once the worker has failed to reach it (a fixed sleep raced a
+        # slow start on a loaded machine: the first attempt came after the relay opened).
+        for _ in range(600):
+            log_so_far = worker.log_text() if worker.log_path.exists() else ""
+            if "database unreachable, retrying" in log_so_far or starting.done():
+                break
+            await asyncio.sleep(0.1)
         assert not starting.done(), "the worker must not be ready without its database"
         assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
         server = await relay(port, real_port)
