@@ -112,7 +112,7 @@ class OutboxRelay(Service):
             row["topic"],
             value=bytes(row["value"]),
             key=bytes(row["key"]) if row["key"] is not None else None,
-            headers=decode_headers(row["headers"]),
+            headers=_headers(row),
         )
         await fut
 
@@ -142,7 +142,7 @@ class OutboxRelay(Service):
             try:
                 key = bytes(row["key"]) if row["key"] is not None else None
                 value = bytes(row["value"])
-                headers = decode_headers(row["headers"])
+                headers = _headers(row)
                 if record_size(key, value, headers) > MAX_REQUEST_SIZE:
                     raise ValueError("larger than the producer sends")  # send() refuses it
                 parts = partitions[row["topic"]]
@@ -368,4 +368,11 @@ def _as_record(seq: int, row: OutboxRow) -> dict[str, Any]:
         "key": row.key,
         "value": row.value,
         "headers": encode_headers(row.headers),
+        "decoded_headers": row.headers,
     }
+
+
+def _headers(row: Any) -> list[tuple[str, bytes]]:
+    """A row's headers as the producer takes them (an in-memory row has them as they are)."""
+    decoded = row.get("decoded_headers")
+    return decoded if decoded is not None else decode_headers(row["headers"])

@@ -124,6 +124,21 @@ def encode_headers(headers: Iterable[tuple[str, bytes]]) -> list[list[str]]:
     return [[k, base64.b64encode(v or b"").decode()] for k, v in headers]
 
 
+_HEADERS_JSON: dict[tuple[tuple[str, bytes], ...], str] = {}  # a few common header sets
+
+
+def _headers_json(headers: Headers) -> str:
+    """``encode_headers`` as JSON text; the common sets (every output event has the same
+    content-type header) are encoded once."""
+    key = tuple(headers)
+    text = _HEADERS_JSON.get(key)
+    if text is None:
+        text = json.dumps(encode_headers(headers))
+        if len(_HEADERS_JSON) < 64:
+            _HEADERS_JSON[key] = text
+    return text
+
+
 def decode_headers(raw: Sequence[Sequence[str]]) -> Headers:
     return [(k, base64.b64decode(v)) for k, v in raw]
 
@@ -485,7 +500,7 @@ async def _insert_outbox(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) ->
         [r.topic for r in rows],
         [r.key for r in rows],
         [r.value for r in rows],
-        [json.dumps(encode_headers(r.headers)) for r in rows],
+        [_headers_json(r.headers) for r in rows],
     )
     by_id: dict[str, OutboxRow] = {}
     for row in rows:

@@ -112,7 +112,7 @@ def encode(env: Envelope) -> bytes:
         "subject": env.subject,
     }
     if env.time is not None:
-        doc["time"] = format_datetime(env.time)
+        doc["time"] = _time_text(env.time)
     doc["datacontenttype"] = env.datacontenttype
     for name, ext in env.extensions.items():
         if name not in doc and name != "data":
@@ -127,6 +127,17 @@ def encode(env: Envelope) -> bytes:
         return orjson.dumps(doc, default=_json_default, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError:
         return _encode_json(doc)
+
+
+_last_time: list[Any] = [None, ""]  # the last (datetime, text): a batch's outputs share one
+
+
+def _time_text(time: datetime) -> str:
+    """``format_datetime(time)``, remembered for the last ``time`` (the same object)."""
+    if time is not _last_time[0]:
+        _last_time[:] = [time, format_datetime(time)]
+    text: str = _last_time[1]
+    return text
 
 
 _ORJSON_OPTIONS = (
