@@ -166,6 +166,14 @@ async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
                     preload=n,
                     scenario="escalation-loaded",
                 )
+            if size["claims"]:
+                results["escalation_backlog"] = await escalation.escalation_lateness(
+                    stack,
+                    cases=args.escalation_cases,
+                    spread=2.0,
+                    backlog=live.claims_backlog(size["claims"], "esc"),
+                    scenario="esc-backlog",
+                )
         if "scale" in only:
             log(
                 f"scale: read models of {SMALL_READ_MODEL:,} and {size['workers']:,} workers"

@@ -11,6 +11,9 @@ its missed deadline (``event.missed_deadline`` in the event):
 - ``observed``: a consumer (fetch_max_wait_ms=10) received it (after the outbox publish).
 
 The timer interval sets most of it (a deadline waits for the next tick: 0..interval).
+
+With ``backlog`` (bulk ``pmi.claim.filed`` events), the backlog is produced just before the
+incidents, so the escalations fall due while the worker consumes it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import Stack, log, percentiles
+from bench.common import Event, Stack, log, percentiles, produce_fast
 from bench.live import incidents, start_worker
 from bench.scale import IndexesDeferred, copy_open_cases, deadline_scan
 from handlers.policy import load_policy
@@ -61,11 +64,19 @@ def fast_sla_policy(out: Path) -> Path:
 
 
 async def escalation_lateness(
-    stack: Stack, *, cases: int, spread: float, preload: int = 0, scenario: str = "escalation"
+    stack: Stack,
+    *,
+    cases: int,
+    spread: float,
+    preload: int = 0,
+    backlog: list[Event] | None = None,
+    scenario: str = "escalation",
 ) -> dict[str, Any]:
     """``preload``: that many open cases (deadlines hours ahead, under the shipped policy)
     are COPYed into the read model before the worker starts (``bench.scale``), so every
-    timer tick scans past them; the tick's statement is then timed and explained too."""
+    timer tick scans past them; the tick's statement is then timed and explained too.
+    ``backlog``: bulk events produced just before the incidents, so the escalations fall
+    due while the worker consumes them."""
     policy = fast_sla_policy(stack.tmp / "fast_sla.toml")
     worker, url = await start_worker(stack, scenario, GARDA_POLICY=str(policy))
     settings = worker.settings
@@ -103,8 +114,11 @@ async def escalation_lateness(
     observed: list[float] = []
     per_level = {1: 0, 2: 0}
     try:
-        log(f"escalation: {cases} critical incidents over {spread} s, 2 escalations each")
-        for _, key, value in incidents(cases, "esc"):
+        if backlog:
+            log(f"{scenario}: producing a backlog of {len(backlog)} bulk events")
+            await produce_fast(stack.bootstrap, settings.topic_prefix, backlog)
+        log(f"{scenario}: {cases} critical incidents over {spread} s, 2 escalations each")
+        for _, key, value in incidents(cases, scenario):
             await producer.send_and_wait(settings.topic(topics.INCIDENTS), value=value, key=key)
             await asyncio.sleep(spread / cases)
         deadline = time.monotonic() + 30 + spread
@@ -129,6 +143,7 @@ async def escalation_lateness(
     return {
         "cases": cases,
         "preloaded_open_cases": preload,
+        **({"backlog": len(backlog)} if backlog else {}),
         "startup_seconds": round(worker.startup_seconds, 2),
         "timer_scan": scan,
         "expected": 2 * cases,

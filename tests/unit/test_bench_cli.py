@@ -34,6 +34,7 @@ FAKE = {
         "incident_idle": {"n": 2, "p99_ms": 100.0, "samples_s": [0.05, 0.1]},
     },
     "escalation": {"observed": {"p99_ms": 900.0}, "samples_s": [0.2, 0.9]},
+    "escalation_backlog": {"observed": {"p99_ms": 1500.0}, "samples_s": [0.3, 1.5]},
 }
 
 
@@ -60,6 +61,8 @@ def test_targets_are_ratios_to_the_baselines_of_the_same_run() -> None:
     assert rows["live worker throughput (backlog)"]["ok"] is True
     assert rows["incident → case p99, idle"]["ratio"] == 2.0
     assert rows["incident → case p99, during a claims backlog"]["measured"] is None
+    busy = rows["escalation fired after its deadline, p99, during a claims backlog"]
+    assert busy["ratio"] == 30.0 and busy["ok"] is False
 
 
 def test_scale_rows_take_the_worst_post_and_their_baselines() -> None:
@@ -106,7 +109,7 @@ def test_report_files(tmp_path: Path) -> None:
     paths = report.write(FAKE, tmp_path, "20261201T000000Z")
     data = json.loads(paths["json"].read_text())
     assert data["throughput"]["peer"]["events_per_s"] == 4_000
-    assert len(data["targets"]) == 12
+    assert len(data["targets"]) == 13
     md = paths["markdown"].read_text()
     assert "| live worker throughput (backlog) | 5,000 events/s | ≥ 1.0× peer | 1.250 |" in md
     assert "not run" in md  # the backlog latency was not measured
