@@ -143,15 +143,18 @@ def decode_headers(raw: Sequence[Sequence[str]]) -> Headers:
     return [(k, base64.b64decode(v)) for k, v in raw]
 
 
-async def lock_partitions(conn: asyncpg.Connection, partitions: Iterable[int]) -> None:
-    """Serialise two processors that briefly hold the same partition during a rebalance.
+async def lock_partitions(conn: asyncpg.Connection, partitions: Iterable[tuple[str, int]]) -> None:
+    """Serialise two processors that briefly hold the same topic-partition during a rebalance.
 
-    One statement; the locks are taken in ascending order (the array is sorted), before the
-    worker locks, so two processors cannot deadlock."""
-    ordered = sorted(set(partitions))
-    if ordered:
+    One lock per (topic, partition), not per partition number: the urgent and the bulk lane
+    (``streams.lanes``) read different topics and must not wait for each other here (the
+    worker locks serialise their writes to one worker). One statement; the locks are taken
+    in ascending order of the key, before the worker locks, so two processors cannot
+    deadlock."""
+    keys = sorted({zlib.crc32(f"{t}:{p}".encode()) & 0x7FFFFFFF for t, p in partitions})
+    if keys:
         await conn.execute(
-            "SELECT pg_advisory_xact_lock(7301, p) FROM unnest($1::int[]) AS p", ordered
+            "SELECT pg_advisory_xact_lock(7301, k) FROM unnest($1::int[]) AS k", keys
         )
 
 

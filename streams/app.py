@@ -1,16 +1,16 @@
-"""The Faust app: one agent that processes every input topic in batches, and the timers.
+"""The Faust app: the runtime, the two processing lanes and the periodic tasks.
 
-Input topics are consumed as raw bytes (no payload can crash the agent) and handed in batches
-to ``BatchProcessor``; the offsets of a batch are released for commit only after its
-PostgreSQL transaction committed. Output events go out through the outbox relay (its
-background publisher, while the agent processes the next batch).
+Input topics are consumed as raw bytes (no payload can crash an agent) by two agents, the
+urgent and the bulk lane (``streams.lanes``), and handed in batches to ``BatchProcessor``;
+the offsets of a batch are released for commit only after its PostgreSQL transaction
+committed. Output events go out through the outbox relay (its background publisher, while
+the lane processes the next batch). The timers are in ``streams.periodic``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any, cast
+from typing import Any
 
 import faust
 from mode import Service, ServiceT
@@ -22,17 +22,17 @@ from infra.hooks.dispatcher import Dispatcher
 from infra.hooks.enqueue import Hooks
 from infra.hooks.policy import hooks_policy
 from infra.hooks.receivers import load_receivers
-from infra.logging import get_logger, safe_error
+from infra.logging import get_logger
 from infra.outbox import OutboxRelay
 from infra.retention import PruneReport, prune
 from infra.settings import Settings
-from schemas import topics
-from streams.lag import partition_lag
-from streams.processor import BatchProcessor, RawRecord
-from streams.source_watch import SourceWatch, caught_up
+from streams.lanes import URGENT_TOPICS, UrgentFirst, register_lanes
+from streams.periodic import DeadlinePartitions, register_periodic
+from streams.processor import BatchProcessor
+from streams.source_watch import SourceWatch
 from streams.timers import DeadlineTimer
 from streams.transport import FastFetchTransport
-from streams.web.ratelimit import AUDIT_EVERY, FailureLimiter
+from streams.web.ratelimit import FailureLimiter
 
 log = get_logger("garda.streams")
 
@@ -113,6 +113,9 @@ class GardaApp(faust.App):
     """faust.App with Garda's runtime attached and the fast-fetch transport."""
 
     runtime: Runtime
+    urgent_topics: frozenset[str] = frozenset()  # their records are handed out first
+    lanes: UrgentFirst
+    deadline_partitions: DeadlinePartitions
     fetch_max_wait_ms: int = 100
     logger = logging.getLogger("faust.app")  # Faust's records keep Faust's logger name
 
@@ -128,22 +131,12 @@ class GardaApp(faust.App):
         await self.runtime.stop()
 
 
-METADATA_MAX_AGE_MS = 15_000  # see create_app
-ACTIONS_WAIT = 30.0  # seconds a deadline scan may wait for a partition's pending case actions
+METADATA_MAX_AGE_MS = 15_000  # see faust_app
+FETCH_BYTES_PER_PARTITION = 128 * 1024  # see faust_app
 
 
-def _hold_back(events: list[Any]) -> None:
-    """Keep these events' offsets from ever being committed (their batch did not finish).
-
-    Faust acks a ``take_events`` batch in a ``finally`` block, even when the body was
-    cancelled; marking the messages acked first keeps their offsets out of the commit, so
-    the next owner of the partition reads them again.
-    """
-    for event in events:
-        event.message.acked = True
-
-
-def create_app(settings: Settings, policy: Policy) -> GardaApp:
+def faust_app(settings: Settings) -> GardaApp:
+    """The Faust app with Garda's consumer, producer and web settings (no agents yet)."""
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = GardaApp(
         settings.group_id,
@@ -162,7 +155,15 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
         broker_request_timeout=max(30.0, settings.session_timeout * 3),
         broker_commit_interval=1.0,
         broker_max_poll_records=settings.batch_size,
-        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        # Per partition and fetch (Faust's default: 1 MB). One fetch request serves every
+        # partition of the broker and the next waits until the last one was handed out, so
+        # under a claims backlog megabytes of claims per round delayed the incidents fetched
+        # with them. The broker still returns a larger record whole (KIP-74; Tansu too).
+        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
+        # Per lane. A lane's buffer must take a whole fetch (max_poll_records) above the
+        # level at which Faust stops fetching its partitions (maxsize / 1.25): a full buffer
+        # blocks Faust's one delivery loop, and with it the other lane.
+        stream_buffer_maxsize=max(4096, settings.batch_size * 6),
         producer_linger=0.005,
         # Kafka clients refresh cluster metadata every 5 minutes by default; after the cluster
         # behind the bootstrap address changed (a broker restarted empty, a topic recreated)
@@ -176,121 +177,18 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
         datadir=str(settings.data_dir / "faust"),
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    return app
+
+
+def create_app(settings: Settings, policy: Policy) -> GardaApp:
+    """The worker: the Faust app, its runtime, the two lanes, the periodic tasks, the web."""
+    app = faust_app(settings)
     app.runtime = Runtime(settings, policy)
-    runtime = app.runtime
-
-    inputs = app.topic(
-        *[settings.topic(t) for t in topics.INPUTS],
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-
-    @app.agent(inputs, name="garda.process")
-    async def process(stream: faust.StreamT) -> None:
-        # take_events is on faust.Stream, which Faust passes; StreamT does not declare it.
-        async for events in cast(faust.Stream, stream).take_events(
-            settings.batch_size, settings.batch_within
-        ):
-            finished = False
-            try:
-                records = [
-                    RawRecord(
-                        topic=e.message.topic,
-                        partition=e.message.partition,
-                        offset=e.message.offset,
-                        key=e.message.key,
-                        value=e.message.value,
-                        headers=_headers(e.message.headers),
-                        timestamp=e.message.timestamp,
-                    )
-                    for e in events
-                ]
-                report = await runtime.processor.process(records)
-                finished = True
-            finally:
-                if not finished:
-                    _hold_back(list(events))
-            # published (from memory) while the next batch runs
-            runtime.relay.publish_later(report.outbox_seqs, report.outbox_rows)
-
-    @app.timer(2.0)
-    async def sweep_outbox() -> None:
-        if not runtime.running:
-            return
-        try:
-            await runtime.relay.sweep()
-        except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
-            log.warning("outbox sweep failed", error=safe_error(exc))
-
-    input_names = {settings.topic(t) for t in topics.INPUTS}
-    actions_topic = settings.topic(topics.CASE_ACTIONS)
-    behind_since: dict[int, float] = {}
-    logged_waiting: set[int] = set()
-
-    @app.timer(settings.timer_interval)
-    async def watch_sources() -> None:
-        if not runtime.running or not policy.sources:
-            return
-        if not caught_up(partition_lag(app), settings.batch_size):
-            return  # read the backlog first: an event in it may end a silence
-        try:
-            await runtime.sources.check()
-        except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
-            log.warning("source check failed", error=repr(exc))
-
-    def deadline_partitions() -> set[int]:
-        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_names}
-        # A partition with responders' actions not yet handled (after a restart or an outage)
-        # waits: an acknowledgement in that backlog must count before its deadline does. It
-        # waits at most ACTIONS_WAIT seconds, so steady action traffic cannot starve it.
-        now = time.monotonic()
-        behind = {p for (t, p), n in partition_lag(app).items() if t == actions_topic and n != 0}
-        for p in list(behind_since):
-            if p not in behind:
-                del behind_since[p]
-        waiting = {p for p in behind if now - behind_since.setdefault(p, now) < ACTIONS_WAIT}
-        if waiting & owned and waiting & owned != logged_waiting:  # once per change
-            log.info("deadline scan waits for pending case actions", partitions=sorted(waiting))
-        logged_waiting.clear()
-        logged_waiting.update(waiting & owned)
-        return owned - waiting
-
-    @app.task(traced=False)
-    async def fire_deadlines() -> None:
-        # Scans when a deadline falls due, when the partitions change, and at least every
-        # timer interval (streams.timers); survives outages itself.
-        await runtime.deadlines.run(
-            deadline_partitions, settings.timer_interval, rebalancing=lambda: app.rebalancing
-        )
-
-    @app.timer(AUDIT_EVERY)
-    async def audit_rate_limited() -> None:
-        if not runtime.running:
-            return
-        try:
-            await runtime.limiter.flush(runtime)
-        except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
-            log.warning("rate-limit audit failed", error=safe_error(exc))
-
-    @app.timer(policy.retention.interval.total_seconds())
-    async def prune_old_rows() -> None:
-        if not runtime.running:
-            return
-        try:
-            await runtime.prune()
-        except Exception as exc:  # noqa: BLE001 - a timer must survive outages; next tick retries
-            log.warning("prune failed", error=safe_error(exc))
+    app.urgent_topics = frozenset(settings.topic(t) for t in URGENT_TOPICS)
+    app.lanes = register_lanes(app, app.runtime)
+    app.deadline_partitions = register_periodic(app, app.runtime)
 
     from streams import web
 
     web.register(app)
     return app
-
-
-def _headers(headers: Any) -> list[tuple[str, bytes]]:
-    if not headers:
-        return []
-    items = headers.items() if hasattr(headers, "items") else headers
-    return [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in items]

@@ -395,7 +395,7 @@ class BatchProcessor:
         self, conn: asyncpg.Connection, records: Sequence[RawRecord], decoded: list[_Decoded]
     ) -> None:
         """Take the batch's partition and worker locks (``infra.store``), in that order."""
-        await lock_partitions(conn, [r.partition for r in records])
+        await lock_partitions(conn, [(r.topic, r.partition) for r in records])
         await lock_workers(conn, (d.envelope.subject for d in decoded))
 
     async def load(self, conn: asyncpg.Connection, worker_ids: list[str]) -> dict[str, Aggregate]:

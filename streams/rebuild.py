@@ -150,7 +150,7 @@ class RebuildProcessor(BatchProcessor):
         the processes never wait for each other (live's 256 buckets made them take turns:
         a batch of 5,000 events takes nearly every bucket).
         """
-        await lock_partitions(conn, [r.partition for r in records])
+        await lock_partitions(conn, [(r.topic, r.partition) for r in records])
         homes = sorted({home_partition(d.envelope.subject, self.partitions) for d in decoded})
         if homes:
             await conn.execute(

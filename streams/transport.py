@@ -7,6 +7,11 @@ The value comes from ``GardaApp.fetch_max_wait_ms``.
 
 Once the consumer has started, its fetcher is guarded (``streams.undecodable``): a batch
 that cannot be decoded becomes one marker record the processor dead-letters.
+
+The urgent lane's records are handed out first (``GardaApp.urgent_topics``): aiokafka hands
+out what it fetched partition by partition in the order the fetches arrived, up to
+``max_poll_records`` per call, so an incident fetched just after a megabyte of claims on
+each bulk partition waited until Faust had delivered all of them (seconds under a backlog).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import aiokafka
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 
 from streams.undecodable import guard_fetcher
+
+BULK_HANDOUT = 100  # bulk records per fetch call while urgent work is about
 
 
 class _ConsumerThread(AIOKafkaConsumerThread):
@@ -31,6 +38,48 @@ class _ConsumerThread(AIOKafkaConsumerThread):
     async def on_start(self) -> None:
         await super().on_start()
         guard_fetcher(self._consumer)
+
+    def _bulk_share(self, max_records: int | None, taken: int) -> int | None:
+        """How many bulk records this call may hand out: few while urgent work is about
+        (Faust delivers a call's records one by one before it fetches again, so an urgent
+        record waits for the bulk ones handed out before it)."""
+        lanes = getattr(self.app, "lanes", None)
+        if max_records is None:
+            return None
+        left = max_records - taken
+        if lanes is not None and lanes.urgent_about:
+            return min(left, BULK_HANDOUT)
+        return left
+
+    async def _fetch_records(
+        self,
+        consumer: aiokafka.AIOKafkaConsumer,
+        active_partitions: set[Any],
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        urgent_topics: frozenset[str] = getattr(self.app, "urgent_topics", frozenset())
+        urgent = {tp for tp in active_partitions or () if tp.topic in urgent_topics}
+        if not urgent or not self.consumer.flow_active:
+            return await super()._fetch_records(consumer, active_partitions, timeout, max_records)
+        first = await super()._fetch_records(consumer, urgent, 0, max_records)
+        if not first:  # nothing urgent yet: wait for anything (the next call looks again)
+            return await super()._fetch_records(
+                consumer, active_partitions, timeout, self._bulk_share(max_records, 0)
+            )
+        lanes = getattr(self.app, "lanes", None)
+        if lanes is not None:
+            lanes.urgent_seen()  # the bulk lane takes small steps from now on
+        taken = sum(len(records) for records in first.values())
+        if max_records is not None and taken >= max_records:
+            return first
+        rest = await super()._fetch_records(
+            consumer,
+            set(active_partitions) - urgent,
+            0,
+            self._bulk_share(max_records, taken),
+        )
+        return {**first, **rest}
 
 
 class _Consumer(Consumer):
