@@ -158,7 +158,9 @@ async def test_duplicates_and_replays_change_nothing(
     async def snapshot() -> tuple[int, ...]:
         url = settings.database_url
         return (
-            await _count(url, "SELECT count(*) FROM cases"),
+            # Protection cases: an incident applied before the departure (another lane) also
+            # opens a coverage gap, which the departure closes.
+            await _count(url, "SELECT count(*) FROM cases WHERE kind = 'protection'"),
             await _count(url, "SELECT count(*) FROM case_timeline"),
             await _count(url, "SELECT count(*) FROM outbox"),
             await _count(url, "SELECT count(*) FROM processed_events"),
