@@ -1,7 +1,9 @@
 """The state the rules work on: a worker with their cases and claims (one aggregate per worker).
 
-Plain dataclasses, no I/O. ``to_doc``/``from_doc`` give the JSON form the database keeps.
-Datetimes are timezone-aware UTC everywhere.
+Plain dataclasses, no I/O. ``to_doc``/``from_doc`` give the JSON form the database keeps
+(``from_doc`` also reads a case document of the layout before migration 015, when the
+escalation and claim facts were ``detail`` keys); ``Case.public`` is the published case
+JSON. Datetimes are timezone-aware UTC everywhere.
 """
 
 from __future__ import annotations

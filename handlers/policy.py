@@ -3,7 +3,9 @@
 The default policy ships as ``handlers/default_policy.toml``; ``GARDA_POLICY`` replaces it.
 Durations in the file are strings such as "90s", "15m", "1h", "7d".
 
-Shape (``load_policy``/``parse_duration`` below):
+Shape (``load_policy``/``parse_duration`` below; each table's keys and value types are
+declared as a ``handlers.policy_shape.PolicyTable`` model, the checks between values are
+the ``_build_*`` functions):
 - ``Policy.dedup_window``: timedelta (default 72 h)
 - ``Policy.category_severity``: dict category -> severity
 - ``Policy.posts``: dict post_id -> Post
@@ -41,29 +43,31 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import BeforeValidator
 
 from errors import ConfigError
 from handlers.model import SEVERITIES
 from handlers.policy_shape import (
+    WORDS,
     Bool,
+    Categories,
     Country,
     Date,
     Duration,
     Loc,
     PolicyTable,
     Severity,
+    SlaTable,
     Str,
     StrList,
     Table,
     Timezone,
-    a_list,
     duration_or_problem,
     fail,
-    once_each,
     one_of,
     parse,
     path,
+    set_keys,
     tables,
 )
 from handlers.prevention_policy import Prevention, parse_prevention
@@ -252,11 +256,9 @@ def _a_batch(value: object) -> int:
     return value
 
 
-_WORDS = (BeforeValidator(a_list), AfterValidator(once_each))  # a list, nothing twice
-Categories = Annotated[list[Annotated[str, BeforeValidator(one_of(CATEGORIES))]], *_WORDS]
-Reasons = Annotated[list[Annotated[str, BeforeValidator(one_of(NON_PROCEDURAL_REASONS))]], *_WORDS]
-Schemes = Annotated[list[Annotated[str, BeforeValidator(one_of(SCHEMES))]], *_WORDS]
-EmployerTypes = Annotated[list[Annotated[str, BeforeValidator(one_of(EMPLOYER_TYPES))]], *_WORDS]
+Reasons = Annotated[list[Annotated[str, BeforeValidator(one_of(NON_PROCEDURAL_REASONS))]], *WORDS]
+Schemes = Annotated[list[Annotated[str, BeforeValidator(one_of(SCHEMES))]], *WORDS]
+EmployerTypes = Annotated[list[Annotated[str, BeforeValidator(one_of(EMPLOYER_TYPES))]], *WORDS]
 
 
 class _Document(PolicyTable):
@@ -311,17 +313,11 @@ class _Posts(PolicyTable):
     ]
 
 
-class _SlaLevel(PolicyTable):
-    ack: Duration
-    resolve: Duration
-    level2: Duration | None = None
-
-
 class _Sla(PolicyTable):  # the order of SEVERITIES
-    low: _SlaLevel
-    medium: _SlaLevel
-    high: _SlaLevel
-    critical: _SlaLevel
+    low: SlaTable
+    medium: SlaTable
+    high: SlaTable
+    critical: SlaTable
 
 
 class _Moratorium(PolicyTable):
@@ -543,7 +539,7 @@ def _build_posts(raw: list[_Post]) -> dict[str, Post]:
 def _build_sla(table: _Sla, raw: dict[str, Any]) -> dict[str, Sla]:
     out: dict[str, Sla] = {}
     for sev in SEVERITIES:
-        t: _SlaLevel = getattr(table, sev)
+        t: SlaTable = getattr(table, sev)
         if t.level2 is not None and t.level2 <= t.ack:
             given = raw[sev]  # as written in the file
             raise ConfigError(
@@ -575,27 +571,22 @@ def _build_non_procedural(table: _NonProcedural) -> NonProcedural:
     )
 
 
-def _given(table: PolicyTable, *names: str) -> dict[str, Any]:
-    """The keys of ``names`` the file sets (the dataclass defaults stand for the others)."""
-    return {n: getattr(table, n) for n in names if getattr(table, n) is not None}
-
-
 def _build_coverage(table: _Coverage) -> Coverage:
-    given = _given(table, "pre_placement", "post_placement", "default_contract")
+    given = set_keys(table, "pre_placement", "post_placement", "default_contract")
     if table.gap_categories is not None:
         given["gap_categories"] = frozenset(table.gap_categories)
     return replace(Coverage(), **given)
 
 
 def _build_claims(table: _Claims) -> ClaimsPolicy:
-    return replace(ClaimsPolicy(), **_given(table, "stall"))
+    return replace(ClaimsPolicy(), **set_keys(table, "stall"))
 
 
 _RETENTION_KEYS = ("outbox", "deadletters", "audit_log", "processed_events", "hooks", "interval")
 
 
 def _build_retention(table: _Retention, raw: dict[str, Any]) -> Retention:
-    retention = replace(Retention(), **_given(table, *_RETENTION_KEYS, "batch"))
+    retention = replace(Retention(), **set_keys(table, *_RETENTION_KEYS, "batch"))
     if retention.processed_events < PROCESSED_EVENTS_FLOOR:
         raise ConfigError(
             f"retention.processed_events: {raw['processed_events']!r} is shorter than the "
@@ -617,4 +608,4 @@ def _build_sources(raw: list[_Source]) -> tuple[ExpectedSource, ...]:
 
 
 def _build_intake(table: _Intake) -> IntakePolicy:
-    return replace(IntakePolicy(), **_given(table, "max_event_age", "max_action_age"))
+    return replace(IntakePolicy(), **set_keys(table, "max_event_age", "max_action_age"))

@@ -33,7 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from errors import ConfigError
 from schemas.fields import COUNTRY_PATTERN
-from schemas.types import SEVERITIES
+from schemas.types import CATEGORIES, SEVERITIES
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -173,8 +173,10 @@ Timezone = Annotated[str, BeforeValidator(_a_timezone)]
 Country = Annotated[str, BeforeValidator(_a_country)]
 Severity = Annotated[str, BeforeValidator(one_of(SEVERITIES))]
 StrList = Annotated[list[Str], BeforeValidator(a_list), AfterValidator(once_each)]
-# A list of strings of a vocabulary, none twice:
-# ``Annotated[list[Annotated[str, BeforeValidator(one_of(WORDS))]], *LIST_OF_WORDS]``.
+# A list of strings of a vocabulary, none twice, each checked in its place (``x[1]``):
+# ``Annotated[list[Annotated[str, BeforeValidator(one_of(VOCABULARY))]], *WORDS]``.
+WORDS = (BeforeValidator(a_list), AfterValidator(once_each))
+Categories = Annotated[list[Annotated[str, BeforeValidator(one_of(CATEGORIES))]], *WORDS]
 
 
 # -- tables -------------------------------------------------------------------------------
@@ -199,6 +201,19 @@ class PolicyTable(BaseModel):
         if missing:
             raise fail(f"missing required key(s) {', '.join(missing)}")
         return table
+
+
+class SlaTable(PolicyTable):
+    """An SLA ladder: ``ack``, ``resolve`` and an optional ``level2``."""
+
+    ack: Duration
+    resolve: Duration
+    level2: Duration | None = None
+
+
+def set_keys(table: PolicyTable, *names: str) -> dict[str, Any]:
+    """The keys of ``names`` the file sets (the dataclass defaults stand for the others)."""
+    return {n: getattr(table, n) for n in names if getattr(table, n) is not None}
 
 
 _M = TypeVar("_M", bound=BaseModel)

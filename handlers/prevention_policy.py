@@ -26,22 +26,24 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import BeforeValidator
 
 from errors import ConfigError
 from handlers.policy_shape import (
+    WORDS,
+    Categories,
     Duration,
     PolicyTable,
+    SlaTable,
     Str,
-    a_list,
     fail,
     int_at_least,
-    once_each,
     one_of,
     parse,
+    set_keys,
     tables,
 )
-from schemas.types import CATEGORIES, RETURN_REASONS
+from schemas.types import RETURN_REASONS
 
 SEVERITY_ORDER = ("low", "medium", "high", "critical")
 
@@ -147,12 +149,6 @@ class _Referrals(PolicyTable):
     answer_within: _AnswerWithin | None = None
 
 
-class _KindSla(PolicyTable):
-    ack: Duration
-    resolve: Duration
-    level2: Duration | None = None
-
-
 class _Unit(PolicyTable):
     unit_id: Str
     name: Str
@@ -164,32 +160,20 @@ class _Unit(PolicyTable):
 
 class _Reintegration(PolicyTable):
     reasons: (
-        Annotated[
-            list[Annotated[str, BeforeValidator(one_of(RETURN_REASONS))]],
-            BeforeValidator(a_list),
-            AfterValidator(once_each),
-        ]
-        | None
+        Annotated[list[Annotated[str, BeforeValidator(one_of(RETURN_REASONS))]], *WORDS] | None
     ) = None
     protection_lookback: Duration | None = None
     severity: SeverityWord | None = None
     deceased_severity: SeverityWord | None = None
     jkm_reminder: Duration | None = None
-    sla: _KindSla | None = None
+    sla: SlaTable | None = None
     units: Annotated[
         list[_Unit], BeforeValidator(tables("expected [[reintegration.units]] tables"))
     ] = []
 
 
 class _Employers(PolicyTable):
-    categories: (
-        Annotated[
-            list[Annotated[str, BeforeValidator(one_of(CATEGORIES))]],
-            BeforeValidator(a_list),
-            AfterValidator(once_each),
-        ]
-        | None
-    ) = None
+    categories: Categories | None = None
     threshold: AtLeastOne | None = None
     window: Duration | None = None
     visit_severity: SeverityWord | None = None
@@ -207,11 +191,6 @@ class _Agencies(PolicyTable):
     alert_min_placements: AtLeastOne | None = None
 
 
-def _given(table: PolicyTable, *names: str) -> dict[str, Any]:
-    """The keys of ``names`` the file sets (the dataclass defaults stand for the others)."""
-    return {n: getattr(table, n) for n in names if getattr(table, n) is not None}
-
-
 def parse_prevention(doc: dict[str, Any]) -> Prevention:
     """The prevention sections of a policy document (strict: unknown keys are errors)."""
     default = Prevention()
@@ -219,7 +198,7 @@ def parse_prevention(doc: dict[str, Any]) -> Prevention:
     if "referrals" in doc:
         within = parse(_Referrals, doc["referrals"], "referrals").answer_within
         if within is not None:
-            given = _given(within, *SEVERITY_ORDER)
+            given = set_keys(within, *SEVERITY_ORDER)
             referrals = Referrals(answer_within={**referrals.answer_within, **given})
     reint = default.reintegration
     if "reintegration" in doc:
@@ -227,14 +206,14 @@ def parse_prevention(doc: dict[str, Any]) -> Prevention:
     employers = default.employers
     if "employers" in doc:
         t = parse(_Employers, doc["employers"], "employers")
-        employers = replace(employers, **_given(t, "threshold", "window", "visit_severity"))
+        employers = replace(employers, **set_keys(t, "threshold", "window", "visit_severity"))
         if t.categories is not None:
             employers = replace(employers, categories=frozenset(t.categories))
     agencies = default.agencies
     if "agencies" in doc:
         t2 = parse(_Agencies, doc["agencies"], "agencies")
         agencies = replace(
-            agencies, **_given(t2, "window", "alert_rate_per_100", "alert_min_placements")
+            agencies, **set_keys(t2, "window", "alert_rate_per_100", "alert_min_placements")
         )
     return Prevention(referrals, reint, employers, agencies)
 
@@ -272,7 +251,7 @@ def _reintegration(t: _Reintegration) -> Reintegration:
             raise ConfigError(f"{where}: the same codes as {seen_codes[key]}")
         seen_codes[key] = u.unit_id
         units.append(ServiceUnit(u.unit_id, u.name, u.kind, codes["province"] or "", *key[1:]))
-    given = _given(t, "protection_lookback", "severity", "deceased_severity", "jkm_reminder")
+    given = set_keys(t, "protection_lookback", "severity", "deceased_severity", "jkm_reminder")
     if t.reasons is not None:
         given["reasons"] = frozenset(t.reasons)
     return replace(default, **given, sla=sla, units=tuple(units))
