@@ -10,6 +10,7 @@ import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from errors import GardaError
 from infra.logging import configure_logging, get_logger
@@ -41,7 +42,7 @@ DEV_SOURCES = (
 def _run_worker(
     settings: Settings,
     *,
-    demo: dict | None = None,
+    demo: dict[str, Any] | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     after_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> int:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 import aiohttp
 
 from infra.settings import Settings
 from schemas import topics
-from tests.integration.harness import bearer, cloudevent, eventually, get_json, publish_events
+from tests.integration import events
+from tests.integration.harness import bearer, eventually, get_json, publish_events
 
 JOHOR, TAIPEI = "KJRI-JOHOR-BAHRU", "KDEI-TAIPEI"
 PLACES = {JOHOR: ("MY", "MY-01"), TAIPEI: ("TW", None)}
@@ -19,18 +19,9 @@ PLACES = {JOHOR: ("MY", "MY-01"), TAIPEI: ("TW", None)}
 def incident(
     wid: str, post: str = JOHOR, category: str = "unpaid_wages", time_: str | None = None
 ) -> dict[str, Any]:
+    """An incident whose case goes to ``post`` (Johor or Taipei)."""
     country, region = PLACES[post]
-    data = {
-        "incident_id": f"INC-{uuid.uuid4().hex[:8]}",
-        "worker_id": wid,
-        "category": category,
-        "occurred_at": "2026-11-28T10:00:00Z",
-        "country": country,
-        "reporter_type": "hotline",
-    }
-    if region:
-        data["region"] = region
-    return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline", time_=time_)
+    return events.incident(wid, category, country, region=region, time_=time_)
 
 
 async def open_cases(

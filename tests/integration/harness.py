@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -280,3 +281,61 @@ def assert_subset(doc: Any, actual: Any, path: str = "$") -> None:
             assert_subset(d, a, f"{path}[{i}]")
     else:
         assert doc == actual, f"{path}: the doc says {doc!r}, Garda says {actual!r}"
+
+
+# --- the read API, the docs' examples, derived policies -----------------------------------
+
+
+class ReadApi:
+    """The read side of the HTTP API with one token: workers and cases."""
+
+    def __init__(self, worker: WorkerProcess, headers: dict[str, str]) -> None:
+        self.worker, self.headers = worker, headers
+
+    async def worker_json(self, wid: str) -> dict | None:
+        status, body = await get_json(f"{self.worker.url}/api/workers/{wid}", headers=self.headers)
+        return body if status == 200 else None
+
+    async def cases(self, wid: str, kind: str | None = None) -> list[dict]:
+        q = f"worker_id={wid}" + (f"&kind={kind}" if kind else "")
+        _, body = await get_json(f"{self.worker.url}/api/cases?{q}", headers=self.headers)
+        return body["cases"]
+
+    async def case(self, case_id: str) -> dict:
+        _, body = await get_json(f"{self.worker.url}/api/cases/{case_id}", headers=self.headers)
+        return body
+
+    async def workers(self, wids: list[str], check=lambda w: w is not None) -> dict[str, dict]:
+        async def all_() -> dict[str, Any]:
+            return {w: await self.worker_json(w) for w in wids}
+
+        return await eventually(all_, lambda d: all(check(v) for v in d.values()))
+
+
+async def processed_count(settings: Settings) -> int:
+    """How many input events the workers have processed (``processed_events`` rows)."""
+    return (await db_fetch(settings.database_url, "SELECT count(*) FROM processed_events"))[0][0]
+
+
+def doc_examples(*paths: Path) -> dict[str, Any]:
+    """The JSON blocks that follow a ``<!-- example: NAME -->`` marker in these documents."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        found = re.findall(
+            r"<!-- example: ([\w-]+) -->\s*```json\n(.*?)```", path.read_text(), re.S
+        )
+        out.update((name, json.loads(body)) for name, body in found)
+    return out
+
+
+def derived_policy(tmp_path: Path, name: str, **replacements: str) -> Path:
+    """The default policy with exact line replacements (``old line`` -> ``new line``)."""
+    from handlers.policy import DEFAULT_POLICY_PATH
+
+    text = DEFAULT_POLICY_PATH.read_text()
+    for old, new in replacements.items():
+        assert text.count(old) == 1, f"{old!r} not found once in the default policy"
+        text = text.replace(old, new)
+    path = tmp_path / name
+    path.write_text(text)
+    return path

@@ -14,21 +14,19 @@ import pytest
 from infra.settings import Settings
 from schemas import topics
 from schemas.fields import iso
+from tests.integration.events import departure, incident
 from tests.integration.harness import (
+    REPO,
+    ReadApi,
     WorkerProcess,
     assert_subset,
     cloudevent,
     db_fetch,
-    eventually,
-    publish_events,
-)
-from tests.integration.test_compliance import (
-    Api,
-    departure,
     derived_policy,
-    doc_blocks,
-    incident,
-    processed,
+    doc_examples,
+    eventually,
+    processed_count,
+    publish_events,
 )
 
 INSURER = "bpjs-tk/claims"
@@ -66,7 +64,7 @@ def status(wid: str, claim_id: str, status_: str, at: datetime, **extra: Any) ->
 
 
 async def setup_worker(
-    api: Api,
+    api: ReadApi,
     settings: Settings,
     wid: str,
     *,
@@ -88,7 +86,7 @@ async def setup_worker(
     return cases[0]
 
 
-async def claims_of(api: Api, wid: str) -> dict[str, dict]:
+async def claims_of(api: ReadApi, wid: str) -> dict[str, dict]:
     w = await api.worker_json(wid)
     return {c["claim_id"]: c for c in (w or {}).get("claims", [])}
 
@@ -96,7 +94,7 @@ async def claims_of(api: Api, wid: str) -> dict[str, dict]:
 async def test_claim_lifecycle_out_of_order_and_rejection(
     settings: Settings, worker: WorkerProcess, hq_headers: dict[str, str]
 ) -> None:
-    api = Api(worker, hq_headers)
+    api = ReadApi(worker, hq_headers)
     # Recent business times: nothing here may look stalled under the default 14 days.
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=6)
     case = await setup_worker(api, settings, "W-CL-1", incident_id="INC-CL-1", occurred=base)
@@ -203,14 +201,14 @@ async def test_claim_lifecycle_out_of_order_and_rejection(
         lambda c: c.get("CL-4", {}).get("status") == "rejected",
     )
     # A replay of the rejection, then a marker: still one dispute.
-    before = await processed(settings)
+    before = await processed_count(settings)
     await publish_events(settings, topics.CLAIMS, [rejected, rejected])
     await publish_events(
         settings,
         topics.CLAIMS,
         [status("W-CL-NOCASE", "CL-4", "expired", base + timedelta(days=3))],
     )
-    await eventually(lambda: processed(settings), lambda n: n == before + 1)
+    await eventually(lambda: processed_count(settings), lambda n: n == before + 1)
     assert len(await api.cases("W-CL-1", "claim_dispute")) == 1
     assert await api.cases("W-CL-NOCASE") == []
     nocase = await claims_of(api, "W-CL-NOCASE")
@@ -236,7 +234,7 @@ async def test_a_stalled_claim_opens_one_dispute_from_the_timer(
     from tests.integration.conftest import make_token
 
     token = await make_token(settings, hq=True)
-    api = Api(stall_worker, {"Authorization": f"Bearer {token}"})
+    api = ReadApi(stall_worker, {"Authorization": f"Bearer {token}"})
     now = datetime.now(UTC).replace(microsecond=0)
     await setup_worker(api, settings, "W-STALL", incident_id=None, occurred=now)
     await publish_events(
@@ -300,8 +298,8 @@ async def test_a_stalled_claim_opens_one_dispute_from_the_timer(
 async def test_rules_doc_claims_example(
     settings: Settings, worker: WorkerProcess, hq_headers: dict[str, str]
 ) -> None:
-    ex = doc_blocks()
-    api = Api(worker, hq_headers)
+    ex = doc_examples(REPO / "docs" / "rules.md")
+    api = ReadApi(worker, hq_headers)
     wid = ex["claims-departure"]["subject"]
     await publish_events(settings, topics.DEPARTURES, [ex["claims-departure"]])
     await api.workers([wid])

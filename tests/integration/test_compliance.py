@@ -8,7 +8,6 @@ A real ``garda worker`` against the real broker and PostgreSQL, with a policy de
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,34 +15,25 @@ from typing import Any
 import pytest
 
 from handlers.nonprocedural import REASONS
-from handlers.policy import DEFAULT_POLICY_PATH
 from infra.settings import Settings
 from schemas import topics
+from tests.integration.events import departure, incident, journey
 from tests.integration.harness import (
     REPO,
+    ReadApi,
     WorkerProcess,
     assert_subset,
     cloudevent,
-    db_fetch,
+    derived_policy,
+    doc_examples,
     eventually,
-    get_json,
+    processed_count,
     publish_events,
     read_topic,
 )
 
 REVOKED = "SIP3MI-REVOKED-9"
 RULES_DOC = REPO / "docs" / "rules.md"
-
-
-def derived_policy(tmp_path: Path, name: str, **replacements: str) -> Path:
-    """The default policy with exact line replacements (``old line`` -> ``new line``)."""
-    text = DEFAULT_POLICY_PATH.read_text()
-    for old, new in replacements.items():
-        assert text.count(old) == 1, f"{old!r} not found once in the default policy"
-        text = text.replace(old, new)
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture
@@ -65,97 +55,6 @@ async def worker(settings: Settings, tmp_path: Path) -> AsyncIterator[WorkerProc
         yield w
     finally:
         await w.stop()
-
-
-CLEAN = {
-    "scheme": "p2p",
-    "p3mi_license": "SIP3MI-001",
-    "employer_type": "legal_entity",
-    "visa_type": "work",
-    "e_pmi_id": "EPMI-1",
-    "bpjs_membership_no": "BPJS-1",
-    "contract_start": "2026-11-20",
-    "contract_end": "2028-11-19",
-}
-
-
-def departure(
-    wid: str,
-    country: str,
-    region: str | None = None,
-    *,
-    departed_at: str = "2026-11-20T08:00:00Z",
-    **changes: Any,
-) -> dict:
-    """A procedural departure; ``changes`` override fields, a ``None`` value drops one."""
-    data: dict[str, Any] = {
-        "worker_id": wid,
-        "destination_country": country,
-        "departed_at": departed_at,
-        **CLEAN,
-    }
-    if region:
-        data["destination_region"] = region
-    for k, v in changes.items():
-        if v is None:
-            data.pop(k, None)
-        else:
-            data[k] = v
-    return cloudevent("pmi.departure.recorded", data, source="siskop2mi/embarkation")
-
-
-def journey(type_: str, wid: str, **data: Any) -> dict:
-    return cloudevent(type_, {"worker_id": wid, **data}, source="siskop2mi/registry")
-
-
-def incident(
-    wid: str,
-    category: str,
-    country: str,
-    *,
-    occurred_at: str,
-    incident_id: str,
-    region: str | None = None,
-) -> dict:
-    data = {
-        "incident_id": incident_id,
-        "worker_id": wid,
-        "category": category,
-        "occurred_at": occurred_at,
-        "country": country,
-        "reporter_type": "hotline",
-    }
-    if region:
-        data["region"] = region
-    return cloudevent("pmi.incident.reported", data, source="kp2mi/hotline")
-
-
-class Api:
-    def __init__(self, worker: WorkerProcess, headers: dict[str, str]) -> None:
-        self.worker, self.headers = worker, headers
-
-    async def worker_json(self, wid: str) -> dict | None:
-        status, body = await get_json(f"{self.worker.url}/api/workers/{wid}", headers=self.headers)
-        return body if status == 200 else None
-
-    async def cases(self, wid: str, kind: str | None = None) -> list[dict]:
-        q = f"worker_id={wid}" + (f"&kind={kind}" if kind else "")
-        _, body = await get_json(f"{self.worker.url}/api/cases?{q}", headers=self.headers)
-        return body["cases"]
-
-    async def case(self, case_id: str) -> dict:
-        _, body = await get_json(f"{self.worker.url}/api/cases/{case_id}", headers=self.headers)
-        return body
-
-    async def workers(self, wids: list[str], check=lambda w: w is not None) -> dict[str, dict]:
-        async def all_() -> dict[str, Any]:
-            return {w: await self.worker_json(w) for w in wids}
-
-        return await eventually(all_, lambda d: all(check(v) for v in d.values()))
-
-
-async def processed(settings: Settings) -> int:
-    return (await db_fetch(settings.database_url, "SELECT count(*) FROM processed_events"))[0][0]
 
 
 async def alerts(settings: Settings, type_: str, min_count: int = 0) -> list[dict]:
@@ -271,7 +170,7 @@ NP = {
 async def test_each_reason_flags_the_worker_and_opens_one_case(
     settings: Settings, worker: WorkerProcess, hq_headers: dict[str, str]
 ) -> None:
-    api = Api(worker, hq_headers)
+    api = ReadApi(worker, hq_headers)
     deps = [d for d, *_ in NP.values()]
     await publish_events(settings, topics.DEPARTURES, deps)
     got = await api.workers(list(NP))
@@ -307,10 +206,10 @@ async def test_each_reason_flags_the_worker_and_opens_one_case(
     assert many["severity"] == "critical" and many["destination_country"] == "KW"
 
     # Replays (same source and id), then a marker: nothing opens twice, no second alert.
-    before = await processed(settings)
+    before = await processed_count(settings)
     await publish_events(settings, topics.DEPARTURES, deps + [NP["W-NP-MANY"][0]])
     await publish_events(settings, topics.DEPARTURES, [departure("W-NP-MARKER", "TW")])
-    await eventually(lambda: processed(settings), lambda n: n == before + 1)
+    await eventually(lambda: processed_count(settings), lambda n: n == before + 1)
     for wid, (_, reasons, *_) in NP.items():
         assert len(await api.cases(wid)) == (1 if reasons else 0), wid
     again = await alerts(settings, "garda.alert.non_procedural_departure", min_count=1)
@@ -320,7 +219,7 @@ async def test_each_reason_flags_the_worker_and_opens_one_case(
 async def test_a_worker_first_seen_abroad_is_suspected_non_procedural(
     settings: Settings, worker: WorkerProcess, hq_headers: dict[str, str]
 ) -> None:
-    api = Api(worker, hq_headers)
+    api = ReadApi(worker, hq_headers)
     await publish_events(
         settings,
         topics.INCIDENTS,
@@ -361,7 +260,7 @@ async def test_a_departure_applied_after_the_incident_closes_the_gap_it_disprove
 ) -> None:
     """Cross-topic order: the departure is deliberately published only once the incident
     (about the same worker, on another topic) has been applied and opened a coverage gap."""
-    api = Api(worker, hq_headers)
+    api = ReadApi(worker, hq_headers)
     wid = "W-LATE-DEPARTURE"
     await publish_events(
         settings,
@@ -409,7 +308,7 @@ KINDS_BEFORE = ["coverage_gap", "protection"]
 async def test_coverage_windows_gaps_and_claim_suggestions(
     settings: Settings, worker: WorkerProcess, hq_headers: dict[str, str]
 ) -> None:
-    api = Api(worker, hq_headers)
+    api = ReadApi(worker, hq_headers)
     ret = "pmi.return.recorded"
     await publish_events(
         settings,
@@ -608,17 +507,15 @@ async def test_coverage_windows_gaps_and_claim_suggestions(
 
 
 def doc_blocks() -> dict[str, Any]:
-    """The JSON blocks of docs/rules.md that follow a ``<!-- example: NAME -->`` marker."""
-    text = RULES_DOC.read_text()
-    found = re.findall(r"<!-- example: ([\w-]+) -->\s*```json\n(.*?)```", text, re.S)
-    return {name: json.loads(body) for name, body in found}
+    """The worked examples of docs/rules.md (``<!-- example: NAME -->`` blocks)."""
+    return doc_examples(RULES_DOC)
 
 
 async def test_rules_doc_departure_example(
     settings: Settings, worker: WorkerProcess, hq_headers: dict[str, str]
 ) -> None:
     ex = doc_blocks()
-    api = Api(worker, hq_headers)
+    api = ReadApi(worker, hq_headers)
     dep = ex["departure-event"]
     wid = dep["subject"]
     await publish_events(settings, topics.DEPARTURES, [dep])

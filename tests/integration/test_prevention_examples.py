@@ -9,7 +9,6 @@ this runs (the case opens with its dates in the past, before the acknowledgement
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from tests.integration.harness import (
     REPO,
     WorkerProcess,
     assert_subset,
+    doc_examples,
     eventually,
     publish_events,
     read_topic,
@@ -33,12 +33,7 @@ DOCS = (REPO / "README.md", REPO / "docs" / "prevention.md")
 
 def examples() -> dict[str, Any]:
     """The JSON blocks after ``<!-- example: NAME -->`` markers, in both documents."""
-    out: dict[str, Any] = {}
-    for path in DOCS:
-        text = path.read_text()
-        for name, body in re.findall(r"<!-- example: ([\w-]+) -->\s*```json\n(.*?)```", text, re.S):
-            out[name] = json.loads(body)
-    return out
+    return doc_examples(*DOCS)
 
 
 def example_policy(tmp: Path) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import aiohttp
 from infra.settings import Settings
 from schemas import topics
 from schemas.fields import iso, parse_dt
+from tests.integration import events
 from tests.integration.harness import (
     WorkerProcess,
     bearer,
@@ -43,17 +43,15 @@ def incident(
     incident_id: str | None = None,
     time_: str | None = None,
 ) -> dict:
-    data = {
-        "incident_id": incident_id or f"INC-{uuid.uuid4().hex[:8]}",
-        "worker_id": wid,
-        "category": category,
-        "occurred_at": "2026-11-28T10:00:00Z",
-        "country": country,
-        "reporter_type": "hotline",
-    }
-    if region:
-        data["region"] = region
-    return cloudevent("pmi.incident.reported", data, source=source, time_=time_)
+    return events.incident(
+        wid,
+        category,
+        country,
+        region=region,
+        source=source,
+        incident_id=incident_id,
+        time_=time_,
+    )
 
 
 async def cases_of(url: str, token: str, worker_id: str, count: int = 1) -> list[dict]:
