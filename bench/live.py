@@ -83,6 +83,10 @@ async def throughput(
             "startup_seconds": round(worker.startup_seconds, 2),
             "outbox_rows": await conn.fetchval("SELECT count(*) FROM outbox"),
             "deadletters": await conn.fetchval("SELECT count(*) FROM deadletters"),
+            # a batch's rows share its transaction's start time: the batches it took
+            "batches": await conn.fetchval(
+                "SELECT count(DISTINCT processed_at) FROM processed_events"
+            ),
         }
         if prof:
             result["profile"] = await asyncio.to_thread(prof.stop)
