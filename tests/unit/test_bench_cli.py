@@ -34,7 +34,12 @@ FAKE = {
         "incident_idle": {"n": 2, "p99_ms": 100.0, "samples_s": [0.05, 0.1]},
     },
     "escalation": {"observed": {"p99_ms": 900.0}, "samples_s": [0.2, 0.9]},
-    "escalation_backlog": {"observed": {"p99_ms": 1500.0}, "samples_s": [0.3, 1.5]},
+    "escalation_backlog": {
+        "expected": 2,
+        "escalations": 2,
+        "observed": {"n": 2, "p99_ms": 1500.0},
+        "samples_s": [0.3, 1.5],
+    },
 }
 
 
@@ -63,6 +68,10 @@ def test_targets_are_ratios_to_the_baselines_of_the_same_run() -> None:
     assert rows["incident → case p99, during a claims backlog"]["measured"] is None
     busy = rows["escalation fired after its deadline, p99, during a claims backlog"]
     assert busy["ratio"] == 30.0 and busy["ok"] is False
+    none_seen = {"expected": 40, "escalations": 0, "observed": {"n": 0}}
+    rows = {r["name"]: r for r in report.targets({**FAKE, "escalation_backlog": none_seen})}
+    busy = rows["escalation fired after its deadline, p99, during a claims backlog"]
+    assert busy["measured"] == float("inf") and busy["ok"] is False  # none seen: not "not run"
 
 
 def test_scale_rows_take_the_worst_post_and_their_baselines() -> None:
