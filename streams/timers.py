@@ -80,6 +80,19 @@ DUE_CASES_SQL = (
     f" WHERE partition = p.part AND next_due <= $2 ORDER BY next_due LIMIT {SCAN_LIMIT}) AS c"
     f" ORDER BY c.next_due LIMIT {SCAN_LIMIT}"
 )
+# The same, for what fell due since the last scan only: a scan woken by a deadline reads the
+# cases that became due, not again every case still waiting for its command to be applied
+# (with thousands waiting behind a backlog, ten full scans a second were the backlog).
+DUE_CASES_SINCE_SQL = (
+    "SELECT c.doc FROM unnest($1::int[]) AS p(part), LATERAL (SELECT doc, next_due FROM cases"
+    " WHERE partition = p.part AND next_due > $3 AND next_due <= $2"
+    f" ORDER BY next_due LIMIT {SCAN_LIMIT}) AS c ORDER BY c.next_due LIMIT {SCAN_LIMIT}"
+)
+STALLED_CLAIMS_SINCE_SQL = (
+    "SELECT c.doc FROM unnest($1::int[]) AS p(part), LATERAL (SELECT doc, stall_due FROM claims"
+    " WHERE partition = p.part AND stall_due > $3 AND stall_due <= $2"
+    f" ORDER BY stall_due LIMIT {SCAN_LIMIT}) AS c ORDER BY c.stall_due LIMIT {SCAN_LIMIT}"
+)
 STALLED_CLAIMS_SQL = (
     "SELECT c.doc FROM unnest($1::int[]) AS p(part), LATERAL (SELECT doc, stall_due FROM claims"
     f" WHERE partition = p.part AND stall_due <= $2 ORDER BY stall_due LIMIT {SCAN_LIMIT}) AS c"
@@ -128,6 +141,7 @@ class DeadlineTimer:
         self.scans = 0
         # The earliest deadline of the scanned partitions not yet due at the last scan.
         self.next_due: datetime | None = None
+        self.scanned_to: datetime | None = None  # the moment the last scan read up to
 
     def _fresh(self, command_id: str) -> bool:
         """Whether to send ``command_id`` (again): never sent, or still due although this
@@ -177,6 +191,11 @@ class DeadlineTimer:
         ``interval`` seconds later. While ``rebalancing()`` (partitions in motion) nothing
         is scanned, for at most ``MAX_REBALANCE_HOLD`` seconds in a row; the end of a
         rebalance counts as an ownership change (scanned at once).
+
+        A full scan (every case due) runs when the partitions changed and every ``interval``;
+        a scan woken by the earliest deadline reads only what fell due since the last scan.
+        A case written already overdue (opened from a backlog; its next level already past
+        when the previous one is applied) is found by the next full scan.
         """
         last_owned: frozenset[int] | None = None
         last_scan = float("-inf")
@@ -217,12 +236,15 @@ class DeadlineTimer:
                 until_due=self._until_due(),
             ):
                 continue
-            last_scan = time.monotonic()
+            full = owned != last_owned or since >= interval or self.scanned_to is None
+            if full:
+                last_scan = time.monotonic()
             try:
-                await self.tick(owned)
+                await self.tick(owned, since=None if full else self.scanned_to)
             except Exception as exc:  # noqa: BLE001 - the timer must survive outages
                 log.warning("deadline scan failed", error=safe_error(exc))
                 self.next_due = None
+                self.scanned_to = None  # the next scan is a full one
                 await asyncio.sleep(interval)  # then scan again (owned still counts as new)
                 continue
             last_owned = owned
@@ -245,19 +267,25 @@ class DeadlineTimer:
         ]:
             del self._sent[k]
 
-    async def tick(self, partitions: Iterable[int]) -> int:
-        """One scan over the given partitions; returns the number of commands sent."""
+    async def tick(self, partitions: Iterable[int], since: datetime | None = None) -> int:
+        """One scan over the given partitions (``since``: only what fell due after it);
+        returns the number of commands sent."""
         parts = sorted(set(partitions))
         self.scans += 1
+        now = datetime.now(UTC)
         if not parts:
             self.next_due = None
+            self.scanned_to = now
             return 0
-        now = datetime.now(UTC)
         rt = self.runtime
         async with rt.db.pool.acquire() as conn:
             self.next_due = await conn.fetchval(NEXT_DUE_SQL, parts, now)
-            case_rows = await conn.fetch(DUE_CASES_SQL, parts, now)
-            claim_rows = await conn.fetch(STALLED_CLAIMS_SQL, parts, now)
+            if since is None:
+                case_rows = await conn.fetch(DUE_CASES_SQL, parts, now)
+                claim_rows = await conn.fetch(STALLED_CLAIMS_SQL, parts, now)
+            else:
+                case_rows = await conn.fetch(DUE_CASES_SINCE_SQL, parts, now, since)
+                claim_rows = await conn.fetch(STALLED_CLAIMS_SINCE_SQL, parts, now, since)
         commands: list[tuple[str, str, dict[str, Any]]] = []
         cases = [Case.from_doc(r["doc"]) for r in case_rows]
         commands.extend(due_commands(cases, rt.policy, now))  # every case clock (handlers.clocks)
@@ -317,8 +345,9 @@ class DeadlineTimer:
             )
             sent += 1
         self.fired += sent
-        complete = len(case_rows) < SCAN_LIMIT and len(claim_rows) < SCAN_LIMIT
+        complete = since is None and len(case_rows) < SCAN_LIMIT and len(claim_rows) < SCAN_LIMIT
         self._forget(parts, {cid for _, cid, _ in commands} if complete else None)
         if failed is not None:
             raise failed  # the scan failed: the unsent commands go again on the next scan
+        self.scanned_to = now
         return sent

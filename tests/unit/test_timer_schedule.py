@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -72,10 +73,14 @@ class _Recording(DeadlineTimer):
     def __init__(self) -> None:
         super().__init__(_Runtime())
         self.ticks: list[frozenset[int]] = []
+        self.full: list[bool] = []
+        self.upcoming: datetime | None = None  # what the next scan reads as next due
 
-    async def tick(self, partitions: Iterable[int]) -> int:
+    async def tick(self, partitions: Iterable[int], since: datetime | None = None) -> int:
         self.ticks.append(frozenset(partitions))
-        self.next_due = None
+        self.full.append(since is None)
+        self.next_due, self.upcoming = self.upcoming, None
+        self.scanned_to = datetime.now(UTC)
         return 0
 
 
@@ -103,6 +108,7 @@ async def test_no_scan_while_the_group_rebalances_then_one_at_once() -> None:
         assert timer.ticks[-1] == frozenset({0, 1, 4})
         await asyncio.sleep(5 * CHECK_EVERY)
         assert len(timer.ticks) == 2  # nothing due, same partitions, interval far away
+        assert timer.full == [True, True]
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -179,3 +185,16 @@ def test_the_fallback_resend_backs_off_and_a_command_no_longer_due_is_forgotten(
     assert timer._fresh("d")
     assert not timer._fresh("c")
     assert not timer._fresh("e")  # partition 5 not scanned: kept
+
+
+async def test_a_scan_woken_by_a_deadline_reads_only_what_fell_due_since() -> None:
+    timer = _Recording()
+    timer.upcoming = datetime.now(UTC) + timedelta(seconds=3 * CHECK_EVERY)
+    task = asyncio.create_task(timer.run(lambda: {2}, interval=3600.0))
+    try:
+        await _until(lambda: len(timer.ticks) == 2)
+        assert timer.full == [True, False]  # the first scan full, the deadline's incremental
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
