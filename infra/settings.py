@@ -49,11 +49,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     group_id: str = "garda"
     batch_size: int = 1000
-    # Seconds take_events waits for a batch to fill. Faust stops feeding the buffer while a
-    # batch is processed and refills it at its own per-event pace, so this bounds a backlog's
-    # batch size: 0.01 s gave ~50-event batches (per-batch costs dominated), 0.05 s ~200-1000
-    # (docs/benchmarks.md); a lone event waits at most this long.
-    batch_within: float = 0.05
+    batch_within: float = 0.01
     fetch_max_wait_ms: int = 100
     session_timeout: float = 10.0
     timer_interval: float = 1.0
