@@ -465,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_simulate)
     r = sub.add_parser("rebuild", help="replay the input topics into an empty read model")
-    r.add_argument("--batch-size", type=int, default=5000)
+    r.add_argument("--batch-size", type=int, default=10_000, help="records per transaction")
     r.add_argument("--force", action="store_true", help="clear a non-empty read model first")
     r.add_argument("--republish", action="store_true", help="publish the output events again")
     r.add_argument(

@@ -78,6 +78,11 @@ READ_MODEL_TABLES = (
     "agency_placements",
     "agency_cases",
 )
+# Records per batch (one transaction). Large: a batch's ~30 round trips to PostgreSQL and its
+# per-batch work (locks, loading the stored workers, the employer and agency syncs) are paid
+# once per batch, and fewer workers are written again by a later batch. Memory stays small
+# (the records and the touched aggregates of one batch).
+BATCH_SIZE = 10_000
 BUFFER_LIMIT = 2_000  # records buffered per topic-partition before it is paused
 FETCH_BYTES = 1 << 20  # per partition and fetch
 _NOT_WRITTEN = OutboxRow(event_id="", topic="", key=None, value=b"")
@@ -395,7 +400,7 @@ async def rebuild(
     settings: Settings,
     policy: Policy,
     *,
-    batch_size: int = 5000,
+    batch_size: int = BATCH_SIZE,
     force: bool = False,
     republish: bool = False,
     progress: bool = True,
