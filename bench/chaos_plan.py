@@ -30,8 +30,18 @@ from schemas import topics
 from schemas.envelope import decode
 
 # Case document keys an escalation (or the processor's clock) may change.
+# (escalated_to and resolve_deadline_missed are set by the escalation that fired, like the
+# level: typed case fields since they left ``detail``.)
 TIME_DEPENDENT_CASE_KEYS = frozenset(
-    {"escalation_level", "updated_at", "detail", "acknowledged_at", "resolved_at"}
+    {
+        "escalation_level",
+        "updated_at",
+        "detail",
+        "acknowledged_at",
+        "resolved_at",
+        "escalated_to",
+        "resolve_deadline_missed",
+    }
 )
 TIME_DEPENDENT_WORKER_KEYS = frozenset({"updated_at"})
 INVALID_EVERY = 100  # about one record in a hundred is invalid on purpose

@@ -21,6 +21,9 @@ commands go out in one producer batch: after a rejoin window hundreds fall due a
 sent one round trip each they held back the deadlines due behind them by seconds.
 
 Rules decided where the design is silent:
+- A full scan leaves out the cases (and claims) with a command in flight (sent, not yet
+  handled by this worker, not due to be sent again): behind a backlog thousands wait for
+  their commands, and every full scan read and decoded them all again for nothing.
 - A command is remembered as sent only once the broker acknowledged it: one that failed
   (the broker away) is sent again on the next scan, not ``RESEND_AFTER`` later.
 - A command still due ``RESEND_AFTER`` seconds after it was sent is sent again only if this
@@ -77,8 +80,8 @@ NEXT_DUE_SQL = (
 )
 DUE_CASES_SQL = (
     "SELECT c.doc FROM unnest($1::int[]) AS p(part), LATERAL (SELECT doc, next_due FROM cases"
-    f" WHERE partition = p.part AND next_due <= $2 ORDER BY next_due LIMIT {SCAN_LIMIT}) AS c"
-    f" ORDER BY c.next_due LIMIT {SCAN_LIMIT}"
+    " WHERE partition = p.part AND next_due <= $2 AND NOT (case_id = ANY($3::text[]))"
+    f" ORDER BY next_due LIMIT {SCAN_LIMIT}) AS c ORDER BY c.next_due LIMIT {SCAN_LIMIT}"
 )
 # The same, for what fell due since the last scan only: a scan woken by a deadline reads the
 # cases that became due, not again every case still waiting for its command to be applied
@@ -95,8 +98,8 @@ STALLED_CLAIMS_SINCE_SQL = (
 )
 STALLED_CLAIMS_SQL = (
     "SELECT c.doc FROM unnest($1::int[]) AS p(part), LATERAL (SELECT doc, stall_due FROM claims"
-    f" WHERE partition = p.part AND stall_due <= $2 ORDER BY stall_due LIMIT {SCAN_LIMIT}) AS c"
-    f" ORDER BY c.stall_due LIMIT {SCAN_LIMIT}"
+    " WHERE partition = p.part AND stall_due <= $2 AND NOT (claim_id = ANY($3::text[]))"
+    f" ORDER BY stall_due LIMIT {SCAN_LIMIT}) AS c ORDER BY c.stall_due LIMIT {SCAN_LIMIT}"
 )
 
 
@@ -158,6 +161,20 @@ class DeadlineTimer:
             return True
         # handled past it (only meaningful while the log's offsets only grew since)
         return handled_then < offset <= self._handled(partition)
+
+    def _in_flight(self) -> tuple[set[str], set[str]]:
+        """(case ids, claim ids) with a command sent that this worker has not handled yet
+        and that is not due to be sent again: a full scan leaves them out (reading them
+        would only find their command pending again)."""
+        cases: set[str] = set()
+        claims: set[str] = set()
+        for cid, (_, partition, offset, handled_then, _) in self._sent.items():
+            if self._fresh(cid) or handled_then < offset <= self._handled(partition):
+                continue
+            kind, _, rest = cid.partition(":")
+            subject = rest.split(":", 1)[0]
+            (claims if kind == "stalled" else cases).add(subject)
+        return cases, claims
 
     def _handled(self, partition: int) -> int:
         topic = self.runtime.settings.topic(topics.COMMANDS)
@@ -254,16 +271,27 @@ class DeadlineTimer:
             return None
         return (self.next_due - datetime.now(UTC)).total_seconds()
 
-    def _forget(self, scanned: list[int], due: set[str] | None) -> None:
+    def _forget(
+        self,
+        scanned: list[int],
+        due: set[str] | None,
+        skipped: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
         """Forget the commands no longer due on the scanned partitions (``due``: every
-        command due there, None when the scan read only the first ``SCAN_LIMIT``), and any
-        older than ``RESEND_CAP`` twice."""
+        command due there, None when the scan read only the first ``SCAN_LIMIT``; the cases
+        and claims in ``skipped`` were not read), and any older than ``RESEND_CAP`` twice."""
         cutoff = time.monotonic() - 2 * RESEND_CAP
         parts = set(scanned)
         for k in [
             k
             for k, v in self._sent.items()
-            if v[0] < cutoff or (due is not None and v[1] in parts and k not in due)
+            if v[0] < cutoff
+            or (
+                due is not None
+                and v[1] in parts
+                and k not in due
+                and k.partition(":")[2].split(":", 1)[0] not in skipped
+            )
         ]:
             del self._sent[k]
 
@@ -278,11 +306,12 @@ class DeadlineTimer:
             self.scanned_to = now
             return 0
         rt = self.runtime
+        skip_cases, skip_claims = self._in_flight() if since is None else (set(), set())
         async with rt.db.pool.acquire() as conn:
             self.next_due = await conn.fetchval(NEXT_DUE_SQL, parts, now)
             if since is None:
-                case_rows = await conn.fetch(DUE_CASES_SQL, parts, now)
-                claim_rows = await conn.fetch(STALLED_CLAIMS_SQL, parts, now)
+                case_rows = await conn.fetch(DUE_CASES_SQL, parts, now, list(skip_cases))
+                claim_rows = await conn.fetch(STALLED_CLAIMS_SQL, parts, now, list(skip_claims))
             else:
                 case_rows = await conn.fetch(DUE_CASES_SINCE_SQL, parts, now, since)
                 claim_rows = await conn.fetch(STALLED_CLAIMS_SINCE_SQL, parts, now, since)
@@ -346,7 +375,9 @@ class DeadlineTimer:
             sent += 1
         self.fired += sent
         complete = since is None and len(case_rows) < SCAN_LIMIT and len(claim_rows) < SCAN_LIMIT
-        self._forget(parts, {cid for _, cid, _ in commands} if complete else None)
+        self._forget(
+            parts, {cid for _, cid, _ in commands} if complete else None, skip_cases | skip_claims
+        )
         if failed is not None:
             raise failed  # the scan failed: the unsent commands go again on the next scan
         self.scanned_to = now

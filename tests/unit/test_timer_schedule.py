@@ -198,3 +198,19 @@ async def test_a_scan_woken_by_a_deadline_reads_only_what_fell_due_since() -> No
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def test_a_full_scan_leaves_out_what_has_a_command_in_flight() -> None:
+    rt = _ResendRuntime()
+    timer = DeadlineTimer(rt)
+    now = time.monotonic()
+    rt.processor.positions[_commands_tp(1)] = 9
+    timer._acknowledged("deadline:CASE-a:ack:1:2026-01-01T00:00:00Z", 1, 10, now)
+    timer._acknowledged("stalled:CLM-b:2026-01-01T00:00:00Z", 1, 11, now)
+    timer._acknowledged("referral:CASE-c:2026-01-01T00:00:00Z", 2, 5, now)
+    rt.processor.positions[_commands_tp(2)] = 5  # ... and handled already
+    assert timer._in_flight() == ({"CASE-a"}, {"CLM-b"})
+    # a full scan that did not read CASE-a keeps its command; CASE-c's is no longer due
+    timer._forget([1, 2], set(), {"CASE-a", "CLM-b"})
+    assert not timer._fresh("deadline:CASE-a:ack:1:2026-01-01T00:00:00Z")
+    assert timer._fresh("referral:CASE-c:2026-01-01T00:00:00Z")
