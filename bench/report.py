@@ -324,7 +324,7 @@ def plot(r: dict[str, Any], out_stem: Path) -> list[Path]:
     ax = axes[2]
     s = _get(r, "escalation", "samples_s")
     if s:
-        ax.hist([v * 1000 for v in s], bins=20, color="tab:orange")
+        ax.hist([v * 1000 for v in s], bins=20, color="tab:orange", label="empty read model")
     ax.axvline(1000, color="grey", ls=":", lw=1, label="target 1 s")
     loaded = _get(r, "escalation_loaded", "samples_s")
     if loaded:
