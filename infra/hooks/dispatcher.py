@@ -122,12 +122,20 @@ class Dispatcher:
         self.sent = 0
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def start(self) -> Dispatcher:
-        if self._task is None:
+    async def open(self) -> Dispatcher:
+        """Ready to send, without the background rounds: the caller runs ``run_once`` and
+        ``housekeeping`` itself (tests that drive each round; ``start`` for the loop)."""
+        if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.hooks.policy.timeout.total_seconds()),
                 headers={"User-Agent": "garda-hooks/1"},
             )
+        return self
+
+    async def start(self) -> Dispatcher:
+        """Open, and run rounds in the background (woken by ``LISTEN``, else polling)."""
+        await self.open()
+        if self._task is None:
             self._task = asyncio.create_task(self._run(), name="garda.hooks.dispatcher")
         return self
 
