@@ -28,7 +28,11 @@ Rules decided where the design is silent:
   (the broker away) is sent again on the next scan, not ``RESEND_AFTER`` later.
 - A command still due ``RESEND_AFTER`` seconds after it was sent is sent again only if this
   worker has since handled its commands partition past the command's offset (it was applied
-  and found early). While the consumer is merely behind, the command waits in the log:
+  and found early). "Handled" is the position before the scan's database read, not after
+  it: a batch that applied the command and committed while the scan was reading was not
+  seen by the read (the command looked still due), and judged by the newer position the
+  command went out a second time (found no longer due: "ignored", ahead of the events
+  that came after). While the consumer is merely behind, the command waits in the log:
   resent every 15 s regardless, a backlog of thousands of due cases (the full chaos run) was
   sent again and again, and the copies became the backlog. After ``RESEND_AFTER_MAX``
   seconds it is sent again anyway, then after twice that, and so on (up to ``RESEND_CAP``),
@@ -146,10 +150,12 @@ class DeadlineTimer:
         self.next_due: datetime | None = None
         self.scanned_to: datetime | None = None  # the moment the last scan read up to
 
-    def _fresh(self, command_id: str) -> bool:
+    def _fresh(self, command_id: str, handled: dict[int, int] | None = None) -> bool:
         """Whether to send ``command_id`` (again): never sent, or still due although this
         worker has handled its commands partition past it (``RESEND_AFTER`` after it was
-        sent), or waiting for ``RESEND_AFTER_MAX`` (lost: see the module doc)."""
+        sent), or waiting for ``RESEND_AFTER_MAX`` (lost: see the module doc). ``handled``:
+        the positions (commands partition -> offset) taken before the read that found the
+        command due (None: the current ones)."""
         sent = self._sent.get(command_id)
         if sent is None:
             return True
@@ -160,16 +166,18 @@ class DeadlineTimer:
         if age >= min(RESEND_CAP, RESEND_AFTER_MAX * 2 ** (copies - 1)):
             return True
         # handled past it (only meaningful while the log's offsets only grew since)
-        return handled_then < offset <= self._handled(partition)
+        now_handled = self._handled(partition) if handled is None else handled.get(partition, -1)
+        return handled_then < offset <= now_handled
 
-    def _in_flight(self) -> tuple[set[str], set[str]]:
+    def _in_flight(self, handled: dict[int, int] | None = None) -> tuple[set[str], set[str]]:
         """(case ids, claim ids) with a command sent that this worker has not handled yet
         and that is not due to be sent again: a full scan leaves them out (reading them
-        would only find their command pending again)."""
+        would only find their command pending again). ``handled`` as for ``_fresh``."""
         cases: set[str] = set()
         claims: set[str] = set()
         for cid, (_, partition, offset, handled_then, _) in self._sent.items():
-            if self._fresh(cid) or handled_then < offset <= self._handled(partition):
+            done = self._handled(partition) if handled is None else handled.get(partition, -1)
+            if self._fresh(cid, handled) or handled_then < offset <= done:
                 continue
             kind, _, rest = cid.partition(":")
             subject = rest.split(":", 1)[0]
@@ -179,6 +187,11 @@ class DeadlineTimer:
     def _handled(self, partition: int) -> int:
         topic = self.runtime.settings.topic(topics.COMMANDS)
         return int(self.runtime.processor.positions.get((topic, partition), -1))
+
+    def _handled_now(self) -> dict[int, int]:
+        """The commands partitions' handled positions now (partition -> offset)."""
+        topic = self.runtime.settings.topic(topics.COMMANDS)
+        return {p: int(o) for (t, p), o in self.runtime.processor.positions.items() if t == topic}
 
     def _acknowledged(self, command_id: str, partition: int, offset: int, at: float) -> None:
         top = self._top.get(partition, -1)
@@ -306,7 +319,10 @@ class DeadlineTimer:
             self.scanned_to = now
             return 0
         rt = self.runtime
-        skip_cases, skip_claims = self._in_flight() if since is None else (set(), set())
+        # Before the read: a position is advanced only after its batch committed, so what
+        # these positions say was handled, the read below sees applied.
+        handled = self._handled_now()
+        skip_cases, skip_claims = self._in_flight(handled) if since is None else (set(), set())
         async with rt.db.pool.acquire() as conn:
             self.next_due = await conn.fetchval(NEXT_DUE_SQL, parts, now)
             if since is None:
@@ -334,7 +350,7 @@ class DeadlineTimer:
         batch: list[tuple[str, str, dict[str, Any]]] = []
         records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
         for type_, cid, data in commands:
-            if not self._fresh(cid):
+            if not self._fresh(cid, handled):
                 continue
             # A fresh id per send: commands are made idempotent by the state they are checked
             # against (a level fires once), not by their id, so that a command judged early

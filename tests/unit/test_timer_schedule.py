@@ -214,3 +214,71 @@ def test_a_full_scan_leaves_out_what_has_a_command_in_flight() -> None:
     timer._forget([1, 2], set(), {"CASE-a", "CLM-b"})
     assert not timer._fresh("deadline:CASE-a:ack:1:2026-01-01T00:00:00Z")
     assert timer._fresh("referral:CASE-c:2026-01-01T00:00:00Z")
+
+
+class _Conn:
+    """The scan's database: a claim stalled for weeks; the batch that applies its command
+    commits while the scan reads (``during_read``)."""
+
+    def __init__(self, doc: dict, during_read: Callable[[], None]) -> None:
+        self.doc = doc
+        self.during_read = during_read
+
+    async def fetchval(self, sql: str, *args: object) -> None:
+        return None
+
+    async def fetch(self, sql: str, *args: object) -> list[dict]:
+        if "FROM claims" not in sql:
+            return []
+        skipped = args[2] if isinstance(args[2], list) else []  # a full scan's in-flight ids
+        rows = [] if self.doc["claim_id"] in skipped else [{"doc": self.doc}]
+        # the snapshot the read saw: still due...
+        self.during_read()  # ... and the command applied, its position advanced, meanwhile
+        return rows
+
+
+class _Pool:
+    def __init__(self, conn: _Conn) -> None:
+        self.conn = conn
+        self.pool = self  # as infra.db.Database: ``db.pool.acquire()``
+
+    @contextlib.asynccontextmanager
+    async def acquire(self):  # type: ignore[no-untyped-def]
+        yield self.conn
+
+
+class _Relay:
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    async def send_raw_many(self, records: list[tuple]) -> list[tuple[int, int]]:
+        self.sent += records
+        return [(2, 200 + i) for i in range(len(records))]
+
+
+async def test_a_command_applied_while_the_scan_reads_is_not_sent_again() -> None:
+    from handlers.model import Claim
+    from handlers.policy import load_policy
+
+    rt = _ResendRuntime()
+    long_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
+    claim = Claim("CL-1", "W-1", "JKK", filed_at=long_ago, last_change_at=long_ago)
+    cid = f"stalled:CL-1:{long_ago.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+
+    def applied() -> None:
+        rt.processor.positions[_commands_tp(2)] = 120
+
+    rt.db = _Pool(_Conn(claim.to_doc(), applied))  # type: ignore[attr-defined]
+    rt.policy = load_policy()  # type: ignore[attr-defined]
+    rt.relay = _Relay()  # type: ignore[attr-defined]
+    timer = DeadlineTimer(rt)
+    rt.processor.positions[_commands_tp(2)] = 99
+    # Sent a while ago (offset 120), the consumer behind it until the read below.
+    timer._acknowledged(cid, 2, 120, time.monotonic() - RESEND_AFTER - 1)
+    assert await timer.tick([2]) == 0  # the read predates the commit: not a reason to resend
+    assert rt.relay.sent == []
+    # The next scan's read sees it still due after its partition was handled past it:
+    # applied and found early (another worker's clock), sent again.
+    assert await timer.tick([2]) == 1
+    (record,) = rt.relay.sent
+    assert record[0] == _Settings.topic(topics.COMMANDS) and record[1] == b"W-1"
