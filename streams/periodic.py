@@ -9,9 +9,10 @@ Rules decided where the design is silent:
   flight must count before its deadline does): it waits until the urgent lane reached the
   high-water mark seen when the wait began, not for "no lag", so steady traffic cannot keep
   it waiting. A partition is left out for at most ``ACTIONS_WAIT`` seconds in a row, also
-  while its high-water mark is unknown: then it is scanned anyway (logged), so a stuck or
-  unknown partition never holds escalations for long. A partition that stops waiting is a
-  change of the partitions: scanned at once.
+  while its high-water mark is unknown: then it is scanned anyway (logged) until it has
+  caught up, so a stuck or unknown partition never holds escalations for long. A partition
+  that stops waiting is a change of the partitions: scanned at once. One that caught up
+  does not wait again for ``REARM_AFTER`` seconds.
 """
 
 from __future__ import annotations
@@ -31,32 +32,49 @@ from streams.web.ratelimit import AUDIT_EVERY
 log = get_logger("garda.streams")
 
 ACTIONS_WAIT = 5.0  # seconds a partition's deadline scan may be held by unhandled case actions
+# Seconds after a partition caught up before it may wait again: the scan's caller asks every
+# 0.1 s, and a partition that left and rejoined the scanned set each time would count as a
+# change of the partitions (a full scan) at every step of steady action traffic.
+REARM_AFTER = 1.0
 
 
 class PendingActions:
     """Which partitions' deadline scans wait for case actions published before the scan."""
 
-    def __init__(self, max_wait: float = ACTIONS_WAIT) -> None:
+    def __init__(self, max_wait: float = ACTIONS_WAIT, rearm: float = REARM_AFTER) -> None:
         self.max_wait = max_wait
+        self.rearm = rearm
         # partition -> (offset the actions lane must reach, None while unknown; since when)
         self._targets: dict[int, tuple[int | None, float]] = {}
+        self._clear_until: dict[int, float] = {}  # caught up: no new wait before then
+        self._given_up: set[int] = set()  # waited max_wait: scanned until it catches up
 
     def waiting(
         self, progress: dict[int, tuple[int, int | None]], owned: set[int], now: float
     ) -> set[int]:
         """Of ``owned``, the partitions to skip now. ``progress``: partition -> (next offset
         to handle, fetch high-water mark or None) of the actions topic."""
-        out: set[int] = set()
-        for p in list(self._targets):
+        for p in set(self._targets) | set(self._clear_until) | self._given_up:
             if p not in owned:
-                del self._targets[p]
+                self._targets.pop(p, None)
+                self._clear_until.pop(p, None)
+                self._given_up.discard(p)
+        out: set[int] = set()
         for p in owned:
             nxt, hw = progress.get(p, (0, None))
+            if p in self._given_up:
+                if hw is not None and nxt >= hw:
+                    self._given_up.discard(p)
+                    self._clear_until[p] = now + self.rearm
+                continue
+            if now < self._clear_until.get(p, float("-inf")):
+                continue
             target, since = self._targets.get(p, (None, now))
             if target is None:
                 target = hw
             if target is not None and nxt >= target:
-                self._targets.pop(p, None)  # caught up: the next scan sets a new target
+                self._targets.pop(p, None)
+                self._clear_until[p] = now + self.rearm
                 continue
             if now - since >= self.max_wait:
                 log.warning(
@@ -67,6 +85,7 @@ class PendingActions:
                     waited_s=round(now - since, 1),
                 )
                 self._targets.pop(p, None)
+                self._given_up.add(p)
                 continue
             self._targets[p] = (target, since)
             out.add(p)

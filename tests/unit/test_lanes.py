@@ -45,28 +45,31 @@ async def test_two_urgent_batches_hold_the_bulk_until_both_ended() -> None:
 
 
 def test_a_scan_waits_for_the_actions_published_before_it_not_for_later_ones() -> None:
-    pending = PendingActions(max_wait=5)
+    pending = PendingActions(max_wait=5, rearm=1)
     # partition 0: handled up to offset 10 of 12; partition 1: caught up.
     assert pending.waiting({0: (10, 12), 1: (7, 7)}, {0, 1}, now=0.0) == {0}
     # New actions arrive (high-water 20) while the first two are handled: the target stays
     # the high-water seen when the wait began, so steady traffic cannot hold the scan.
     assert pending.waiting({0: (12, 20), 1: (7, 7)}, {0, 1}, now=0.1) == set()
-    # The next scan sets a new target.
-    assert pending.waiting({0: (15, 20)}, {0}, now=1.0) == {0}
+    # Caught up: no new wait for `rearm` seconds, then the next one sets a new target.
+    assert pending.waiting({0: (15, 20)}, {0}, now=0.5) == set()
+    assert pending.waiting({0: (15, 20)}, {0}, now=1.2) == {0}
 
 
 def test_an_unknown_high_water_waits_until_known_or_at_most_max_wait() -> None:
-    pending = PendingActions(max_wait=5)
+    pending = PendingActions(max_wait=5, rearm=1)
     assert pending.waiting({0: (0, None)}, {0}, now=0.0) == {0}
     assert pending.waiting({0: (0, None)}, {0}, now=4.9) == {0}
     assert pending.waiting({0: (0, None)}, {0}, now=5.0) == set()  # never held for good
-    assert pending.waiting({}, {0}, now=6.0) == {0}  # not yet fetched at all: unknown too
-    assert pending.waiting({0: (3, 3)}, {0}, now=6.1) == set()
+    assert pending.waiting({}, {0}, now=6.0) == set()  # still unknown: scanned from now on
+    assert pending.waiting({0: (3, 3)}, {0}, now=6.1) == set()  # caught up at last
+    assert pending.waiting({0: (3, 5)}, {0}, now=7.2) == {0}  # and may wait again
 
 
 def test_a_partition_behind_is_scanned_after_max_wait_and_revoked_ones_are_forgotten() -> None:
-    pending = PendingActions(max_wait=5)
+    pending = PendingActions(max_wait=5, rearm=1)
     assert pending.waiting({0: (0, 100), 1: (0, 100)}, {0, 1}, now=0.0) == {0, 1}
     assert pending.waiting({0: (50, 100)}, {0}, now=2.0) == {0}  # partition 1 revoked
     assert pending.waiting({0: (60, 100)}, {0}, now=5.0) == set()
+    assert pending.waiting({0: (70, 120)}, {0}, now=5.1) == set()  # stuck: not held again
     assert pending.waiting({1: (0, 100)}, {1}, now=5.5) == {1}  # assigned again: a new wait
