@@ -73,8 +73,11 @@ async def traffic(run: Run, rate: float, duration: float) -> dict[str, float]:
     while time.monotonic() - t0 < duration:
         due = int((time.monotonic() - t0) * rate)
         if due > sent:
-            await publish(run.settings, [incident(i) for i in range(sent, due)])
+            # Stamped before the publish, like the incidents' own time (their deadlines count
+            # from it): a publish slowed by a loaded machine (a producer starting) is time the
+            # incident waited, not time it did not exist.
             at = time.time()
+            await publish(run.settings, [incident(i) for i in range(sent, due)])
             published.update((f"rb-{i}", at) for i in range(sent, due))
             sent = due
         await asyncio.sleep(0.1)
