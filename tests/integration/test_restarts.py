@@ -12,13 +12,28 @@ import pytest
 from infra.settings import Settings
 from schemas import topics
 from tests.integration.events import departure, incident
-from tests.integration.harness import WorkerProcess, db_fetch, eventually, publish_events
+from tests.integration.harness import (
+    WorkerProcess,
+    db_fetch,
+    eventually,
+    get_json,
+    publish_events,
+)
 
 N = 3000
 
 
 async def _count(url: str, sql: str) -> int:
     return (await db_fetch(url, sql))[0][0]
+
+
+async def _assigned(*workers: WorkerProcess) -> bool:
+    """Every one of ``workers`` holds partitions (its /health)."""
+    for w in workers:
+        _, health = await get_json(f"{w.url}/health")
+        if not health.get("assigned"):
+            return False
+    return True
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
@@ -87,8 +102,15 @@ async def test_a_worker_joining_under_load_changes_nothing_twice(
     w2 = WorkerProcess(settings, tmp_path, "w2")
     wids = [f"W-J-{i:05d}" for i in range(N)]
 
+    joined = asyncio.Event()
+
     async def traffic() -> None:
         for i in range(0, N, 100):  # ~10 s of steady traffic
+            if i == 2 * N // 3:
+                # The last third once w2 holds partitions: on a loaded machine its start
+                # outlasted the whole traffic, and it joined after it (handled nothing).
+                await asyncio.wait_for(joined.wait(), 120)
+                await eventually(lambda: _assigned(w1, w2), lambda ok: ok, timeout=60)
             await publish_events(
                 settings, topics.DEPARTURES, [departure(w, "HK") for w in wids[i : i + 100]]
             )
@@ -98,6 +120,7 @@ async def test_a_worker_joining_under_load_changes_nothing_twice(
         sender = asyncio.create_task(traffic())
         await asyncio.sleep(1.0)
         await w2.start(ready_timeout=60)
+        joined.set()
         await sender
         await eventually(
             lambda: _count(url, "SELECT count(*) FROM processed_events"),
