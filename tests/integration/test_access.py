@@ -30,7 +30,9 @@ JOHOR, TAIPEI = "KJRI-JOHOR-BAHRU", "KDEI-TAIPEI"
 
 async def two_cases(settings: Settings, url: str, hq: str) -> tuple[dict, dict]:
     await publish_events(
-        settings, topics.INCIDENTS, [incident("W-JB"), incident("W-TPE", country="TW", region=None)]
+        settings,
+        topics.INCIDENTS,
+        [incident("W-JB", region="MY-01"), incident("W-TPE", country="TW", region=None)],
     )
     _, body = await eventually(
         lambda: get_json(f"{url}/api/cases?kind=protection", headers=bearer(hq)),
@@ -124,7 +126,7 @@ async def test_post_tokens_see_only_their_cases(settings: Settings, worker: Work
     assert note["actor"] == "hq-duty-1" and note["detail"]["post_id"] == "HQ"
 
     # Ingest needs a token too.
-    ev = incident("W-JB")
+    ev = incident("W-JB", region="MY-01")
     ce = {"Content-Type": "application/cloudevents+json"}
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{url}/api/events", data=json.dumps(ev), headers=ce) as r:
@@ -249,7 +251,9 @@ async def test_head_of_mission_sees_a_case_once_it_is_escalated_to_it(
     try:
         _, hq = await new_token(fast, hq=True)
         _, kl = await new_token(fast, posts=["KBRI-KUALA-LUMPUR"])
-        await publish_events(fast, topics.INCIDENTS, [incident("W-HOM", "lost_contact")])
+        await publish_events(
+            fast, topics.INCIDENTS, [incident("W-HOM", "lost_contact", region="MY-01")]
+        )
         _, body = await eventually(
             lambda: get_json(f"{worker.url}/api/cases?worker_id=W-HOM", headers=bearer(hq)),
             lambda r: r[0] == 200 and len(r[1]["cases"]) == 1,

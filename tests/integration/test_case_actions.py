@@ -48,7 +48,7 @@ def action(
 
 
 async def open_case(settings: Settings, url: str, headers: dict[str, str], wid: str) -> dict:
-    await publish_events(settings, topics.INCIDENTS, [incident(wid)])
+    await publish_events(settings, topics.INCIDENTS, [incident(wid, region="MY-01")])
     _, body = await eventually(
         lambda: get_json(f"{url}/api/cases?worker_id={wid}&kind=protection", headers=headers),
         lambda r: r[0] == 200 and len(r[1]["cases"]) == 1,

@@ -79,7 +79,9 @@ async def open_cases(
     settings: Settings, url: str, headers: dict[str, str], specs: list[tuple[str, str]]
 ) -> dict[str, dict[str, Any]]:
     """Publish one incident per (worker_id, category); returns {worker_id: case} once open."""
-    await publish_events(settings, topics.INCIDENTS, [incident(w, c) for w, c in specs])
+    await publish_events(
+        settings, topics.INCIDENTS, [incident(w, c, region="MY-01") for w, c in specs]
+    )
     out: dict[str, dict[str, Any]] = {}
     for wid, _ in specs:
         _, body = await eventually(

@@ -55,7 +55,7 @@ async def test_counters_and_gauges_after_three_valid_and_one_invalid_event(
     settings: Settings, fast_worker: WorkerProcess
 ) -> None:
     url = fast_worker.url
-    events = [incident(f"W-MET-{i}", "detention") for i in range(3)]
+    events = [incident(f"W-MET-{i}", "detention", region="MY-01") for i in range(3)]
     await publish_events(settings, INCIDENTS, events)
     await publish(settings, INCIDENTS, [(b"W-MET-X", b"{not json", None)])
 

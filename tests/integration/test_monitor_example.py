@@ -29,7 +29,9 @@ def load_example():
 
 
 async def test_feed_prints_cases_and_alerts(settings: Settings, worker: WorkerProcess) -> None:
-    await publish_events(settings, topics.INCIDENTS, [incident("W-MON-1", "detention")])
+    await publish_events(
+        settings, topics.INCIDENTS, [incident("W-MON-1", "detention", region="MY-01")]
+    )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(EXAMPLE),

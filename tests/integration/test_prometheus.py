@@ -95,7 +95,9 @@ async def test_prometheus_scrapes_a_worker_and_loads_the_rules(
     assert up[0]["metric"]["instance"] == f"127.0.0.1:{worker.port}"
 
     await publish_events(
-        settings, topics.INCIDENTS, [incident(f"W-PROM-{i}", "detention") for i in range(3)]
+        settings,
+        topics.INCIDENTS,
+        [incident(f"W-PROM-{i}", "detention", region="MY-01") for i in range(3)],
     )
     await publish(settings, topics.INCIDENTS, [(b"W-PROM-X", b"not json", None)])
     opened = (

@@ -56,7 +56,7 @@ async def _state(url: str) -> dict[str, list]:
 async def test_rebuild_derives_the_same_read_model(settings: Settings, worker, pg_server) -> None:
     events = [departure(w, c, r) for w, c, r, _, _ in SCENARIO]
     incidents = [incident(w, cat, country=c, region=r) for w, c, r, cat, _ in SCENARIO]
-    incidents.append(incident("W-MY-JOHOR"))  # attaches
+    incidents.append(incident("W-MY-JOHOR", region="MY-01"))  # attaches
     total = len(events) + len(incidents)
 
     async def processed() -> int:

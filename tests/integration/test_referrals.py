@@ -75,7 +75,9 @@ async def test_referral_clocks(
     _, token = await new_token(settings, posts=[JOHOR])
     headers = bearer(token)
     wids = {k: f"W-REF-{k}-{uuid.uuid4().hex[:6]}" for k in ("lapse", "accept", "decline")}
-    await publish_events(settings, topics.INCIDENTS, [incident(w) for w in wids.values()])
+    await publish_events(
+        settings, topics.INCIDENTS, [incident(w, region="MY-01") for w in wids.values()]
+    )
     cases = {k: await case_of(url, headers, w) for k, w in wids.items()}
 
     async def act(kind: str, action: str, **body: Any) -> None:
