@@ -40,7 +40,7 @@ from handlers.claims import stall_due
 from handlers.clocks import case_next_due
 from handlers.model import Aggregate, iso
 from handlers.policy import Policy
-from infra.db import Database, _init_connection
+from infra.db import Database, _init_connection, _reset_connection
 from infra.store import (
     CASE_COLUMNS,
     BatchWrite,
@@ -141,7 +141,11 @@ class BulkDatabase(Database):
     async def start(self) -> BulkDatabase:
         if self._pool is None:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=self._min, max_size=self._max, init=_init_bulk_connection
+                self.url,
+                min_size=self._min,
+                max_size=self._max,
+                init=_init_bulk_connection,
+                reset=_reset_connection,  # as infra.db's pool: no reset round trip
             )
         return self
 
