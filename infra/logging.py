@@ -17,11 +17,14 @@ a PostgreSQL data error the literal), and that value can be a case description. 
 
 from __future__ import annotations
 
+import json.encoder
 import logging
 import re
 import sys
+import time
 import traceback
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import stamina
@@ -207,6 +210,83 @@ class _LineWriter:
     err = error = critical = exception = fatal = failure = msg
 
 
+_LEVEL_NAMES = {"warn": "warning", "exception": "error"}  # structlog's map_method_name
+
+
+def add_level_logger_time(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor for Garda's own loggers: ``level``, ``logger`` and ``timestamp``
+    in one call, exactly as ``add_log_level``, ``add_logger_name`` and
+    ``TimeStamper(fmt="iso", utc=True)`` add them (the same keys, order and text)."""
+    event_dict["level"] = _LEVEL_NAMES.get(method_name, method_name)
+    event_dict["logger"] = logger.name
+    event_dict["timestamp"] = _iso_now()
+    return event_dict
+
+
+_second: list[Any] = [None, ""]  # the last whole second seen and its ISO text
+
+
+def _iso_now() -> str:
+    """``datetime.now(UTC).isoformat()`` with ``Z`` for ``+00:00`` (no fraction when the
+    microseconds are 0, as isoformat writes it); the date and time of day are formatted once
+    per second."""
+    sec, us = divmod(time.time_ns() // 1000, 1_000_000)
+    if sec != _second[0]:
+        _second[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = sec
+    return f"{_second[1]}.{us:06d}Z" if us else f"{_second[1]}Z"
+
+
+def scrub(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``mask_pii`` then ``safe_exceptions`` in one pass over the keys (the same result)."""
+    exc_info = event_dict.pop("exc_info", None)
+    for key, value in event_dict.items():
+        if key in PII_KEYS:
+            event_dict[key] = mask_value(value)
+        elif type(value) is str or value is None:
+            continue
+        elif isinstance(value, dict | list | tuple):
+            event_dict[key] = _mask(value)
+        elif isinstance(value, BaseException):
+            event_dict[key] = safe_error(value)
+    if exc_info:
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        exc = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
+        if isinstance(exc, BaseException):
+            event_dict["exception"] = safe_traceback(exc)
+    return event_dict
+
+
+def _json_fallback(obj: Any) -> Any:
+    return structlog.processors._json_fallback_handler(obj)  # what JSONRenderer does
+
+
+# What ``json.dumps(event_dict, default=...)`` (structlog's JSONRenderer) builds per call, once:
+# the C encoder with json's default separators, ASCII escaping and NaN handling. The same
+# bytes, without a ``JSONEncoder`` constructed for every line.
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_encode_json = (
+    _c_make_encoder(
+        None, _json_fallback, json.encoder.encode_basestring_ascii, None, ": ", ", ", 0, 0, 1
+    )
+    if _c_make_encoder is not None
+    else None
+)
+
+
+def render_json(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> str:
+    """structlog processor: the line as ``structlog.processors.JSONRenderer()`` renders it."""
+    if _encode_json is None:  # pragma: no cover - CPython always has the C encoder
+        return json.dumps(event_dict, default=_json_fallback)
+    try:
+        return "".join(_encode_json(event_dict, 0))
+    except (ValueError, RecursionError):  # a circular value: json.dumps's own error text
+        return json.dumps(event_dict, default=_json_fallback)
+
+
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
     """Configure structlog and route stdlib logging (Faust, aiokafka) through it.
 
@@ -215,30 +295,37 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     written directly, without a stdlib ``LogRecord`` and formatter. Stdlib records (Faust,
     aiokafka, mode) keep their logger names and levels and are rendered by the same
     processors (``ProcessorFormatter``), so every line has the same shape and masking.
+
+    A native line is one log call per event on the hot path, so its chain is short: the
+    level, logger and timestamp in one processor (the date formatted once a second), masking
+    and exception rendering in one pass over the keys (``scrub``), and json's C encoder
+    built once (``render_json``): the same text as structlog's processors and JSONRenderer
+    give. Garda binds no context variables, so ``merge_contextvars`` (a copy of the whole
+    context per line) is not in the chains.
     """
     lvl = getattr(logging, level.upper())
     # stamina would log every scheduled retry with the exception's repr; Garda's retry loops
     # log their own line instead (what is unreachable, where, the attempt), so turn it off.
     stamina.instrumentation.set_on_retry_hooks([])
     shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         mask_pii,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        render_json if fmt == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    # Garda's own lines (one per event): the three stamps in one call, then the same masking,
+    # exception rendering and JSON text as the stdlib records get.
+    native: list[Any] = [add_level_logger_time, scrub, renderer]
     handler = logging.StreamHandler(sys.stderr)
 
     def writer(*args: Any) -> _LineWriter:
         return _LineWriter(handler, str(args[0]) if args else "garda")
 
     structlog.configure(
-        processors=[*shared, safe_exceptions, renderer],
+        processors=native,
         logger_factory=writer,
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         cache_logger_on_first_use=True,

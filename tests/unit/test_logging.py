@@ -2,13 +2,26 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 import structlog
 
+import infra.logging
 from errors import InvalidEvent
-from infra.logging import configure_logging, get_logger, mask_pii, mask_value, safe_error
+from infra.logging import (
+    add_level_logger_time,
+    configure_logging,
+    get_logger,
+    mask_pii,
+    mask_value,
+    render_json,
+    safe_error,
+    safe_exceptions,
+    scrub,
+)
 
 
 @pytest.mark.parametrize(
@@ -147,3 +160,75 @@ def test_a_closed_log_stream_never_breaks_the_caller() -> None:
     writer.info("before")
     stream.close()
     writer.info("after the stream closed")  # must not raise
+
+
+class _Named:
+    name = "garda.test"
+
+
+class _Custom:
+    def __structlog__(self) -> dict[str, int]:
+        return {"s": 1}
+
+
+def test_the_native_chain_renders_what_structlogs_processors_render(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Garda's per-line processors (stamps in one call, masking and exceptions in one pass,
+    the C JSON encoder built once) write the same text as structlog's own processors and
+    JSONRenderer, the chain before them, for every kind of value a line can carry."""
+    try:
+        raise ValueError(DESCRIPTION)
+    except ValueError as exc:
+        failed = exc
+    stamp = "2026-12-01T23:58:56.668407Z"  # TimeStamper's text is tested below
+    monkeypatch.setattr(infra.logging, "_iso_now", lambda: stamp)
+
+    def timestamper(_: Any, __: str, ed: dict[str, Any]) -> dict[str, Any]:
+        return {**ed, "timestamp": stamp}
+
+    old = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        timestamper,
+        mask_pii,
+        safe_exceptions,
+        structlog.processors.JSONRenderer(),
+    ]
+    new = [add_level_logger_time, scrub, render_json]
+    events: list[dict[str, Any]] = [
+        {"event_id": "E1", "type": "pmi.x", "worker_id": "PMI-1", "outcome": "applied"},
+        {"nik": "3201010101010001", "data": {"full_name": "Siti Aminah"}, "items": [("a", 1)]},
+        {"error": failed, "exc_info": failed, "passport_no": failed, "n": 10**30, "f": 1.5},
+        {"exc_info": (type(failed), failed, failed.__traceback__), "x": float("nan")},
+        {
+            "text": "é \x7f \x00 \u2028 😀",
+            "ok": True,
+            "none": None,
+            "obj": _Custom(),
+            "r": _Named(),
+        },
+        {3: "int key", None: 1, 2.5: "float key", "empty": {}, "t": ()},
+    ]
+    for method in ("info", "warning", "warn", "exception", "error"):
+        for event in events:
+            rendered = []
+            for chain in (old, new):
+                ed: Any = {**event, "event": "event handled"}
+                for proc in chain:
+                    ed = proc(_Named(), method, ed)
+                rendered.append(ed)
+            assert rendered[0] == rendered[1]
+            assert DESCRIPTION not in rendered[1] and "3201010101010001" not in rendered[1]
+
+
+def test_the_timestamp_is_isoformat_in_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    stamp = add_level_logger_time(_Named(), "info", {})["timestamp"]
+    parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert stamp.endswith("Z") and parsed.utcoffset() == timedelta(0)
+    assert parsed.isoformat().replace("+00:00", "Z") == stamp
+    assert abs((datetime.now(UTC) - parsed).total_seconds()) < 5
+    for ns in (1_796_169_600_000_000_000, 1_796_169_600_000_001_999, 1_796_169_601_999_999_000):
+        monkeypatch.setattr(infra.logging.time, "time_ns", lambda ns=ns: ns)
+        when = datetime.fromtimestamp(ns // 1000 / 1e6, UTC).replace(microsecond=ns // 1000 % 10**6)
+        assert infra.logging._iso_now() == when.isoformat().replace("+00:00", "Z")
