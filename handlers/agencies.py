@@ -6,7 +6,8 @@ Per worker (in the handlers):
   (``worker.p3mi_license``, None for a departure without one).
 - :func:`tag_new_cases`: every case the worker gets during that journey (protection,
   non-procedural departure, claim dispute...) is attributed to the licence
-  (``case.detail["p3mi_license"]``), once, at opening.
+  (``case.detail["p3mi_license"]``), once, at opening (or, when the departure is applied
+  after them, the cases opened since its time, once).
 
 Across workers (``infra.agencies`` keeps ``agency_placements`` and reads ``cases`` and
 ``claims``), per licence over a window ending now (``agencies.window``, 365 d; ``--since``
@@ -49,6 +50,12 @@ def record_agency(agg: Aggregate, ctx: Ctx) -> None:
         return
     lic = ctx.envelope.data.get("p3mi_license")
     agg.worker.p3mi_license = lic.strip() if isinstance(lic, str) and lic.strip() else None
+    if agg.worker.p3mi_license:
+        # A departure applied after an incident of its journey (another topic and lane): the
+        # cases opened since the departure are attributed as if it had come first.
+        for case in agg.cases.values():
+            if LICENSE not in case.detail and case.opened_at >= ctx.event_time:
+                case.detail[LICENSE] = agg.worker.p3mi_license
 
 
 def tag_new_cases(before: Aggregate, after: Aggregate) -> None:

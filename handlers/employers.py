@@ -17,7 +17,9 @@ Per worker (in the handlers):
   step: the cause is the employer key and the departure (or arrival) time.
 - :func:`tag_new_cases`: a protection case that opens while the worker is placed with a
   known employer is linked to it (``case.detail["employer"]``), once: it stays linked to the
-  employer of the time it opened.
+  employer of the time it opened. A departure or arrival applied *after* an incident it
+  precedes (another topic, another lane) links the unlinked protection cases opened since
+  its time, so the order in which the two topics are read does not change the watchlist.
 
 Across workers (the watchlist rule, :func:`watchlist_decision`): an employer is watchlisted
 when at least ``employers.threshold`` of its linked cases are *substantiated* (resolved
@@ -109,6 +111,7 @@ def record_employer(agg: Aggregate, ctx: Ctx) -> None:
     if known.get("key") == employer["key"] and employer["region"] is None:
         employer["region"] = known.get("region")  # an arrival without region keeps it
     w.employer = employer
+    _link_cases_opened_since(agg, employer["key"], ctx.event_time)
     if employer["key"] not in ctx.watchlisted:
         return
     if FLAG not in w.flags:
@@ -134,6 +137,15 @@ def record_employer(agg: Aggregate, ctx: Ctx) -> None:
         {"employer": employer["key"], "employer_name": employer["name"]},
         case=case,
     )
+
+
+def _link_cases_opened_since(agg: Aggregate, key: str, since: datetime) -> None:
+    """A departure applied after an incident about the same journey (they travel on
+    different topics and lanes): the protection cases opened since the departure, not yet
+    linked, join its employer as if it had come first."""
+    for case in agg.cases.values():
+        if case.kind == PROTECTION and EMPLOYER not in case.detail and case.opened_at >= since:
+            case.detail[EMPLOYER] = key
 
 
 def tag_new_cases(before: Aggregate, after: Aggregate) -> None:

@@ -138,6 +138,22 @@ def test_departure_records_the_employer_and_new_cases_link_to_it() -> None:
     assert agg.worker.employer["key"] == employer_key("other sdn bhd", "MY")
 
 
+def test_a_departure_applied_after_its_incident_links_the_case_as_if_it_came_first() -> None:
+    # The incident (urgent lane) is applied before the departure that precedes it (bulk lane).
+    agg = run(aggregate(), "pmi.incident.reported", incident("INC-1"), T0 + D).aggregate
+    (case,) = agg.cases.values()
+    assert "employer" not in case.detail
+    dep = departure(employer_name="PT Maju Jaya", p3mi_license="P3MI-LATE-1")
+    agg = run(agg, "pmi.departure.recorded", dep, T0).aggregate
+    assert agg.cases[case.case_id].detail["employer"] == employer_key("pt maju jaya", "MY")
+    assert agg.cases[case.case_id].detail["p3mi_license"] == "P3MI-LATE-1"
+    # a placement that begins after the case opened does not claim it
+    agg2 = run(aggregate(), "pmi.incident.reported", incident("INC-2"), T0).aggregate
+    agg2 = run(agg2, "pmi.departure.recorded", dep, T0 + D).aggregate
+    (case2,) = agg2.cases.values()
+    assert "employer" not in case2.detail and "p3mi_license" not in case2.detail
+
+
 def test_an_arrival_without_region_keeps_the_known_one() -> None:
     agg = run(aggregate(), "pmi.departure.recorded", departure(employer_name="Tan"), T0).aggregate
     arrival = {"country": "MY", "reported_at": iso(T0 + D), "employer_name": "TAN"}
