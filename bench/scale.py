@@ -47,6 +47,7 @@ from handlers.access import Scope, case_filter
 from handlers.model import Worker
 from handlers.policy import Policy, load_policy
 from infra import queries
+from infra.bulk import WORKER_COLUMNS
 from infra.db import migrate
 from infra.store import CASE_COLUMNS, case_row
 from infra.tokens import create_token
@@ -61,17 +62,6 @@ TOKENS: dict[str, tuple[list[str], bool]] = {
     "post KBRI-KUALA-LUMPUR": (["KBRI-KUALA-LUMPUR"], False),
     "headquarters": ([], True),
 }
-WORKER_COLUMNS = (
-    "worker_id",
-    "state",
-    "country",
-    "region",
-    "in_crisis",
-    "non_procedural",
-    "insured_until",
-    "partition",
-    "doc",
-)
 # The timer's scan before it read per partition (streams.timers): the baseline of the same run.
 ANY_NEXT_DUE = (
     "SELECT least("

@@ -27,7 +27,6 @@ Rules decided here (the design is silent):
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -36,8 +35,6 @@ import asyncpg
 import orjson
 
 from errors import GardaError
-from handlers.claims import stall_due
-from handlers.clocks import case_next_due
 from handlers.model import Aggregate, iso
 from handlers.policy import Policy
 from infra.db import Database, _init_connection, _reset_connection
@@ -47,7 +44,7 @@ from infra.store import (
     _insert_outbox,
     _record_dead_letters,
     _write_history,
-    case_row,
+    state_rows,
 )
 
 WORKER_COLUMNS = (
@@ -170,43 +167,6 @@ class StoredRows:
         )
 
 
-def _state_rows(
-    aggregates: Sequence[tuple[Aggregate, int | None]], policy: Policy
-) -> tuple[list[tuple], list[tuple], list[tuple]]:
-    """(workers, cases, claims) rows of the touched aggregates, as ``_write_state``'s."""
-    workers, cases, claims = [], [], []
-    for agg, partition in aggregates:
-        w = agg.worker
-        workers.append(
-            (
-                w.worker_id,
-                w.state,
-                w.country,
-                w.region,
-                agg.in_crisis(),
-                w.non_procedural,
-                w.insured_until,
-                partition,
-                doc_json(w),
-            )
-        )
-        for c in agg.cases.values():
-            cases.append(case_row(c, case_next_due(c, policy), partition, doc_json(c)))
-        for cl in agg.claims.values():
-            claims.append(
-                (
-                    cl.claim_id,
-                    cl.worker_id,
-                    cl.status,
-                    cl.last_change_at,
-                    stall_due(cl, policy),
-                    partition,
-                    doc_json(cl),
-                )
-            )
-    return workers, cases, claims
-
-
 class BulkRefused(GardaError):
     """A batch the bulk write cannot write as live would: the caller takes the live writes."""
 
@@ -237,7 +197,7 @@ async def write_bulk(
         # Rows of workers stored before are replaced whole, as the upserts leave them.
         for table in ("workers", "cases", "claims"):
             await conn.execute(f"DELETE FROM {table} WHERE worker_id = ANY($1::text[])", again)
-    workers, cases, claims = _state_rows(batch.aggregates, policy)
+    workers, cases, claims = state_rows(batch.aggregates, policy, doc_json)
     for table, columns, rows in (
         ("workers", WORKER_COLUMNS, workers),
         ("cases", CASE_COLUMNS, cases),

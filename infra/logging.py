@@ -167,17 +167,24 @@ def safe_traceback(exc: BaseException) -> str:
     return "\n".join(lines)
 
 
+def _render_exc_info(exc_info: Any, event_dict: MutableMapping[str, Any]) -> None:
+    """``exc_info`` (True, an exception or a ``sys.exc_info()`` tuple) as ``exception`` =
+    ``safe_traceback``."""
+    if not exc_info:
+        return
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    exc = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
+    if isinstance(exc, BaseException):
+        event_dict["exception"] = safe_traceback(exc)
+
+
 def safe_exceptions(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: ``exc_info`` becomes ``exception`` = ``safe_traceback``."""
     exc_info = event_dict.pop("exc_info", None)
-    if exc_info:
-        if exc_info is True:
-            exc_info = sys.exc_info()
-        exc = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
-        if isinstance(exc, BaseException):
-            event_dict["exception"] = safe_traceback(exc)
+    _render_exc_info(exc_info, event_dict)
     for key, value in list(event_dict.items()):
         if isinstance(value, BaseException):  # error=exc passed as is
             event_dict[key] = safe_error(value)
@@ -252,11 +259,7 @@ def scrub(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMappi
         elif isinstance(value, BaseException):
             event_dict[key] = safe_error(value)
     if exc_info:
-        if exc_info is True:
-            exc_info = sys.exc_info()
-        exc = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
-        if isinstance(exc, BaseException):
-            event_dict["exception"] = safe_traceback(exc)
+        _render_exc_info(exc_info, event_dict)
     return event_dict
 
 

@@ -24,7 +24,7 @@ import base64
 import hashlib
 import json
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -219,11 +219,6 @@ async def load_aggregates(
     return aggs
 
 
-def _next_due(case: Case, policy: Policy) -> datetime | None:
-    """The earliest of the case's clocks (ladder, referral, reminders: ``handlers.clocks``)."""
-    return case_next_due(case, policy)
-
-
 async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, policy: Policy) -> list[int]:
     """Write one batch (inside the caller's transaction); returns the new outbox seqs.
 
@@ -289,11 +284,16 @@ def case_row(
     )
 
 
-async def _write_state(
-    conn: asyncpg.Connection, aggregates: Sequence[tuple[Aggregate, int | None]], policy: Policy
-) -> None:
-    """Upsert the workers, cases and claims of the touched aggregates."""
-    workers, cases, claims = [], [], []
+def state_rows(
+    aggregates: Sequence[tuple[Aggregate, int | None]],
+    policy: Policy,
+    doc: Callable[[Any], Any],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(workers, cases, claims) rows of the touched aggregates, each row's document made by
+    ``doc`` (``to_doc()`` for the live upserts, JSON text for the rebuild's COPY)."""
+    workers: list[tuple[Any, ...]] = []
+    cases: list[tuple[Any, ...]] = []
+    claims: list[tuple[Any, ...]] = []
     for agg, partition in aggregates:
         w = agg.worker
         workers.append(
@@ -306,11 +306,11 @@ async def _write_state(
                 w.non_procedural,
                 w.insured_until,
                 partition,
-                w.to_doc(),
+                doc(w),
             )
         )
         for c in agg.cases.values():
-            cases.append(case_row(c, _next_due(c, policy), partition, c.to_doc()))
+            cases.append(case_row(c, case_next_due(c, policy), partition, doc(c)))
         for cl in agg.claims.values():
             claims.append(
                 (
@@ -320,9 +320,17 @@ async def _write_state(
                     cl.last_change_at,
                     stall_due(cl, policy),
                     partition,
-                    cl.to_doc(),
+                    doc(cl),
                 )
             )
+    return workers, cases, claims
+
+
+async def _write_state(
+    conn: asyncpg.Connection, aggregates: Sequence[tuple[Aggregate, int | None]], policy: Policy
+) -> None:
+    """Upsert the workers, cases and claims of the touched aggregates."""
+    workers, cases, claims = state_rows(aggregates, policy, lambda x: x.to_doc())
     if workers:
         await conn.execute(
             """INSERT INTO workers (worker_id, state, country, region, in_crisis, non_procedural,
