@@ -100,6 +100,7 @@ async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         "throughput": {},
         "latency": {},
     }
+    args.output_dir.mkdir(parents=True, exist_ok=True)  # profiles are written before the report
     tmp = Path(tempfile.mkdtemp(prefix="garda-bench-"))
     stack = await Stack.start(tmp)
     results["stack"] = (
