@@ -38,13 +38,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import Sequence
 from typing import Any, cast
 
 import faust
 
+from infra.logging import get_logger
 from schemas import topics
 from streams.processor import RawRecord
+
+log = get_logger("garda.lanes")
 
 URGENT_TOPICS = (topics.INCIDENTS, topics.CASE_ACTIONS, topics.COMMANDS)
 BULK_TOPICS = (topics.DEPARTURES, topics.CLAIMS)
@@ -95,105 +99,155 @@ class UrgentFirst:
         return min(remaining, self.step) if self.urgent_about else remaining
 
 
-async def take_batches(stream: faust.StreamT, max_: int, within: float) -> AsyncIterator[list[Any]]:
-    """Faust's ``Stream.take_events(max_, within)`` (faust-streaming 0.15), with one change:
-    a batch is cut after ``within`` seconds only once every event already delivered to the
-    stream's buffer has been taken (or at ``max_``, or when no event came in ``within``).
+class LaneBuffer:
+    """The records the consumer delivered to one lane, waiting for the lane's next batch.
 
-    ``take_events`` cuts a batch ``within`` seconds after the previous one ended, whatever is
-    still waiting: Faust moves events from the buffer into the batch one at a time, a few
-    per 10 ms on a loaded machine, so each batch held 3 incidents while hundreds waited and
-    the lane fell behind the 200 incidents/s it had to take. The events are acked (released
-    for commit) when the body asks for the next batch, as in ``take_events``.
+    Filled by the consumer's delivery loop (``streams.transport``) with every record of a
+    fetch at once, emptied by the lane a batch at a time: no per-record task, event or
+    queue hop. A partition whose records fill the buffer past ``limit`` stops being fetched
+    (Faust's ``on_buffer_full``) until the lane has taken the buffer below half of it, so
+    a backlog is held in the broker, not in memory, and the delivery loop never waits for
+    one lane (which would hold the other one too). Registered with Faust's flow control,
+    which clears it when a rebalance starts and ends, as it clears an agent's queue; what
+    was cleared is fetched again from the committed offsets by the partitions' owner.
     """
-    st = cast(Any, stream)  # the Stream internals take_events itself uses
-    buffer: list[Any] = []
-    events: list[Any] = []
-    buffer_full = asyncio.Event()
-    buffer_consumed = asyncio.Event()
-    consuming: asyncio.Future | None = None
-    channel_it = aiter(st.channel)
-    queue = getattr(channel_it, "queue", None)
 
-    async def add_to_buffer(value: Any) -> Any:
-        nonlocal consuming
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self._records: deque[Any] = deque()
+        self._ready = asyncio.Event()
+        self._paused: set[Any] = set()
+        self.on_full: Any = None  # consumer.on_buffer_full(tp)
+        self.on_drop: Any = None  # consumer.on_buffer_drop(tp)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def put(self, message: Any) -> None:
+        """One delivered record (the consumer's loop calls ``ready()`` after a fetch)."""
+        self._records.append(message)
+        if len(self._records) > self.limit and self.on_full is not None:
+            tp = message.tp
+            if tp not in self._paused:
+                self._paused.add(tp)
+                self.on_full(tp)
+
+    def ready(self) -> None:
+        if self._records:
+            self._ready.set()
+
+    async def wait(self) -> None:
+        await self._ready.wait()
+
+    def take(self, max_: int, generation_id: int) -> list[Any]:
+        """Up to ``max_`` records in delivery order; records fetched under an earlier
+        consumer generation (before a rebalance) are dropped: the partitions' owner reads
+        them again from the committed offsets."""
+        out: list[Any] = []
+        records = self._records
+        while records and len(out) < max_:
+            message = records.popleft()
+            if message.generation_id == generation_id:
+                out.append(message)
+        if not records:
+            self._ready.clear()
+        self._resume_if_drained()
+        return out
+
+    def clear(self) -> None:
+        """Drop what is buffered (Faust's flow control, at a rebalance)."""
+        self._records.clear()
+        self._ready.clear()
+        self._resume_if_drained()
+
+    def _resume_if_drained(self) -> None:
+        if self._paused and len(self._records) <= self.limit // 2:
+            paused, self._paused = self._paused, set()
+            if self.on_drop is not None:
+                for tp in paused:
+                    self.on_drop(tp)
+
+
+class Lane:
+    """One lane's loop: takes batches from its ``LaneBuffer`` and hands them to ``body``.
+
+    The records of a batch are tracked by the consumer when taken (so a rebalance waits for
+    the batch, as it waits for an agent's events) and acked (released for commit) only
+    after ``body`` returned; a batch whose body failed or was cancelled is held back: its
+    offsets are never committed, and the partitions' next owner reads it again.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        buffer: LaneBuffer,
+        body: Any,
+        *,
+        max_: int,
+        within: float,
+    ) -> None:
+        self.app = app
+        self.buffer = buffer
+        self.body = body
+        self.max = max_
+        self.within = within
+        self.batches = 0
+
+    async def run(self) -> None:
+        app = cast(Any, self.app)
+        buffer = self.buffer
+        while not app.should_stop:
+            await buffer.wait()
+            await app.flow_control.acquire()  # not while a rebalance is under way
+            if self.within and len(buffer) < self.max:
+                await asyncio.sleep(self.within)  # let a batch fill when records trickle in
+            messages = buffer.take(self.max, app.consumer_generation_id)
+            if messages:
+                await self.run_batch(messages)
+
+    async def run_batch(self, messages: list[Any]) -> None:
+        consumer = cast(Any, self.app).consumer
+        for message in messages:
+            message.tracked = True
+            consumer.track_message(message)
+        finished = False
         try:
-            if consuming is not None:
-                try:
-                    await consuming
-                finally:
-                    consuming = None
-            buffer.append(value)
-            event = st.current_event
-            if event is None:
-                raise RuntimeError("Take buffer found current_event is None")
-            events.append(event)
-            if len(buffer) >= max_:
-                buffer_full.set()
-                buffer_consumed.clear()
-                await st.wait(buffer_consumed)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            st.log.exception("Error adding to take buffer: %r", exc)
-            await st.crash(exc)
-        return value
-
-    st.enable_acks = False  # acked below, only after the body took the batch
-    st.add_processor(add_to_buffer)
-    st._enable_passive(channel_it)
-    while not st.should_stop:
-        await st.wait_for_stopped(buffer_full, timeout=within)
-        taken = -1
-        while (
-            taken < len(buffer)  # still moving (a stalled stream, e.g. in a rebalance, cuts)
-            and not buffer_full.is_set()
-            and not st.should_stop
-            and queue is not None
-            and queue.qsize() > 0
-        ):
-            taken = len(buffer)
-            await st.wait_for_stopped(buffer_full, timeout=within)  # take what is waiting
-        if buffer:
-            fut = consuming = asyncio.get_running_loop().create_future()
-            try:
-                yield list(events)
-            finally:
-                buffer.clear()
-                for event in events:
-                    await st.ack(event)
-                events.clear()
-                if not fut.done():
-                    fut.set_result(None)
-                buffer_full.clear()
-                buffer_consumed.set()
+            await self.body(messages)
+            finished = True
+        except Exception:  # a lane outlives a failed batch, as an agent does
+            log.exception("lane batch failed", lane=self.buffer.name, records=len(messages))
+        finally:
+            if finished:
+                for message in messages:
+                    consumer.ack(message)
+            else:
+                hold_back(messages)
+            self.batches += 1
 
 
-def raw_records(events: Sequence[Any]) -> list[RawRecord]:
-    """The Faust events of a batch as the processor's raw records."""
+def raw_records(messages: Sequence[Any]) -> list[RawRecord]:
+    """Faust's consumer messages as the processor's raw records."""
     return [
         RawRecord(
-            topic=e.message.topic,
-            partition=e.message.partition,
-            offset=e.message.offset,
-            key=e.message.key,
-            value=e.message.value,
-            headers=_headers(e.message.headers),
-            timestamp=e.message.timestamp,
+            topic=m.topic,
+            partition=m.partition,
+            offset=m.offset,
+            key=m.key,
+            value=m.value,
+            headers=_headers(m.headers),
+            timestamp=m.timestamp,
         )
-        for e in events
+        for m in messages
     ]
 
 
-def hold_back(events: Sequence[Any]) -> None:
-    """Keep these events' offsets from ever being committed (their batch did not finish).
-
-    Faust acks a ``take_events`` batch in a ``finally`` block, even when the body was
-    cancelled; marking the messages acked first keeps their offsets out of the commit, so
-    the next owner of the partition reads them again.
-    """
-    for event in events:
-        event.message.acked = True
+def hold_back(messages: Sequence[Any]) -> None:
+    """Keep these records' offsets from ever being committed (their batch did not finish):
+    marked acked without the consumer's bookkeeping, so a rebalance does not wait for them
+    and the commit never passes them; the partitions' next owner reads them again."""
+    for message in messages:
+        message.acked = True
 
 
 def _headers(headers: Any) -> list[tuple[str, bytes]]:
@@ -214,36 +268,41 @@ def _raw_topic(app: faust.App, settings: Any, names: Sequence[str]) -> Any:
 
 
 def register_lanes(app: faust.App, runtime: Any) -> UrgentFirst:
-    """Define the urgent and the bulk agents on ``app``; returns their priority gate."""
+    """Subscribe to the input topics and define the urgent and the bulk lanes' tasks;
+    returns their priority gate. ``app.lane_buffers`` maps each input topic's full name to
+    its lane's buffer (the consumer delivers there)."""
     settings = runtime.settings
     gate = UrgentFirst()
+    limit = max(4096, settings.batch_size * 6)
+    buffers: dict[str, LaneBuffer] = {}
+    lanes: list[Lane] = []
 
-    @app.agent(_raw_topic(app, settings, URGENT_TOPICS), name="garda.urgent")
-    async def urgent(stream: faust.StreamT) -> None:
-        async for events in take_batches(stream, settings.batch_size, settings.batch_within):
-            finished = False
-            gate.urgent_started()
-            try:
-                report = await runtime.processor.process(raw_records(events))
-                finished = True
-                runtime.relay.publish_later(report.outbox_seqs, report.outbox_rows)
-            finally:
-                gate.urgent_done()
-                if not finished:
-                    hold_back(events)
+    async def urgent(messages: list[Any]) -> None:
+        gate.urgent_started()
+        try:
+            report = await runtime.processor.process(raw_records(messages))
+            runtime.relay.publish_later(report.outbox_seqs, report.outbox_rows)
+        finally:
+            gate.urgent_done()
 
-    @app.agent(_raw_topic(app, settings, BULK_TOPICS), name="garda.bulk")
-    async def bulk(stream: faust.StreamT) -> None:
-        async for events in take_batches(stream, settings.batch_size, settings.batch_within):
-            done = 0
-            try:
-                while done < len(events):
-                    n = await gate.bulk_turn(len(events) - done)
-                    report = await runtime.processor.process(raw_records(events[done : done + n]))
-                    done += n
-                    runtime.relay.publish_later(report.outbox_seqs, report.outbox_rows)
-            finally:
-                if done < len(events):
-                    hold_back(events)
+    async def bulk(messages: list[Any]) -> None:
+        done = 0
+        while done < len(messages):
+            n = await gate.bulk_turn(len(messages) - done)
+            report = await runtime.processor.process(raw_records(messages[done : done + n]))
+            done += n
+            runtime.relay.publish_later(report.outbox_seqs, report.outbox_rows)
 
+    specs = (("garda.urgent", URGENT_TOPICS, urgent), ("garda.bulk", BULK_TOPICS, bulk))
+    for name, names, body in specs:
+        buffer = LaneBuffer(name, limit)
+        cast(Any, app).flow_control.manage_queue(buffer)
+        app.topics.add(_raw_topic(app, settings, names))  # the consumer subscribes to them
+        for t in names:
+            buffers[settings.topic(t)] = buffer
+        lane = Lane(app, buffer, body, max_=settings.batch_size, within=settings.batch_within)
+        lanes.append(lane)
+        app.task(lane.run, traced=False)
+    cast(Any, app).lane_buffers = buffers
+    cast(Any, app).lane_loops = lanes
     return gate
