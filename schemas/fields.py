@@ -64,6 +64,20 @@ _DATE_FULL_RE = re.compile(DATE_PATTERN[1:-1])
 _COUNTRY_RE = re.compile(COUNTRY_PATTERN[1:-1])
 _REGION_RE = re.compile(REGION_PATTERN[1:-1])
 _YEAR_FIRST_RE = re.compile(r"[0-9]{4}-.*")
+# Public names of the compiled patterns, for the fast path of ``schemas.types``.
+CONTROL_RE, COUNTRY_RE, REGION_RE = _CONTROL_RE, _COUNTRY_RE, _REGION_RE
+# The fast path's date-time: the published pattern with ``T`` and ``Z`` in upper case and at
+# most 6 fraction digits, which ``datetime.fromisoformat`` reads exactly as ``parse_datetime``
+# does (same instant, same tzinfo: the UTC singleton for ``Z`` and zero offsets).
+_FAST_DATETIME_RE = re.compile(
+    _DATE + r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
+# Strict-pattern texts already read (a batch repeats its timestamps): text -> value. Bounded:
+# emptied when full, so a stream of distinct stamps costs one dict insert each.
+_FAST_CACHE_SIZE = 4096
+_fast_datetimes: dict[str, datetime] = {}
+_fast_dates: dict[str, date] = {}
 
 
 # Fields whose values are personal identifiers: never repeated in an error message (errors
@@ -131,6 +145,39 @@ def parse_datetime(text: str, field: str | None = None) -> datetime:
         return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
     except ValueError as exc:
         raise InvalidEvent(f"{reason} ({exc})", field) from None
+
+
+def fast_datetime(text: str) -> datetime | None:
+    """``parse_datetime(text)`` when ``text`` is in the fast path's strict form and valid,
+    else ``None`` (then ``parse_datetime`` decides, with its message). Never raises."""
+    value = _fast_datetimes.get(text)
+    if value is None:
+        if _FAST_DATETIME_RE.fullmatch(text) is None:
+            return None
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:  # not a calendar day (2026-02-30)
+            return None
+        if len(_fast_datetimes) >= _FAST_CACHE_SIZE:
+            _fast_datetimes.clear()
+        _fast_datetimes[text] = value
+    return value
+
+
+def fast_date(text: str) -> date | None:
+    """``parse_date(text)`` when ``text`` is a valid date, else ``None``. Never raises."""
+    value = _fast_dates.get(text)
+    if value is None:
+        if _DATE_FULL_RE.fullmatch(text) is None:
+            return None
+        try:
+            value = date.fromisoformat(text)
+        except ValueError:
+            return None
+        if len(_fast_dates) >= _FAST_CACHE_SIZE:
+            _fast_dates.clear()
+        _fast_dates[text] = value
+    return value
 
 
 def parse_date(text: str, field: str | None = None) -> date:

@@ -5,6 +5,24 @@ Schemas (``json_schema``) are all derived from ``SPECS``. Two cross-field rules 
 said in JSON Schema and are checked by the validator only (each schema notes them in
 ``$comment``): a region's country prefix must equal the event's country, and
 ``contract_end`` may not be before ``contract_start``.
+
+The fast path (``fast_data``, used by ``schemas.envelope.decode``) is compiled from the same
+``SPECS``: one table per type (field name -> kind and bounds), one pass over ``data``. It
+never raises and never decides a refusal: it returns the normalized ``data`` only when the
+precise validator (``validate_data``) would return the same, and ``None`` on any doubt, after
+which the caller runs ``validate_data`` for the exact message and field. Rules decided where
+the design is silent:
+- It is sound only for text parsed from JSON without ``\\u`` escapes (so no NUL and no lone
+  surrogate can occur; the caller checks that); identifiers are searched for control
+  characters unless the caller knows the text is printable ASCII without escapes.
+- Integers must be ``int`` (an integral float such as ``5.0`` takes the precise path, which
+  normalizes it); dates and date-times must match the published patterns with ``T``/``Z`` in
+  upper case and at most 6 fraction digits and be real calendar instants
+  (``datetime.fromisoformat``); the strict-pattern strings are remembered (bounded cache).
+- ``contract_end`` against ``contract_start`` is compared as text: both are ``YYYY-MM-DD``
+  with four-digit years, so text order is date order.
+- It also returns how many ``"`` the data's JSON text holds if no key is repeated: two per
+  key and per string value, plus one per ``\\"`` escape (the caller's duplicate-key test).
 """
 
 from __future__ import annotations
@@ -16,6 +34,9 @@ from typing import Any
 
 from errors import InvalidEvent
 from schemas.fields import (
+    CONTROL_RE,
+    COUNTRY_RE,
+    REGION_RE,
     Boolean,
     Country,
     Date,
@@ -27,6 +48,8 @@ from schemas.fields import (
     Object,
     Region,
     Text,
+    fast_date,
+    fast_datetime,
     parse_date,
     printable_name,
     show,
@@ -437,6 +460,152 @@ def _check_cross_fields(spec: TypeSpec, data: dict[str, Any]) -> None:
                 f"must not be before contract_start {data['contract_start']!r}",
                 "data.contract_end",
             )
+
+
+# -- the fast path ---------------------------------------------------------------------------
+# Field kinds of the compiled tables (small ints: one comparison chain per value).
+_TEXT, _ID, _ENUM, _DATETIME, _DATE, _COUNTRY, _REGION, _INT, _BOOL, _OBJECT = range(10)
+# A compiled field: (kind, arg, arg2, tally). ``tally`` adds, per member, the ``"`` its JSON
+# text holds outside escapes (2 for the key, 2 more for a string value) and, in its high
+# part, 1 if the field is required: one addition per member counts both.
+_FastField = tuple[int, Any, Any, int]
+_REQUIRED = 1 << 24  # no object has 2**22 members: the low part never carries over
+
+
+@dataclass(frozen=True)
+class _FastSpec:
+    fields: dict[str, _FastField]
+    n_required: int
+    any_of: tuple[str, ...]
+    regions: tuple[tuple[str, str], ...]  # (region field, its country field)
+    contract: bool  # has contract_start and contract_end
+
+
+def _fast_field(f: Field, required: bool) -> _FastField | None:
+    tally = 4 + (_REQUIRED if required else 0)  # most kinds are strings
+    # Identifier before Text: it is a subclass.
+    if isinstance(f, Identifier):
+        return (_ID, f.max_length, None, tally)
+    if isinstance(f, Text):
+        return (_TEXT, f.max_length, None, tally)
+    if isinstance(f, Enum):
+        if any('"' in v or "\\" in v for v in f.values):
+            return None  # the quote count below assumes enum values need no escape
+        return (_ENUM, frozenset(f.values), None, tally)
+    if isinstance(f, DateTime):
+        return (_DATETIME, None, None, tally)
+    if isinstance(f, Date):
+        return (_DATE, None, None, tally)
+    if isinstance(f, Region):
+        return (_REGION, None, None, tally)
+    if isinstance(f, Country):
+        return (_COUNTRY, None, None, tally)
+    if isinstance(f, Integer):
+        return (_INT, f.minimum, f.maximum, tally - 2)
+    if isinstance(f, Boolean):
+        return (_BOOL, None, None, tally - 2)
+    if isinstance(f, Object):
+        nested = _fast_spec(f.fields, ())
+        return None if nested is None else (_OBJECT, nested, None, tally - 2)
+    return None  # a kind the fast path does not know: always the precise path
+
+
+def _fast_spec(
+    fields: tuple[tuple[str, Field], ...], required: tuple[str, ...], any_of: tuple[str, ...] = ()
+) -> _FastSpec | None:
+    table: dict[str, _FastField] = {}
+    for name, f in fields:
+        compiled = _fast_field(f, name in required)
+        if compiled is None or '"' in name or "\\" in name:
+            return None
+        table[name] = compiled
+    regions = tuple((n, f.country_field) for n, f in fields if isinstance(f, Region))
+    contract = "contract_start" in table and "contract_end" in table
+    return _FastSpec(table, len(required), any_of, regions, contract)
+
+
+_FAST: dict[str, _FastSpec | None] = {
+    name: _fast_spec(spec.fields, spec.required, spec.any_of) for name, spec in SPECS.items()
+}
+
+
+def fast_data(
+    type: str, data: dict[str, Any], plain: bool, escaped: bool
+) -> tuple[dict[str, Any], int] | None:
+    """``(validate_data(type, data), quotes)`` when that is certain, else ``None``.
+
+    ``data`` was parsed from JSON text without ``\\u`` escapes; ``escaped``: that text has
+    other escapes (``\\n``, ``\\"`` ...); ``plain``: it is printable ASCII without escapes, so
+    no string holds a control character. ``quotes`` is how many ``"`` the JSON text of
+    ``data``'s members holds if no key was repeated. Never raises.
+    """
+    spec = _FAST.get(type)
+    if spec is None:
+        return None
+    quotes = _fast_object(spec, data, plain, escaped)
+    if quotes < 0:
+        return None
+    if spec.any_of and not any(name in data for name in spec.any_of):
+        return None
+    for name, country_field in spec.regions:
+        if name in data and country_field in data and data[name][:2] != data[country_field]:
+            return None
+    if spec.contract and "contract_start" in data and "contract_end" in data:
+        if data["contract_end"] < data["contract_start"]:
+            return None
+    return data, quotes
+
+
+def _fast_object(spec: _FastSpec, data: dict[str, Any], plain: bool, escaped: bool) -> int:
+    """The ``"`` of ``data``'s members (see ``fast_data``), or -1 on any doubt."""
+    fields = spec.fields
+    tally = 0
+    for name, value in data.items():
+        f = fields.get(name)
+        if f is None:
+            return -1
+        kind, arg, arg2, counts = f
+        cls = type(value)
+        if kind <= _ID:  # Text, Identifier
+            if cls is not str or len(value) > arg or not value.strip():
+                return -1
+            if not plain:
+                if kind == _ID and CONTROL_RE.search(value) is not None:
+                    return -1
+                if escaped:
+                    tally += value.count('"')  # each was written \"
+        elif kind == _ENUM:
+            if cls is not str or value not in arg:
+                return -1
+        elif kind == _DATETIME:
+            if cls is not str or fast_datetime(value) is None:
+                return -1
+        elif kind == _DATE:
+            if cls is not str or fast_date(value) is None:
+                return -1
+        elif kind == _COUNTRY:
+            if cls is not str or COUNTRY_RE.fullmatch(value) is None:
+                return -1
+        elif kind == _REGION:
+            if cls is not str or REGION_RE.fullmatch(value) is None:
+                return -1
+        elif kind == _INT:
+            if cls is not int or value < arg or (arg2 is not None and value > arg2):
+                return -1
+        elif kind == _BOOL:
+            if cls is not bool:
+                return -1
+        else:  # _OBJECT
+            if cls is not dict:
+                return -1
+            nested = _fast_object(arg, value, plain, escaped)
+            if nested < 0:
+                return -1
+            tally += nested
+        tally += counts
+    if tally >> 24 != spec.n_required:
+        return -1
+    return tally & (_REQUIRED - 1)
 
 
 def parsed_data(type: str, data: Mapping[str, Any]) -> dict[str, Any]:
