@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -107,7 +108,7 @@ class _Decoded:
     envelope: Envelope
     digest: str = ""
 
-    @property
+    @cached_property  # read by the sources' last-seen, the handlers and the deadlines
     def received_at(self) -> datetime | None:
         """When Garda received it: the record timestamp (None when absent or out of range)."""
         ts = self.record.timestamp
@@ -270,7 +271,9 @@ class BatchProcessor:
                 )
             # No CloudEvents ``time``: the record's timestamp stands in, so that a replay
             # (garda rebuild) derives the same deadlines as the first run.
-            env = replace(env, time=datetime.fromtimestamp(rec.timestamp, UTC))
+            decoded = _Decoded(rec, env, digest)
+            decoded.envelope = replace(env, time=decoded.received_at)
+            return decoded
         return _Decoded(rec, env, digest)
 
     def _dead_letter(self, rec: RawRecord, error: str, env: Envelope | None = None) -> DeadLetter:
