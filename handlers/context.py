@@ -31,29 +31,26 @@ class Ctx:
     # ``handlers.employers``). Empty: none known.
     watchlisted: frozenset[str] = frozenset()
 
-    @property
-    def received(self) -> datetime:
-        """When Garda learned of the event (never after ``now``)."""
-        return min(self.received_at, self.now) if self.received_at is not None else self.now
+    # Derived once (``__post_init__``; the envelope, the policy and the clocks do not change
+    # while a handler runs):
+    # - when Garda learned of the event (never after ``now``);
+    received: datetime = field(init=False, repr=False, compare=False)
+    # - the event is dated more than ``policy.intake.max_event_age`` before it was received
+    #   (a late report, or a wrong clock: 1970);
+    late_report: bool = field(init=False, repr=False, compare=False)
+    # - when the event happened as far as Garda trusts it: its ``time``, never in the
+    #   future, and for a late report the time Garda received it, so its clocks start when
+    #   Garda learned of it.
+    event_time: datetime = field(init=False, repr=False, compare=False)
 
-    @property
-    def late_report(self) -> bool:
-        """The event is dated more than ``policy.intake.max_event_age`` before it was
-        received (a late report, or a wrong clock: 1970)."""
+    def __post_init__(self) -> None:
+        now = self.now
+        received = min(self.received_at, now) if self.received_at is not None else now
         t = self.envelope.time
-        return t is not None and t < self.received - self.policy.intake.max_event_age
-
-    @property
-    def event_time(self) -> datetime:
-        """When the event happened as far as Garda trusts it: its ``time``, never in the future,
-        and for a late report (:attr:`late_report`) the time Garda received it, so its clocks
-        start when Garda learned of it."""
-        t = self.envelope.time
-        if t is None:
-            return self.now
-        if self.late_report:
-            return self.received
-        return min(t, self.now)
+        late = t is not None and t < received - self.policy.intake.max_event_age
+        self.received = received
+        self.late_report = late
+        self.event_time = now if t is None else received if late else min(t, now)
 
     def derive_id(self, *labels: str) -> str:
         return stable_id(self.envelope.source, self.envelope.id, *labels)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -62,28 +63,82 @@ HANDLERS: dict[str, Handler] = {
 
 
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, datetime, date, timedelta})
-_DATACLASSES: set[type] = set()  # dataclass types with a __dict__ seen so far
+# The names an annotation may use for a value that is immutable.
+_IMMUTABLE_NAMES = frozenset(
+    {"str", "int", "float", "bool", "None", "bytes", "datetime", "date", "timedelta"}
+)
+_CONTAINER = re.compile(r"(list|dict|set)\[([^\[\]]*)\]")
+_SHARE, _SHALLOW, _DEEP = 0, 1, 2
+_CONTAINERS = frozenset({list, dict, set})
+# dataclass type -> (field, how to copy it) of the fields not shared; None: not a dataclass
+# with a __dict__ (copied by ``copy.deepcopy``).
+_PLANS: dict[type, tuple[tuple[str, int], ...] | None] = {}
 _new = object.__new__
+
+
+def _how(annotation: object) -> int:
+    """How a field declared ``annotation`` is copied: shared (a union of immutable types:
+    ``str | None``, ``datetime``...), a shallow copy of its container (a list, dict or set of
+    immutable types: ``list[str]``, ``dict[str, str] | None``), else a deep copy."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    parts = [p.strip() for p in text.split("|")] if text else ["?"]
+    if all(p in _IMMUTABLE_NAMES for p in parts):
+        return _SHARE
+    containers = [p for p in parts if p != "None"]
+    if len(containers) == 1 and (m := _CONTAINER.fullmatch(containers[0])):
+        if all(arg.strip() in _IMMUTABLE_NAMES for arg in m.group(2).split(",")):
+            return _SHALLOW
+    return _DEEP
+
+
+def _plan(t: type) -> tuple[tuple[str, int], ...] | None:
+    if t not in _PLANS:
+        if dataclasses.is_dataclass(t) and "__slots__" not in t.__dict__:
+            fields = ((f.name, _how(f.type)) for f in dataclasses.fields(t))
+            _PLANS[t] = tuple((name, how) for name, how in fields if how != _SHARE)
+        else:
+            _PLANS[t] = None
+    return _PLANS[t]
 
 
 def _copy(value: Any) -> Any:
     """A deep copy of the model's values: immutable leaves are shared, every list, dict,
-    set, tuple and dataclass is new. About twice as fast as a pickle round trip (which
-    copied the immutable leaves too); any other type goes through ``copy.deepcopy``.
-    The leaves are tested inline (one type lookup each, no call): most values are."""
+    set, tuple and dataclass is new; any other type goes through ``copy.deepcopy``.
+
+    A dataclass is copied by its declared field types (``_how``): a field of immutable
+    types is shared without looking at its value, a ``list[str]`` is copied shallowly. The
+    rules assign only values of the declared types (mypy strict), and ``from_doc`` reads
+    what ``to_doc`` wrote. Loops, not comprehensions: a comprehension is a function call
+    (Python 3.11), and most containers here are small. Leaves are tested inline."""
     t = type(value)
     if t in _IMMUTABLE:
         return value
-    if t is list:
-        return [v if type(v) in _IMMUTABLE else _copy(v) for v in value]
     if t is dict:
-        return {k: v if type(v) in _IMMUTABLE else _copy(v) for k, v in value.items()}
-    if t in _DATACLASSES or (dataclasses.is_dataclass(value) and hasattr(value, "__dict__")):
-        _DATACLASSES.add(t)
+        out = value.copy()
+        for k, v in value.items():
+            if type(v) not in _IMMUTABLE:
+                out[k] = _copy(v)
+        return out
+    if t is list:
+        out = value.copy()
+        for i, v in enumerate(value):
+            if type(v) not in _IMMUTABLE:
+                out[i] = _copy(v)
+        return out
+    plan = _PLANS[t] if t in _PLANS else _plan(t)
+    if plan is not None:
+        values = value.__dict__.copy()
+        for name, how in plan:
+            v = values.get(name)
+            tv = type(v)
+            if tv in _IMMUTABLE:
+                continue
+            if tv in _CONTAINERS and (how == _SHALLOW or not v):
+                values[name] = v.copy()  # of immutable values, or empty
+            else:
+                values[name] = _copy(v)
         obj = _new(t)
-        obj.__dict__.update(
-            {k: v if type(v) in _IMMUTABLE else _copy(v) for k, v in value.__dict__.items()}
-        )
+        obj.__dict__ = values
         return obj
     if t is tuple:
         return tuple(_copy(v) for v in value)
@@ -98,16 +153,34 @@ def _clone(agg: Aggregate) -> Aggregate:
     return clone
 
 
+def _same_values(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """The two dicts of cases (or claims) are equal, as ``==`` of the dataclasses says,
+    compared by each one's ``__dict__`` in C (one comparison instead of two tuples of every
+    field); the copy shares the unchanged leaves, so most values compare by identity."""
+    if before.keys() != after.keys():
+        return False
+    for key, b in before.items():
+        a = after[key]
+        if a is not b and (type(a) is not type(b) or a.__dict__ != b.__dict__):
+            return False
+    return True
+
+
 def _changed(before: Aggregate, after: Aggregate) -> bool:
     """Did the handler change the worker (``updated_at`` aside), a case or a claim?"""
-    if before.cases != after.cases or before.claims != after.claims:
+    if (before.cases or after.cases) and not _same_values(before.cases, after.cases):
         return True
-    stamp = after.worker.updated_at
-    after.worker.updated_at = before.worker.updated_at  # compare all but the timestamp
+    if (before.claims or after.claims) and not _same_values(before.claims, after.claims):
+        return True
+    w0, w1 = before.worker, after.worker
+    if type(w0) is not type(w1):
+        return True
+    stamp = w1.updated_at
+    w1.updated_at = w0.updated_at  # compare all but the timestamp
     try:
-        return before.worker != after.worker
+        return bool(w0.__dict__ != w1.__dict__)
     finally:
-        after.worker.updated_at = stamp
+        w1.updated_at = stamp
 
 
 def handle(
@@ -133,10 +206,12 @@ def handle(
         envelope=envelope, policy=policy, now=now, received_at=received_at, watchlisted=watchlisted
     )
     handler(agg, ctx)
-    employers.tag_new_cases(before, agg)  # a new protection case joins the worker's employer
-    agencies.tag_new_cases(before, agg)  # and a new case the journey's placement agency
+    if agg.cases.keys() != before.cases.keys():  # cases never go: some opened
+        employers.tag_new_cases(before, agg)  # a new protection case joins the employer
+        agencies.tag_new_cases(before, agg)  # and a new case the journey's placement agency
     events = ctx.effects.events
-    events[:] = [e for e in events if e.topic != topics.WORKER_STATE]
+    if any(e.topic == topics.WORKER_STATE for e in events):
+        events[:] = [e for e in events if e.topic != topics.WORKER_STATE]
     if _changed(before, agg):
         w = agg.worker
         w.updated_at = max(w.updated_at or ctx.event_time, ctx.event_time)

@@ -74,24 +74,28 @@ def normalize_name(name: object) -> str | None:
 
 def employer_key(name: object, country: str | None) -> str | None:
     """``EMP-<16 hex>`` from the normalised name and the country (None: no name/country)."""
-    norm = normalize_name(name)
-    c = normalize_country(country)
-    if norm is None or c is None:
+    return _key(normalize_name(name), normalize_country(country))
+
+
+def _key(norm: str | None, country: str | None) -> str | None:
+    """:func:`employer_key` of a name and a country already normalised."""
+    if norm is None or country is None:
         return None
-    return stable_id(c, norm, prefix="EMP-")
+    return stable_id(country, norm, prefix="EMP-")
 
 
 def _employer_of(data: dict[str, Any], ctx: Ctx) -> dict[str, Any] | None:
     departure = ctx.envelope.type == "pmi.departure.recorded"
     country = data.get("destination_country" if departure else "country")
     region = data.get("destination_region" if departure else "region")
-    key = employer_key(data.get("employer_name"), country)
+    norm = normalize_name(data.get("employer_name"))
+    c = normalize_country(country)
+    key = _key(norm, c)
     if key is None:
         return None
-    c = normalize_country(country)
     return {
         "key": key,
-        "name": normalize_name(data.get("employer_name")),
+        "name": norm,
         "country": c,
         "region": normalize_region(c, region),
     }

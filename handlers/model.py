@@ -12,9 +12,9 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from schemas.fields import iso as iso
+from schemas.fields import iso as _iso
 from schemas.fields import parse_dt as parse_dt
 from schemas.types import SEVERITIES as SEVERITIES
 
@@ -50,6 +50,22 @@ def severity_rank(severity: str) -> int:
 
 def max_severity(a: str, b: str) -> str:
     return a if severity_rank(a) >= severity_rank(b) else b
+
+
+@overload
+def iso(dt: datetime) -> str: ...
+@overload
+def iso(dt: None) -> None: ...
+@overload
+def iso(dt: datetime | None) -> str | None: ...
+def iso(dt: datetime | None) -> str | None:
+    """``schemas.fields.iso``: ``dt`` in UTC as RFC 3339 text with ``Z``. A UTC datetime
+    (what the rules hold) is written directly, without the conversion and the checks."""
+    if dt is None:
+        return None
+    if type(dt) is datetime and dt.tzinfo is UTC:
+        return dt.isoformat()[:-6] + "Z"
+    return _iso(dt)
 
 
 _ID_SEPARATOR = "\x1f"
@@ -350,16 +366,18 @@ class Aggregate:
         return any(c.severity in ("critical", "high") for c in self.open_cases())
 
     def worker_public(self) -> dict[str, Any]:
-        """The worker JSON keys of design §6."""
+        """The worker JSON keys of design §6 (``in_crisis`` as :meth:`in_crisis`, from the
+        one sorted list of open cases)."""
         w = self.worker
+        open_cases = self.open_cases() if self.cases else []
         return {
             "worker_id": w.worker_id,
             "state": w.state,
-            "in_crisis": self.in_crisis(),
+            "in_crisis": any(c.severity in ("critical", "high") for c in open_cases),
             "non_procedural": w.non_procedural,
             "non_procedural_reasons": list(w.non_procedural_reasons),
             "insured_until": iso(w.insured_until),
-            "open_cases": [c.case_id for c in self.open_cases()],
+            "open_cases": [c.case_id for c in open_cases],
             "country": w.country,
             "region": w.region,
         }
