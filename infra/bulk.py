@@ -7,15 +7,17 @@ COPYed (binary, one round trip per table); the source watch and the dead letters
 ``write_batch``'s own statements.
 
 Rules decided here (the design is silent):
-- Every touched worker is written whole, with its cases and claims, by COPY; the rows of a
-  worker stored before the batch are deleted first (an upsert leaves the same values; only
-  ``updated_at``, the write time, differs). A case is never moved: one that the batch would
-  give another worker or post is refused here (``BulkRefused``), as live refuses it.
-- Timeline rows and processed ids are COPYed: the processor has dropped the events processed
-  before, and derived ids are unique per event. A row that exists after all (a case or claim
-  id owned by another worker, an event another process recorded) makes the COPY fail, which
-  rolls the batch back; the caller then runs that batch through the live path (upserts and
-  ``ON CONFLICT``), so the result is live's (``streams.rebuild.RebuildProcessor``).
+- The caller (``streams.rebuild.RebuildProcessor``) decides when a worker's rows are
+  written (once, when it leaves its cache or at the end): ``write_state`` COPYs the workers
+  with their cases and claims; the rows of a worker stored before are deleted first (an
+  upsert leaves the same values; only ``updated_at``, the write time, differs).
+  ``load_stored`` reads back only workers that have a row (one round trip when none has);
+  ``case_owners`` is what a new case id is checked against.
+- ``write_history``: timeline rows and processed ids are COPYed: the processor has dropped
+  the events processed before, and derived ids are unique per event. A row that exists
+  after all (an event another process recorded) makes the COPY fail, which rolls the batch
+  back; the caller then runs that batch through the live path (upserts and ``ON
+  CONFLICT``), so the result is live's.
 - Documents are serialised once, by orjson straight from the dataclasses (``doc_json``), to
   the JSON ``to_doc`` gives; the bulk connection's jsonb codec takes bytes as ready JSON
   text (``BulkDatabase``) and everything else as before (``json.dumps``).
@@ -27,7 +29,7 @@ Rules decided here (the design is silent):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -35,7 +37,7 @@ import asyncpg
 import orjson
 
 from errors import GardaError
-from handlers.model import Aggregate, iso
+from handlers.model import Aggregate, Case, Claim, Worker, iso
 from handlers.policy import Policy
 from infra.db import Database, _init_connection, _reset_connection
 from infra.store import (
@@ -147,61 +149,79 @@ class BulkDatabase(Database):
         return self
 
 
-@dataclass
-class StoredRows:
-    """What a batch's workers had in the database before it."""
-
-    workers: set[str] = field(default_factory=set)
-    cases: dict[str, tuple[str, str]] = field(default_factory=dict)  # case id -> worker, post
-
-    @classmethod
-    def of(cls, aggregates: dict[str, Aggregate]) -> StoredRows:
-        """From the aggregates ``infra.store.load_aggregates`` loaded."""
-        return cls(
-            {w for w, a in aggregates.items() if a.exists},
-            {
-                cid: (c.worker_id, c.post_id)
-                for a in aggregates.values()
-                for cid, c in a.cases.items()
-            },
-        )
-
-
 class BulkRefused(GardaError):
     """A batch the bulk write cannot write as live would: the caller takes the live writes."""
 
     retriable = False
 
 
-async def write_bulk(
+async def load_stored(conn: asyncpg.Connection, worker_ids: Sequence[str]) -> dict[str, Aggregate]:
+    """The stored aggregates of those of ``worker_ids`` that have a worker row (the rebuild
+    writes a worker's row with its cases and claims, so a worker without a row has none):
+    one round trip when none has one, the rebuild's usual case."""
+    if not worker_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT worker_id, doc FROM workers WHERE worker_id = ANY($1::text[])", list(worker_ids)
+    )
+    if not rows:
+        return {}
+    aggs = {r["worker_id"]: Aggregate(worker=Worker.from_doc(r["doc"]), exists=True) for r in rows}
+    ids = list(aggs)
+    for r in await conn.fetch("SELECT worker_id, doc FROM cases WHERE worker_id = ANY($1)", ids):
+        case = Case.from_doc(r["doc"])
+        aggs[r["worker_id"]].cases[case.case_id] = case
+    for r in await conn.fetch("SELECT worker_id, doc FROM claims WHERE worker_id = ANY($1)", ids):
+        claim = Claim.from_doc(r["doc"])
+        aggs[r["worker_id"]].claims[claim.claim_id] = claim
+    return aggs
+
+
+async def case_owners(
+    conn: asyncpg.Connection, case_ids: Sequence[str]
+) -> dict[str, tuple[str, str]]:
+    """Stored case id -> (worker, post), for those of ``case_ids`` that are stored."""
+    if not case_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT case_id, worker_id, post_id FROM cases WHERE case_id = ANY($1::text[])",
+        list(case_ids),
+    )
+    return {r["case_id"]: (r["worker_id"], r["post_id"]) for r in rows}
+
+
+async def write_state(
     conn: asyncpg.Connection,
-    batch: BatchWrite,
+    aggregates: Sequence[tuple[Aggregate, int | None]],
     policy: Policy,
-    stored: StoredRows,
-    *,
-    outbox: bool = False,
-) -> list[int]:
-    """Write one batch (inside the caller's transaction, on a ``BulkDatabase`` connection);
-    returns the new outbox seqs (none unless ``outbox``). ``stored``: what the batch's
-    workers had in the database before it (``StoredRows.of``)."""
-    again = [
-        a.worker.worker_id for a, _ in batch.aggregates if a.worker.worker_id in stored.workers
-    ]
-    for agg, _ in batch.aggregates:
-        for c in agg.cases.values():
-            owner = stored.cases.get(c.case_id)
-            if owner is not None and owner != (c.worker_id, c.post_id):
-                # live refuses it (CaseConflict) and dead-letters the record
-                raise BulkRefused(f"case {c.case_id} would move to another worker or post")
-    if again:
+    replace: Sequence[str] = (),
+) -> None:
+    """COPY the workers, cases and claims of ``aggregates`` (inside the caller's
+    transaction); the stored rows of the workers in ``replace`` are deleted first."""
+    if replace:
         # Rows of workers stored before are replaced whole, as the upserts leave them.
         for table in ("workers", "cases", "claims"):
-            await conn.execute(f"DELETE FROM {table} WHERE worker_id = ANY($1::text[])", again)
-    workers, cases, claims = state_rows(batch.aggregates, policy, doc_json)
+            await conn.execute(
+                f"DELETE FROM {table} WHERE worker_id = ANY($1::text[])", list(replace)
+            )
+    workers, cases, claims = state_rows(aggregates, policy, doc_json)
     for table, columns, rows in (
         ("workers", WORKER_COLUMNS, workers),
         ("cases", CASE_COLUMNS, cases),
         ("claims", CLAIM_COLUMNS, claims),
+    ):
+        if rows:
+            await conn.copy_records_to_table(table, records=rows, columns=columns)
+
+
+async def write_history(
+    conn: asyncpg.Connection, batch: BatchWrite, *, outbox: bool = False
+) -> list[int]:
+    """Write one batch's history (inside the caller's transaction, on a ``BulkDatabase``
+    connection): timeline rows and processed ids by COPY, the sources seen and the dead
+    letters as live writes them, and the outbox rows only if ``outbox``; returns the new
+    outbox seqs. The workers' own rows are ``write_state``'s."""
+    for table, columns, rows in (
         (
             "case_timeline",
             TIMELINE_COLUMNS,

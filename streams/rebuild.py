@@ -1,9 +1,10 @@
 """``garda rebuild``: replay the input topics into an empty read model, streaming, in parallel.
 
 The same ``BatchProcessor`` pipeline (decoding, dedup, the handlers, the employer and agency
-syncs, one transaction per batch) as the live agent; only the writes differ
-(``RebuildProcessor``: COPY of the rows an empty model cannot hold yet, no outbox rows), and
-a batch they refuse takes the live writes.
+syncs, one transaction per batch) as the live agent; only the locks, the reads and the
+writes differ (``RebuildProcessor``: workers kept in memory between batches, COPY of the
+rows an empty model cannot hold yet, no outbox rows), and a batch they refuse takes the
+live writes.
 
 Rules decided here (the design is silent):
 - **Parallel by partition number.** Every input topic has the same partition count and is
@@ -22,6 +23,32 @@ Rules decided here (the design is silent):
   position reached the fetch high-water mark: ListOffsets under-reports on some brokers).
   A topic-partition whose buffer holds ``BUFFER_LIMIT`` records is paused until it drains,
   so memory is bounded by the buffers and one batch, not by the size of the log.
+- **Workers stay in memory between batches; their rows are written once.** A process owns
+  its workers (their home partitions, see the first rule), so the aggregates a committed
+  batch left are what the database would give back: a batch loads only the workers it does
+  not hold (new ones: one query that finds nothing). The workers, cases and claims rows are
+  written when a worker leaves the cache (least recently used, ``CACHE_WORKERS`` per
+  process: memory stays bounded) in the transaction of the batch that evicts it, and the
+  rest at the end of the replay (``RebuildProcessor.flush``); a worker met again after it
+  left is loaded again and its rows replaced when it leaves again. About half the workers
+  of a batch of the simulator's mix were seen in an earlier batch; each of them was deleted
+  and COPYed again before. Timeline rows, processed ids, dead letters and the employer and
+  agency tables are still committed per batch.
+- **An interrupted rebuild is started again with ``--force``.** Until a process has flushed,
+  the database holds processed ids whose workers' rows are not written yet: a crash (or a
+  kill) mid-rebuild leaves a read model that is not one, and the next ``garda rebuild``
+  refuses it as not empty until ``--force`` clears it and starts again (there is no resume;
+  a live worker must not be started on it). The rebuild's result counts only once it says
+  "done".
+- **A case id is checked when the case opens, not when its row is written**: a new case
+  whose id a cached worker or a stored row holds for another worker or post takes the live
+  path (as live, the record is dead-lettered), so the deferred COPY never meets a conflict.
+- **Records of another process's worker stop the rebuild.** With write-behind, a worker
+  handled by two processes would be read stale by one of them; a record whose key's home
+  partition is not one of the process's own (a producer with another partitioner) stops it
+  with a message to run ``--processes 1`` (which owns every worker).
+- One batch is in flight while the next is read (fetching, merging): the batch's
+  PostgreSQL round trips overlap the reading, batches still apply one after another.
 - Output events derived during the rebuild are not written to the outbox (they were
   published when the log was first processed; a batch that takes the live writes leaves its
   rows marked published); ``republish=True`` writes them unpublished, so they are sent again.
@@ -39,8 +66,9 @@ import os
 import queue
 import sys
 import time
-from collections import Counter, deque
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter, OrderedDict, deque
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -49,10 +77,17 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from errors import GardaError
-from handlers.model import Aggregate, OutputEvent
+from errors import CaseConflict, GardaError
+from handlers.model import Aggregate, OutputEvent, Worker
 from handlers.policy import Policy
-from infra.bulk import BulkDatabase, StoredRows, write_bulk
+from infra.bulk import (
+    BulkDatabase,
+    BulkRefused,
+    case_owners,
+    load_stored,
+    write_history,
+    write_state,
+)
 from infra.db import Database, migrate
 from infra.faults import is_retriable
 from infra.logging import configure_logging, get_logger, safe_error
@@ -83,6 +118,11 @@ READ_MODEL_TABLES = (
 # once per batch, and fewer workers are written again by a later batch. Memory stays small
 # (the records and the touched aggregates of one batch).
 BATCH_SIZE = 10_000
+# Workers kept in memory per rebuild process between batches (their rows are written when
+# they leave, or at the end). An aggregate of the simulator's mix takes ~4.5 KB
+# (tracemalloc, 45,000 workers): 40,000 of them ~180 MB per process, so two processes stay
+# well under 1 GB however long the log (docs/benchmarks.md).
+CACHE_WORKERS = 40_000
 BUFFER_LIMIT = 2_000  # records buffered per topic-partition before it is paused
 FETCH_BYTES = 1 << 20  # per partition and fetch
 _NOT_WRITTEN = OutboxRow(event_id="", topic="", key=None, value=b"")
@@ -111,16 +151,48 @@ def _surely_fits(ev: OutputEvent) -> bool:
     return 6 * size + 8192 < MAX_RECORD_BYTES
 
 
+@dataclass(slots=True)
+class _Cached:
+    """A worker kept between batches: its aggregate as the last committed batch left it."""
+
+    agg: Aggregate
+    partition: int | None  # the input partition of its latest event (the rows' ``partition``)
+    dirty: bool  # changed since its rows were last written
+    stored: bool  # it has rows in the database (deleted before they are written again)
+
+
+@dataclass
+class _Pending:
+    """What the cache takes once the batch's transaction has committed."""
+
+    touched: list[tuple[Aggregate, int | None]] = field(default_factory=list)
+    loaded: dict[str, Aggregate] = field(default_factory=dict)
+    evicted: list[str] = field(default_factory=list)
+    written: bool = False  # the touched rows were written (the live path), not kept dirty
+
+
+class ForeignWorker(GardaError):
+    """A record whose worker's home partition belongs to another rebuild process."""
+
+    retriable = False
+
+
 class RebuildProcessor(BatchProcessor):
     """The live ``BatchProcessor`` (decoding, dedup, handlers, the employer and agency
-    syncs, dead letters, one transaction per batch) with the rebuild's own writes.
+    syncs, dead letters, one transaction per batch) with the rebuild's own locks, reads and
+    writes.
 
-    A batch takes ``infra.bulk.write_bulk``: new workers, their cases and claims, timeline
-    rows and processed ids by COPY, no outbox rows (their output events were published when
-    the log was first processed) unless ``republish``. A batch the bulk write refuses (a row
-    that exists after all, an output event that may be too large to publish) is rolled back
-    and goes through the live writes unchanged, so its result is live's; so does a batch of
-    one record (the live path's record-by-record retry of a failed batch).
+    Workers are kept between batches (``cache_workers`` of them, least recently used out
+    first) and their rows written once, when they leave the cache or at the end
+    (``flush``): a batch loads only the workers it does not hold, and COPYs its timeline
+    rows, processed ids and the rows of the workers it evicts (``infra.bulk``); no outbox
+    rows (their output events were published when the log was first processed) unless
+    ``republish``. A batch the bulk write refuses (a new case whose id is stored for another
+    worker or post, an output event that may be too large to publish) is rolled back and
+    goes through the live writes (upserts of its touched workers), so its result is live's;
+    so does a batch of one record (the live path's record-by-record retry of a failed batch).
+    ``bulk=False``: live's loads and writes for every batch, no cache (the reference in
+    tests).
     """
 
     def __init__(
@@ -133,15 +205,52 @@ class RebuildProcessor(BatchProcessor):
         bulk: bool = True,
         clock: Clock = utcnow,
         partitions: int | None = None,
+        owned: Collection[int] | None = None,
+        cache_workers: int = CACHE_WORKERS,
     ) -> None:
         super().__init__(db, settings, policy, clock=clock)
         self.partitions = partitions or settings.partitions  # of each input topic
         self.republish = republish
         self.bulk = bulk  # False: live's writes for every batch (the reference in tests)
         self.live_batches = 0  # batches the bulk write refused
+        self.reloads = 0  # workers loaded again after they left the cache
+        self.owned = None if owned is None else frozenset(owned)  # home partitions (None: all)
+        self.cache_workers = max(1, cache_workers)
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._owners: dict[str, str] = {}  # case id -> worker, for the cached workers' cases
+        self._homes: dict[str, int] = {}
+        self._before: dict[str, frozenset[str]] = {}  # worker -> its case ids before the batch
+        self._pending = _Pending()
         self._lean = False
-        self._stored = StoredRows()
         self._oversized = False
+
+    def home(self, worker_id: str) -> int:
+        h = self._homes.get(worker_id)
+        if h is None:
+            if len(self._homes) > 100_000:  # a memo, not a record
+                self._homes.clear()
+            h = self._homes[worker_id] = home_partition(worker_id, self.partitions)
+        return h
+
+    async def process(self, records: Sequence[RawRecord]) -> BatchReport:
+        """As live; a record whose worker's home partition belongs to another rebuild process
+        (a producer with another partitioner) stops the rebuild: that process may hold the
+        worker's newer state in its cache (``ForeignWorker``; ``--processes 1`` owns every
+        worker). Checked on the record keys (a key that is not its event's subject is an
+        invalid event, dead-lettered)."""
+        if self.bulk and self.owned is not None:
+            for rec in records:
+                try:
+                    key = rec.key.decode() if rec.key is not None else None
+                except UnicodeDecodeError:
+                    continue
+                if key is not None and self.home(key) not in self.owned:
+                    raise ForeignWorker(
+                        f"worker {key!r} has events on {rec.topic} partition {rec.partition},"
+                        f" not only on {self.home(key)} where Kafka's default (murmur2)"
+                        " partitioner puts its id; rebuild with --force --processes 1"
+                    )
+        return await super().process(records)
 
     async def lock(
         self, conn: asyncpg.Connection, records: Sequence[RawRecord], decoded: list[_Decoded]
@@ -150,13 +259,13 @@ class RebuildProcessor(BatchProcessor):
         (where Kafka's default partitioner puts a worker id), not live's hash buckets.
 
         Every rebuild process locks the home partition of every worker it touches, so two
-        processes never work on one worker at once, whatever partitioner the producers used.
-        With co-partitioned topics a process's workers all live in its own partitions, so
-        the processes never wait for each other (live's 256 buckets made them take turns:
-        a batch of 5,000 events takes nearly every bucket).
+        processes never work on one worker at once. With co-partitioned topics a process's
+        workers all live in its own partitions, so the processes never wait for each other
+        (live's 256 buckets made them take turns: a batch of 5,000 events takes nearly every
+        bucket).
         """
         await lock_partitions(conn, [(r.topic, r.partition) for r in records])
-        homes = sorted({home_partition(d.envelope.subject, self.partitions) for d in decoded})
+        homes = sorted({self.home(s) for s in {d.envelope.subject for d in decoded}})
         if homes:
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(7305, p) FROM unnest($1::int[]) AS p ORDER BY p",
@@ -164,8 +273,22 @@ class RebuildProcessor(BatchProcessor):
             )
 
     async def load(self, conn: asyncpg.Connection, worker_ids: list[str]) -> dict[str, Aggregate]:
-        aggs = await super().load(conn, worker_ids)
-        self._stored = StoredRows.of(aggs)
+        if not self.bulk:
+            return await super().load(conn, worker_ids)
+        aggs: dict[str, Aggregate] = {}
+        missing: list[str] = []
+        for w in dict.fromkeys(worker_ids):
+            hit = self._cache.get(w)
+            if hit is None:
+                missing.append(w)
+            else:
+                aggs[w] = hit.agg
+        loaded = await load_stored(conn, missing)
+        self.reloads += len(loaded)
+        for w in missing:
+            aggs[w] = loaded.get(w) or Aggregate(worker=Worker(worker_id=w))
+        self._pending.loaded = loaded
+        self._before = {w: frozenset(a.cases) for w, a in aggs.items()}
         return aggs
 
     def outbox_row(self, ev: OutputEvent, now: datetime) -> OutboxRow:
@@ -175,20 +298,79 @@ class RebuildProcessor(BatchProcessor):
             self._oversized = True  # the live path encodes it and refuses it if too large
         return _NOT_WRITTEN
 
+    def _new_cases(self, batch: BatchWrite) -> list[tuple[str, str, str]]:
+        """(case id, worker, post) of the cases the batch opened."""
+        return [
+            (c.case_id, a.worker.worker_id, c.post_id)
+            for a, _ in batch.aggregates
+            for c in a.cases.values()
+            if c.case_id not in self._before.get(a.worker.worker_id, ())
+        ]
+
+    def _held_elsewhere(self, new: list[tuple[str, str, str]]) -> str | None:
+        """A new case id that a cached worker (not yet written, maybe) or another worker of
+        the batch already holds: live would refuse it (its rows would be stored first)."""
+        seen: dict[str, str] = {}
+        for cid, worker, _ in new:
+            owner = self._owners.get(cid) or seen.setdefault(cid, worker)
+            if owner != worker:
+                return cid
+        return None
+
     async def write(self, conn: asyncpg.Connection, batch: BatchWrite) -> list[int]:
-        if not self._lean:
+        if not self.bulk:
             return await super().write(conn, batch)
+        new = self._new_cases(batch)
+        clash = self._held_elsewhere(new)
+        pending = self._pending
+        pending.touched = list(batch.aggregates)
+        if not self._lean:
+            if clash is not None:
+                raise CaseConflict(f"case {clash} already exists for another worker; not moved")
+            pending.written = True
+            return await super().write(conn, batch)
+        if clash is not None:
+            raise BulkRefused(f"case {clash} would move to another worker")
+        stored = await case_owners(conn, [cid for cid, _, _ in new])
+        for cid, worker, post in new:
+            if stored.get(cid, (worker, post)) != (worker, post):
+                # live refuses it (CaseConflict) and dead-letters the record
+                raise BulkRefused(f"case {cid} would move to another worker or post")
         if self._oversized:
             raise _LivePathNeeded("an output event may exceed the record size limit")
-        return await write_bulk(conn, batch, self.policy, self._stored, outbox=self.republish)
+        await self._evict(conn, batch)
+        return await write_history(conn, batch, outbox=self.republish)
+
+    async def _evict(self, conn: asyncpg.Connection, batch: BatchWrite) -> None:
+        """Write the rows of the least recently used workers the cache must give up for
+        this batch's (in the batch's transaction; they leave the cache once it commits)."""
+        here = {a.worker.worker_id for a, _ in batch.aggregates} | set(self._pending.loaded)
+        over = len(self._cache) + len(here - self._cache.keys()) - self.cache_workers
+        if over <= 0:
+            return
+        victims: list[str] = []
+        for w in self._cache:
+            if len(victims) >= over:
+                break
+            if w not in here:
+                victims.append(w)
+        out = [self._cache[w] for w in victims]
+        dirty = [e for e in out if e.dirty]
+        await write_state(
+            conn,
+            [(e.agg, e.partition) for e in dirty],
+            self.policy,
+            replace=[e.agg.worker.worker_id for e in dirty if e.stored],
+        )
+        self._pending.evicted = victims
 
     async def _process_once(self, records: Sequence[RawRecord]) -> BatchReport:
         if self.bulk and len(records) > 1:
             self._lean, self._oversized = True, False
             try:
-                return await super()._process_once(records)
+                return await self._attempt(records)
             except Exception as exc:
-                if is_retriable(exc):
+                if is_retriable(exc) or isinstance(exc, ForeignWorker):
                     raise
                 self.live_batches += 1
                 log.warning(
@@ -198,7 +380,58 @@ class RebuildProcessor(BatchProcessor):
                 )
             finally:
                 self._lean = False
-        return await super()._process_once(records)
+        return await self._attempt(records)
+
+    async def _attempt(self, records: Sequence[RawRecord]) -> BatchReport:
+        """One attempt; the cache takes the batch's workers only once it has committed."""
+        self._pending = _Pending()
+        report = await super()._process_once(records)
+        if self.bulk:
+            self._commit_cache(self._pending)
+        self._pending = _Pending()
+        return report
+
+    def _commit_cache(self, p: _Pending) -> None:
+        for w in p.evicted:
+            entry = self._cache.pop(w)
+            for cid in entry.agg.cases:
+                self._owners.pop(cid, None)
+        for w, agg in p.loaded.items():
+            if w not in self._cache:
+                self._cache[w] = _Cached(agg, None, dirty=False, stored=True)
+        for agg, partition in p.touched:
+            w = agg.worker.worker_id
+            prev = self._cache.pop(w, None)
+            self._cache[w] = _Cached(
+                agg,
+                partition,
+                dirty=not p.written,
+                stored=p.written or (prev is not None and prev.stored),
+            )
+            for cid in agg.cases:
+                self._owners[cid] = w
+
+    async def flush(self, chunk: int = 5_000) -> int:
+        """Write the rows of every cached worker not written since it changed (the end of a
+        replay), ``chunk`` workers per transaction; returns how many were written."""
+        dirty = [e for e in self._cache.values() if e.dirty]
+        for i in range(0, len(dirty), chunk):
+            part = dirty[i : i + chunk]
+            homes = sorted({self.home(e.agg.worker.worker_id) for e in part})
+            async with self.db.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(7305, p) FROM unnest($1::int[]) AS p ORDER BY p",
+                    homes,
+                )
+                await write_state(
+                    conn,
+                    [(e.agg, e.partition) for e in part],
+                    self.policy,
+                    replace=[e.agg.worker.worker_id for e in part if e.stored],
+                )
+            for e in part:
+                e.dirty, e.stored = False, True
+        return len(dirty)
 
 
 def _consumer(settings: Settings) -> AIOKafkaConsumer:
@@ -315,8 +548,12 @@ async def _replay(
     report: Any = None,
     bulk: bool = True,
     clock: Clock = utcnow,
+    cache_workers: int = CACHE_WORKERS,
+    stats: dict[str, int] | None = None,
 ) -> tuple[Counter, int]:
-    """Replay partition ``numbers`` of every input topic; returns (outcome totals, records)."""
+    """Replay partition ``numbers`` of every input topic; returns (outcome totals, records).
+    ``stats`` (if given) receives the processor's counts: batches the bulk write refused,
+    workers loaded again after they left the cache, workers written at the end."""
     names = [settings.topic(t) for t in topics.INPUTS]
     async with BulkDatabase(settings.database_url or "", max_size=2) as db:
         consumer = _consumer(settings)
@@ -331,6 +568,7 @@ async def _replay(
                 for p in sorted(consumer.partitions_for_topic(n) or [])
                 if p in numbers
             ]
+            total = len(consumer.partitions_for_topic(names[0]) or [])
             processor = RebuildProcessor(
                 db,
                 settings,
@@ -338,18 +576,42 @@ async def _replay(
                 republish=republish,
                 bulk=bulk,
                 clock=clock,
-                partitions=len(consumer.partitions_for_topic(names[0]) or []) or None,
+                partitions=total or None,
+                owned=None if set(range(total)) <= set(numbers) else numbers,
+                cache_workers=cache_workers,
             )
+            # One batch in flight while the next is read: its PostgreSQL round trips overlap
+            # the fetching and merging of the next (batches still apply one after another).
             chunk: list[RawRecord] = []
             count = 0
-            async for rec in merged_records(consumer, parts):
-                count += 1
-                chunk.append(rec)
-                if len(chunk) >= batch_size:
+            running: asyncio.Task | None = None
+            try:
+                async for rec in merged_records(consumer, parts):
+                    count += 1
+                    chunk.append(rec)
+                    if len(chunk) >= batch_size:
+                        if running is not None:
+                            await running
+                        running = asyncio.ensure_future(
+                            _apply(db, processor, chunk, republish, report)
+                        )
+                        chunk = []
+                if running is not None:
+                    await running
+                    running = None
+                if chunk:
                     await _apply(db, processor, chunk, republish, report)
-                    chunk = []
-            if chunk:
-                await _apply(db, processor, chunk, republish, report)
+                flushed = await processor.flush()
+                if stats is not None:
+                    stats.update(
+                        live_batches=processor.live_batches,
+                        reloads=processor.reloads,
+                        flushed=flushed,
+                    )
+            finally:
+                if running is not None and not running.done():
+                    running.cancel()
+                    await asyncio.gather(running, return_exceptions=True)
         finally:
             await consumer.stop()
         return Counter(processor.totals), count

@@ -152,12 +152,15 @@ async def test_bulk_writes_leave_exactly_what_the_live_writes_leave(
         await publish(settings, logical, records)
     fixed = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     states = []
-    for bulk in (True, False):
-        name = f"rebuild_{'bulk' if bulk else 'live'}_" + settings.topic_prefix.strip(".")
+    # bulk with the default cache (every worker written once, at the end), bulk with a cache
+    # of 7 workers (evicted, written, loaded again and written again), live's writes
+    for bulk, cache in ((True, 100_000), (True, 7), (False, 0)):
+        name = f"rebuild_{'bulk' if bulk else 'live'}{cache}_" + settings.topic_prefix.strip(".")
         url = await pg_server.create_database(name)
         try:
             async with Database(url, max_size=1) as db, db.pool.acquire() as conn:
                 await migrate(conn)
+            stats: dict[str, int] = {}
             totals, records = await _replay(
                 settings.replace(database_url=url),
                 load_policy(),
@@ -166,19 +169,95 @@ async def test_bulk_writes_leave_exactly_what_the_live_writes_leave(
                 republish=False,
                 bulk=bulk,
                 clock=lambda: fixed,
+                cache_workers=max(cache, 1),
+                stats=stats,
             )
             assert records == SIMULATED + 3
+            if cache == 7:
+                assert stats["reloads"] > 0  # evicted workers were met again
+            if cache == 100_000:
+                assert stats["reloads"] == 0 and stats["flushed"] > 0
             outbox = await db_fetch(url, "SELECT count(*) FROM outbox")
             states.append((await _state(url), dict(totals), outbox[0][0]))
         finally:
             await pg_server.drop_database(name)
-    (bulk_state, bulk_totals, bulk_outbox), (live_state, live_totals, live_outbox) = states
+    (bulk_state, bulk_totals, bulk_outbox), small, (live_state, live_totals, live_outbox) = states
     assert bulk_totals == live_totals
     assert bulk_totals["duplicate"] == 1 and bulk_totals["duplicate-conflict"] == 1
     assert bulk_totals["invalid"] == 1
     assert all(live_state[t] for t in ("workers", "cases", "claims", "timeline", "employers"))
     assert bulk_state == live_state
+    assert small == (live_state, live_totals, 0)
     assert bulk_outbox == 0 and live_outbox > 0  # the output events were published before
+
+
+class _Crash(Exception):
+    pass
+
+
+async def test_an_interrupted_rebuild_is_started_again_with_force(
+    settings: Settings, pg_server
+) -> None:
+    """Workers' rows are written when they leave the cache or at the end, so a rebuild that
+    stops half-way leaves processed ids without all their workers: the next rebuild refuses
+    the database until --force, which starts again and derives the whole read model."""
+    mix = list(itertools.islice(traffic(5), 600))
+    by_topic: dict[str, list] = {}
+    for logical, wid, value in mix:
+        by_topic.setdefault(logical, []).append((wid.encode(), value, None))
+    for logical, records in by_topic.items():
+        await publish(settings, logical, records)
+    fixed = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    batches = itertools.count(1)
+
+    def stop_after_two(n: int) -> None:
+        if next(batches) == 2:
+            raise _Crash  # as a kill between two batches
+
+    states = []
+    for crash in (False, True):
+        name = f"rebuild_crash{int(crash)}_" + settings.topic_prefix.strip(".")
+        url = await pg_server.create_database(name)
+        try:
+            async with Database(url, max_size=1) as db, db.pool.acquire() as conn:
+                await migrate(conn)
+            here = settings.replace(database_url=url)
+
+            if crash:
+                with pytest.raises(_Crash):
+                    await _replay(
+                        here,
+                        load_policy(),
+                        list(range(settings.partitions)),
+                        batch_size=100,
+                        republish=False,
+                        report=stop_after_two,
+                        clock=lambda: fixed,
+                    )
+                done = await db_fetch(url, "SELECT count(*) FROM processed_events")
+                assert done[0][0] == 200  # two batches committed, their workers still cached
+                with pytest.raises(GardaError, match="not empty"):
+                    await rebuild(here, load_policy(), progress=False, processes=1)
+                await rebuild(here, load_policy(), force=True, progress=False, processes=1)
+            else:
+                await _replay(
+                    here,
+                    load_policy(),
+                    list(range(settings.partitions)),
+                    batch_size=100,
+                    republish=False,
+                    clock=lambda: fixed,
+                )
+            states.append(await _state(url))
+        finally:
+            await pg_server.drop_database(name)
+    clean, restarted = states
+    assert len(clean["processed"]) == 600 and clean["workers"]
+    # rebuild() runs on the real clock: compare what does not depend on it
+    assert restarted["processed"] == clean["processed"]
+    for table, columns in (("workers", (0, 1, 2, 3, 5, 7)), ("cases", (0, 1, 2, 3, 6))):
+        pick = [[row[i] for i in columns] for row in clean[table]]
+        assert [[row[i] for i in columns] for row in restarted[table]] == pick, table
 
 
 async def test_a_batch_the_bulk_write_refuses_goes_through_the_live_path(
