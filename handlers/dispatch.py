@@ -135,6 +135,12 @@ def _copy(value: Any) -> Any:
                 continue
             if tv in _CONTAINERS and (how == _SHALLOW or not v):
                 values[name] = v.copy()  # of immutable values, or empty
+            elif tv is dict:  # as _copy does, without a call (a case's detail, cases)
+                out = v.copy()
+                for k, x in v.items():
+                    if type(x) not in _IMMUTABLE:
+                        out[k] = _copy(x)
+                values[name] = out
             else:
                 values[name] = _copy(v)
         obj = _new(t)
