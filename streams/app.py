@@ -1,7 +1,8 @@
 """The Faust app: the runtime, the two processing lanes and the periodic tasks.
 
-Input topics are consumed as raw bytes (no payload can crash an agent) by two agents, the
-urgent and the bulk lane (``streams.lanes``), and handed in batches to ``BatchProcessor``;
+Input topics are consumed as raw bytes (no payload can crash a lane) by two lanes, the
+urgent and the bulk lane (``streams.lanes``: tasks fed a whole fetch at a time by the
+consumer), and handed in batches to ``BatchProcessor``;
 the offsets of a batch are released for commit only after its PostgreSQL transaction
 committed. Output events go out through the outbox relay (its background publisher, while
 the lane processes the next batch). The timers are in ``streams.periodic``.
@@ -160,10 +161,6 @@ def faust_app(settings: Settings) -> GardaApp:
         # under a claims backlog megabytes of claims per round delayed the incidents fetched
         # with them. The broker still returns a larger record whole (KIP-74; Tansu too).
         consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
-        # Per lane. A lane's buffer must take a whole fetch (max_poll_records) above the
-        # level at which Faust stops fetching its partitions (maxsize / 1.25): a full buffer
-        # blocks Faust's one delivery loop, and with it the other lane.
-        stream_buffer_maxsize=max(4096, settings.batch_size * 6),
         producer_linger=0.005,
         # Kafka clients refresh cluster metadata every 5 minutes by default; after the cluster
         # behind the bootstrap address changed (a broker restarted empty, a topic recreated)
