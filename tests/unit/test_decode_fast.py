@@ -11,6 +11,7 @@ import copy
 import itertools
 import json
 import random
+from dataclasses import replace
 from datetime import UTC
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from errors import InvalidEvent
 from infra.simulate import traffic
-from schemas.envelope import _fast_structured, decode
+from schemas.envelope import Envelope, _fast_structured, decode
 from schemas.topics import TYPES_BY_TOPIC
 from schemas.types import SPECS
 from streams.processor import content_digest
@@ -346,3 +347,11 @@ def test_byte_edits_decode_like_the_reference(
     else:
         value = value[:i] + value[i + 1 :]
     assert_same(value, key, topic)
+
+
+def test_unchecked_envelope_equals_the_dataclass_one() -> None:
+    args = ("e-1", "src", "pmi.incident.reported", W, {"worker_id": W})
+    for extra in ({}, {"time": None, "extensions": {"ext": "x"}}):
+        fast, slow = Envelope.unchecked(*args, **extra), Envelope(*args, **extra)
+        assert fast == slow and repr(fast) == repr(slow) and hash(fast.key) == hash(slow.key)
+        assert replace(fast, subject="W-2") == replace(slow, subject="W-2")
