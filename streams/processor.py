@@ -7,6 +7,7 @@ publish. Offsets may be committed only after it returns.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 import json
@@ -202,6 +203,11 @@ RETRY_WAIT: dict[str, Any] = {
     "wait_jitter": 0.2,
     "wait_max": 5.0,
 }
+# Events applied between two yields to the event loop. Both lanes share one loop: without
+# a yield, an incident that arrives while the bulk lane applies a batch of 1,000 claims
+# waits for all of them (~0.1-0.3 s of Python); with it, for at most this many. A smaller
+# transaction instead (a step of 250 claims) cost 20 % more CPU per event.
+YIELD_EVERY = 64
 _EPOCH_MIN = datetime(MIN_YEAR, 1, 1, tzinfo=UTC).timestamp()
 _EPOCH_MAX = datetime(MAX_YEAR, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
@@ -543,7 +549,9 @@ class BatchProcessor:
         )
         touched: dict[str, tuple[Aggregate, int]] = {}
         report = run.report
-        for d in todo:
+        for i, d in enumerate(todo):
+            if i and not i % YIELD_EVERY:
+                await asyncio.sleep(0)  # let the other lane's batch run (see YIELD_EVERY)
             env, rec = d.envelope, d.record
             outcome = self._apply(d, aggs, touched, run, watchlisted)
             report.outcomes[outcome] += 1
