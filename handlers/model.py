@@ -1,8 +1,9 @@
 """The state the rules work on: a worker with their cases and claims (one aggregate per worker).
 
 Plain dataclasses, no I/O. ``to_doc``/``from_doc`` give the JSON form the database keeps
-(``from_doc`` also reads a case document of the layout before migration 015, when the
-escalation and claim facts were ``detail`` keys); ``Case.public`` is the published case
+(``doc_json`` writes it as JSON text straight from the dataclass; ``from_doc`` also reads a
+case document of the layout before migration 015, when the escalation and claim facts were
+``detail`` keys); ``Case.public`` is the published case
 JSON. Datetimes are timezone-aware UTC everywhere.
 """
 
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import orjson
 
 from schemas.fields import iso as _iso
 from schemas.fields import parse_dt as parse_dt
@@ -133,6 +138,45 @@ def _doc(obj: Any) -> dict[str, Any]:
         name: v if type(v := values[name]) in _SCALARS else _to_json(v)
         for name in _NAMES[type(obj)]
     }
+
+
+# ``doc_json``: orjson writes a datetime whose offset is zero as ``iso`` does (``Z``, the
+# microseconds only when not 0); one with another offset (or none) it writes with that
+# offset (or none), where ``iso`` converts to UTC. Such a time, and only such text, is
+# followed by ``+``, ``-`` or the closing quote; a document where the pattern matches (a
+# string that merely looks like one included) is written from ``to_doc`` instead.
+_DOC_OPTIONS = orjson.OPT_UTC_Z
+_NOT_UTC_TIME = re.compile(rb'T\d\d:\d\d:\d\d(?:\.\d+)?[+\-"]')
+
+
+def doc_json(obj: Case | Claim | Worker) -> bytes:
+    """The stored document of ``obj`` as JSON (UTF-8): the JSON of ``obj.to_doc()``.
+
+    orjson writes the dataclass directly (no dict built first: about a fifth of the cost)
+    when that gives the same JSON: every attribute a field, every datetime in UTC, nothing
+    orjson refuses. Otherwise the dict ``to_doc`` builds, written by ``json_bytes``.
+    One function for the live upserts (``infra.store``) and the rebuild's COPY
+    (``infra.bulk``).
+    """
+    if len(obj.__dict__) == _WIDTH.get(type(obj)):  # an extra attribute would be written
+        try:
+            text = orjson.dumps(obj, option=_DOC_OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, a non-str key
+            pass
+        else:
+            if _NOT_UTC_TIME.search(text) is None:
+                return text
+    return json_bytes(obj.to_doc())
+
+
+def json_bytes(value: Any) -> bytes:
+    """JSON of a document (``to_doc()``, a timeline row's detail): orjson; what it refuses
+    (an integer beyond 64 bits, a non-string key) the json module writes (PostgreSQL refuses
+    what is not valid JSON text, e.g. a lone surrogate, as before)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value).encode()
 
 
 def _from_json(cls: type[_T], doc: dict[str, Any]) -> _T:
@@ -427,6 +471,7 @@ class Result:
 _NAMES: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (Case, Claim, Worker)
 }
+_WIDTH: dict[type, int] = {cls: len(names) for cls, names in _NAMES.items()}
 # (field name, whether it holds a datetime) of each stored class, for ``from_doc``.
 _FROM_JSON: dict[type, tuple[tuple[str, bool], ...]] = {
     cls: tuple((f.name, "datetime" in str(f.type)) for f in dataclasses.fields(cls))

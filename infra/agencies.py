@@ -2,11 +2,13 @@
 
 In each batch's transaction (:func:`sync`, called by the processor after the handlers and
 before ``write_batch``): the placements (``agency_placements``: one row per journey with a
-licence) and the attributed cases (``agency_cases``) of the batch's touched workers are
-upserted; for each licence whose rows changed, under a per-licence advisory lock (7304,
-ascending, after the partition, worker and employer locks) the scorecard is computed before
-and after the upsert, and a licence that crosses the alert rule (``handlers.agencies.crosses``)
-gets ``garda.alert.agency-threshold`` to headquarters. Upserts make a replayed batch change
+licence) and the attributed cases (``agency_cases``) of the batch's workers and cases whose
+rows changed are upserted (an unchanged row's facts were written with it); for each licence
+whose rows changed, under a per-licence advisory lock (7304, ascending, after the partition,
+worker and employer locks) the counts are taken before and after the upsert (three
+statements in all: the locks, the upserts with the counts before them, the counts after),
+and a licence that crosses the alert rule (``handlers.agencies.crosses``) gets
+``garda.alert.agency-threshold`` to headquarters. Upserts make a replayed batch change
 no row, so it crosses nothing; the alert's id is derived from the licence and the counts that
 crossed, so a re-publication is dropped by the outbox.
 
@@ -22,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from handlers.agencies import LICENSE, CaseRow, Scorecard, crosses, scorecard
-from handlers.model import Aggregate, OutputEvent, stable_id
+from handlers.model import Case, OutputEvent, Worker, stable_id
 from handlers.policy import Policy
 from schemas import topics
 
@@ -60,34 +62,39 @@ async def _card(conn: asyncpg.Connection, license: str, since: datetime) -> Scor
 
 
 async def sync(
-    conn: asyncpg.Connection, aggregates: Iterable[Aggregate], policy: Policy, now: datetime
+    conn: asyncpg.Connection,
+    workers: Iterable[Worker],
+    cases: Iterable[Case],
+    policy: Policy,
+    now: datetime,
 ) -> list[OutputEvent]:
-    """Write the batch's placements and attributed cases; return the crossing alerts."""
+    """Write the placements and attributed cases of the batch's workers and cases whose rows
+    changed (the processor passes those: an unchanged row's facts were written with it);
+    return the crossing alerts."""
     placements: list[tuple[Any, ...]] = []
-    cases: list[tuple[Any, ...]] = []
-    for agg in aggregates:
-        w = agg.worker
+    attributed: list[tuple[Any, ...]] = []
+    for w in workers:
         if w.p3mi_license and w.departed_at is not None:
             placements.append(
                 (w.worker_id, w.departed_at, w.p3mi_license, w.country, w.non_procedural)
             )
-        for c in agg.cases.values():
-            lic = c.detail.get(LICENSE)
-            if isinstance(lic, str):
-                cases.append(
-                    (
-                        c.case_id,
-                        lic,
-                        c.worker_id,
-                        c.kind,
-                        c.category,
-                        c.severity,
-                        c.status,
-                        c.opened_at,
-                        c.resolved_at,
-                    )
+    for c in cases:
+        lic = c.detail.get(LICENSE)
+        if isinstance(lic, str):
+            attributed.append(
+                (
+                    c.case_id,
+                    lic,
+                    c.worker_id,
+                    c.kind,
+                    c.category,
+                    c.severity,
+                    c.status,
+                    c.opened_at,
+                    c.resolved_at,
                 )
-    touched = sorted({p[2] for p in placements} | {c[1] for c in cases})
+            )
+    touched = sorted({p[2] for p in placements} | {c[1] for c in attributed})
     if not touched:
         return []
     since = now - policy.prevention.agencies.window
@@ -95,43 +102,17 @@ async def sync(
     await conn.execute(
         "SELECT pg_advisory_xact_lock(7304, hashtext(l)) FROM unnest($1::text[]) AS l", touched
     )
-    before = await _counts(conn, touched, since)
-    changed: set[str] = set()
-    if placements:
-        rows = await conn.fetch(
-            """INSERT INTO agency_placements (worker_id, departed_at, license, country,
-                   non_procedural)
-               SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[],
-                   $5::bool[])
-               ON CONFLICT (worker_id, departed_at) DO UPDATE SET license = EXCLUDED.license,
-                   country = EXCLUDED.country, non_procedural = EXCLUDED.non_procedural
-               WHERE (agency_placements.license, agency_placements.country,
-                      agency_placements.non_procedural)
-                     IS DISTINCT FROM (EXCLUDED.license, EXCLUDED.country,
-                      EXCLUDED.non_procedural)
-               RETURNING license""",
-            *[list(col) for col in zip(*placements, strict=True)],
+    # Both upserts in one statement; its snapshot is taken before they run, so the counts it
+    # returns for the licences whose rows changed are those before the batch.
+    before: dict[str, Scorecard] = {}
+    for r in await conn.fetch(
+        _UPSERT_SQL, *_columns(placements, 5), *_columns(attributed, 9), since
+    ):
+        before[r["license"]] = Scorecard(
+            license=r["license"], placements=r["placements"], cases=r["cases"]
         )
-        changed |= {r["license"] for r in rows}
-    if cases:
-        rows = await conn.fetch(
-            """INSERT INTO agency_cases (case_id, license, worker_id, kind, category, severity,
-                   status, opened_at, resolved_at)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                   $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[])
-               ON CONFLICT (case_id) DO UPDATE SET severity = EXCLUDED.severity,
-                   category = EXCLUDED.category, status = EXCLUDED.status,
-                   resolved_at = EXCLUDED.resolved_at
-               WHERE (agency_cases.severity, agency_cases.category, agency_cases.status,
-                      agency_cases.resolved_at)
-                     IS DISTINCT FROM (EXCLUDED.severity, EXCLUDED.category, EXCLUDED.status,
-                      EXCLUDED.resolved_at)
-               RETURNING license""",
-            *[list(col) for col in zip(*cases, strict=True)],
-        )
-        changed |= {r["license"] for r in rows}
     alerts: list[OutputEvent] = []
-    crossed = sorted(changed)
+    crossed = sorted(before)
     if not crossed:
         return alerts
     after = await _counts(conn, crossed, since)
@@ -141,27 +122,60 @@ async def sync(
     return alerts
 
 
+# Per licence in $1, the placements and protection cases in the window ($2): what the alert
+# rule needs, for many licences in one statement.
+_COUNTS = """(SELECT count(*) FROM agency_placements p
+               WHERE p.license = l.license AND p.departed_at >= {since}) AS placements,
+           (SELECT count(*) FROM agency_cases c
+               WHERE c.license = l.license AND c.opened_at >= {since}
+                 AND c.kind = 'protection') AS cases"""
+
+_UPSERT_SQL = f"""WITH p AS (
+       INSERT INTO agency_placements (worker_id, departed_at, license, country, non_procedural)
+       SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::bool[])
+       ON CONFLICT (worker_id, departed_at) DO UPDATE SET license = EXCLUDED.license,
+           country = EXCLUDED.country, non_procedural = EXCLUDED.non_procedural
+       WHERE (agency_placements.license, agency_placements.country,
+              agency_placements.non_procedural)
+             IS DISTINCT FROM (EXCLUDED.license, EXCLUDED.country, EXCLUDED.non_procedural)
+       RETURNING license),
+   c AS (
+       INSERT INTO agency_cases (case_id, license, worker_id, kind, category, severity, status,
+           opened_at, resolved_at)
+       SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+           $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[])
+       ON CONFLICT (case_id) DO UPDATE SET severity = EXCLUDED.severity,
+           category = EXCLUDED.category, status = EXCLUDED.status,
+           resolved_at = EXCLUDED.resolved_at
+       WHERE (agency_cases.severity, agency_cases.category, agency_cases.status,
+              agency_cases.resolved_at)
+             IS DISTINCT FROM (EXCLUDED.severity, EXCLUDED.category, EXCLUDED.status,
+              EXCLUDED.resolved_at)
+       RETURNING license)
+   SELECT l.license, {_COUNTS.format(since="$15")}
+   FROM (SELECT license FROM p UNION SELECT license FROM c) AS l"""
+
+
 async def _counts(
     conn: asyncpg.Connection, licenses: list[str], since: datetime
 ) -> dict[str, Scorecard]:
     """Placements and protection cases per licence in the window (what the alert rule needs),
-    for many licences in two statements."""
-    out = {lic: Scorecard(license=lic) for lic in licenses}
-    for r in await conn.fetch(
-        "SELECT license, count(*) AS n FROM agency_placements"
-        " WHERE license = ANY($1::text[]) AND departed_at >= $2 GROUP BY license",
-        licenses,
-        since,
-    ):
-        out[r["license"]].placements = r["n"]
-    for r in await conn.fetch(
-        "SELECT license, count(*) AS n FROM agency_cases WHERE license = ANY($1::text[])"
-        " AND opened_at >= $2 AND kind = 'protection' GROUP BY license",
-        licenses,
-        since,
-    ):
-        out[r["license"]].cases = r["n"]
-    return out
+    for many licences in one statement."""
+    return {
+        r["license"]: Scorecard(license=r["license"], placements=r["placements"], cases=r["cases"])
+        for r in await conn.fetch(
+            f"SELECT l.license, {_COUNTS.format(since='$2')} FROM unnest($1::text[]) AS l(license)",
+            licenses,
+            since,
+        )
+    }
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as column arrays for ``unnest`` (empty columns for no rows)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(col) for col in zip(*rows, strict=True)]
 
 
 def _alert(card: Scorecard, policy: Policy) -> OutputEvent:

@@ -18,8 +18,9 @@ Rules decided here (the design is silent):
   after all (an event another process recorded) makes the COPY fail, which rolls the batch
   back; the caller then runs that batch through the live path (upserts and ``ON
   CONFLICT``), so the result is live's.
-- Documents are serialised once, by orjson straight from the dataclasses (``doc_json``), to
-  the JSON ``to_doc`` gives; the bulk connection's jsonb codec takes bytes as ready JSON
+- Documents are serialised once, by orjson straight from the dataclasses
+  (``handlers.model.doc_json``, as the live upserts write them), to the JSON ``to_doc``
+  gives; the bulk connection's jsonb codec takes bytes as ready JSON
   text (``BulkDatabase``) and everything else as before (``json.dumps``).
 - No outbox rows unless asked (``outbox=True``, ``garda rebuild --republish``): the output
   events were published when the log was first processed. Dead letters are recorded as
@@ -30,14 +31,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time
 from typing import Any
 
 import asyncpg
 import orjson
 
 from errors import GardaError
-from handlers.model import Aggregate, Case, Claim, Worker, iso
+from handlers.model import Aggregate, Case, Claim, Worker, doc_json
 from handlers.policy import Policy
 from infra.db import Database, _init_connection, _reset_connection
 from infra.store import (
@@ -90,24 +90,6 @@ PROCESSED_COLUMNS = (
     "outcome",
     "digest",
 )
-
-_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME
-
-
-def _json_default(value: Any) -> Any:
-    """What ``handlers.model._to_json`` makes of a value JSON has no type for."""
-    if type(value) is datetime and value.tzinfo is UTC:
-        return value.isoformat()[:-6] + "Z"  # what iso() writes for it, without converting
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, date | time):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def doc_json(obj: Any) -> bytes:
-    """``obj.to_doc()`` as JSON, written by orjson from the dataclass (no dict built)."""
-    return orjson.dumps(obj, default=_json_default, option=_PASSTHROUGH)
 
 
 def _jsonb_encode(value: Any) -> bytes:

@@ -17,7 +17,7 @@ log = get_logger("garda.db")
 MIGRATION_LOCK = 0x6172_6461  # advisory lock id: one migrator at a time
 
 
-def _json_loads(text: str) -> Any:
+def _json_loads(text: str | bytes) -> Any:
     """JSON from PostgreSQL: orjson (what the hot path reads back, several times faster);
     what it refuses (an integer beyond 64 bits, a number out of float range) the json
     module reads as before."""
@@ -27,9 +27,29 @@ def _json_loads(text: str) -> Any:
         return json.loads(text)
 
 
+def _jsonb_encode(value: Any) -> bytes:
+    """A jsonb parameter in PostgreSQL's binary form (a version byte, then the JSON text):
+    ``bytes`` are JSON text made already (``handlers.model.doc_json``: the documents reach
+    PostgreSQL without a str in between), anything else is written by ``json.dumps`` as
+    before."""
+    return b"\x01" + (value if type(value) is bytes else json.dumps(value).encode())
+
+
+def _jsonb_decode(data: bytes) -> Any:
+    """A jsonb value in binary form: ``_json_loads`` of the text after the version byte
+    (orjson reads the bytes, no str is decoded first)."""
+    return _json_loads(data[1:])
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    for typ in ("jsonb", "json"):
-        await conn.set_type_codec(typ, encoder=json.dumps, decoder=_json_loads, schema="pg_catalog")
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=_jsonb_encode,
+        decoder=_jsonb_decode,
+        schema="pg_catalog",
+        format="binary",
+    )
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=_json_loads, schema="pg_catalog")
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:

@@ -8,10 +8,12 @@ handlers ran, :func:`sync` writes what the batch's aggregates say about employer
    region), upserted.
 2. ``employer_cases``: every case linked to an employer (``case.detail["employer"]``), with
    its category, status, substantiated flag and dates, upserted by case id (a replay writes
-   the same row).
-3. For each employer whose cases changed, under a per-employer advisory lock (7303, taken in
-   ascending key order after the partition and worker locks, so processors never deadlock):
-   the rule is recomputed from *all* its ``employer_cases`` rows (``watchlist_decision``);
+   the same row); the processor passes only the cases whose rows the batch changes (an
+   unchanged case's row was written with it). Both upserts are one statement.
+3. For the employers whose cases changed, under per-employer advisory locks (7303, taken in
+   ascending key order, in one statement, after the partition and worker locks, so
+   processors never deadlock): the rule is recomputed from *all* each one's
+   ``employer_cases`` rows (``watchlist_decision``; the rows of all of them read at once);
    when the result differs from the stored one, the row is updated and a
    ``garda.employer.watchlisted``/``delisted`` event joins the batch's outbox.
 
@@ -40,7 +42,7 @@ from handlers.employers import (
     watchlist_decision,
     watchlist_event,
 )
-from handlers.model import Aggregate, OutputEvent
+from handlers.model import Case, OutputEvent, Worker
 from handlers.policy import Policy
 from schemas.envelope import Envelope
 
@@ -74,53 +76,51 @@ async def load_watchlisted(conn: asyncpg.Connection, keys: Sequence[str]) -> fro
 
 
 async def sync(
-    conn: asyncpg.Connection, aggregates: Iterable[Aggregate], policy: Policy
+    conn: asyncpg.Connection, workers: Iterable[Worker], cases: Iterable[Case], policy: Policy
 ) -> list[OutputEvent]:
-    """Write the batch's employer facts; return the watchlist change events."""
+    """Write the employer facts of the batch's touched workers and of its cases (the
+    processor passes those whose rows changed: an unchanged case's row was written with
+    it); return the watchlist change events."""
     employers: dict[str, dict[str, Any]] = {}
     rows: list[tuple[Any, ...]] = []
-    for agg in aggregates:
-        emp = agg.worker.employer
+    for w in workers:
+        emp = w.employer
         if emp and emp.get("key"):
             employers[emp["key"]] = emp
-        for case in agg.cases.values():
-            key = case.detail.get(EMPLOYER)
-            if not isinstance(key, str):
-                continue
-            sub = case.detail.get("substantiated")
-            rows.append(
-                (
-                    case.case_id,
-                    key,
-                    case.worker_id,
-                    case.category,
-                    case.severity,
-                    case.status,
-                    sub if isinstance(sub, bool) else None,
-                    case.opened_at,
-                    case.resolved_at,
-                )
+    for case in cases:
+        key = case.detail.get(EMPLOYER)
+        if not isinstance(key, str):
+            continue
+        sub = case.detail.get("substantiated")
+        rows.append(
+            (
+                case.case_id,
+                key,
+                case.worker_id,
+                case.category,
+                case.severity,
+                case.status,
+                sub if isinstance(sub, bool) else None,
+                case.opened_at,
+                case.resolved_at,
             )
-    if employers:
-        items = sorted(employers.items())
-        await conn.execute(
-            """INSERT INTO employers (employer_key, name, country, region)
+        )
+    if not employers and not rows:
+        return []
+    items = sorted(employers.items())
+    # Both upserts in one statement (one round trip); the case rows' RETURNING gives the
+    # employers whose cases changed.
+    changed = await conn.fetch(
+        """WITH e AS (
+               INSERT INTO employers (employer_key, name, country, region)
                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
                ON CONFLICT (employer_key) DO UPDATE
                    SET region = coalesce(EXCLUDED.region, employers.region), updated_at = now()
-                   WHERE employers.region IS DISTINCT FROM coalesce(EXCLUDED.region, employers.region)""",
-            [k for k, _ in items],
-            [e.get("name") or "" for _, e in items],
-            [e.get("country") or "" for _, e in items],
-            [e.get("region") for _, e in items],
-        )
-    if not rows:
-        return []
-    changed = await conn.fetch(
-        """INSERT INTO employer_cases (case_id, employer_key, worker_id, category, severity,
+                   WHERE employers.region IS DISTINCT FROM coalesce(EXCLUDED.region, employers.region))
+           INSERT INTO employer_cases (case_id, employer_key, worker_id, category, severity,
                status, substantiated, opened_at, resolved_at)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-               $6::text[], $7::bool[], $8::timestamptz[], $9::timestamptz[])
+           SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+               $10::text[], $11::bool[], $12::timestamptz[], $13::timestamptz[])
            ON CONFLICT (case_id) DO UPDATE SET category = EXCLUDED.category,
                severity = EXCLUDED.severity, status = EXCLUDED.status,
                substantiated = EXCLUDED.substantiated, resolved_at = EXCLUDED.resolved_at
@@ -129,30 +129,45 @@ async def sync(
                  IS DISTINCT FROM (EXCLUDED.category, EXCLUDED.severity, EXCLUDED.status,
                   EXCLUDED.substantiated, EXCLUDED.resolved_at)
            RETURNING employer_key""",
-        *[list(col) for col in zip(*rows, strict=True)],
+        [k for k, _ in items],
+        [e.get("name") or "" for _, e in items],
+        [e.get("country") or "" for _, e in items],
+        [e.get("region") for _, e in items],
+        *(_columns(rows, 9)),
     )
     keys = sorted({r["employer_key"] for r in changed})
-    events: list[OutputEvent] = []
-    for key in keys:
-        await conn.execute("SELECT pg_advisory_xact_lock(7303, hashtext($1))", key)
-        stored = await conn.fetchrow(
+    if not keys:
+        return []
+    # The employers' locks in one statement, in ascending key order; then their stored rows
+    # and cases, read once for all of them.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(7303, hashtext(k)) FROM unnest($1::text[]) AS k", keys
+    )
+    stored_rows = {
+        r["employer_key"]: r
+        for r in await conn.fetch(
             "SELECT employer_key, name, country, region, watchlisted, cases FROM employers"
-            " WHERE employer_key = $1",
-            key,
+            " WHERE employer_key = ANY($1::text[])",
+            keys,
         )
-        if stored is None:  # a case linked to an employer no worker row named (old data)
-            continue
-        cases = [
+    }
+    by_key: dict[str, list[EmployerCase]] = {k: [] for k in keys}
+    for r in await conn.fetch(
+        "SELECT employer_key, case_id, category, substantiated, opened_at, status"
+        " FROM employer_cases WHERE employer_key = ANY($1::text[])",
+        keys,
+    ):
+        by_key[r["employer_key"]].append(
             EmployerCase(
                 r["case_id"], r["category"], r["substantiated"], r["opened_at"], r["status"]
             )
-            for r in await conn.fetch(
-                "SELECT case_id, category, substantiated, opened_at, status FROM employer_cases"
-                " WHERE employer_key = $1",
-                key,
-            )
-        ]
-        listed, behind = watchlist_decision(cases, policy)
+        )
+    events: list[OutputEvent] = []
+    for key in keys:
+        stored = stored_rows.get(key)
+        if stored is None:  # a case linked to an employer no worker row named (old data)
+            continue
+        listed, behind = watchlist_decision(by_key[key], policy)
         if listed == stored["watchlisted"] and (
             not listed or sorted(behind) == sorted(stored["cases"])
         ):
@@ -174,3 +189,10 @@ async def sync(
                 )
             )
     return events
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as column arrays for ``unnest`` (empty columns for no rows)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(col) for col in zip(*rows, strict=True)]

@@ -5,6 +5,10 @@ outbox of output events and the dead-letter records) is written by ``write_batch
 the caller's transaction, so a crash either keeps all of it or none of it.
 
 Rules decided where the design is silent:
+- A row is written only when it changed: the processor's ``load_aggregates`` keeps the rows
+  it read and ``batch_state`` leaves out a worker, case or claim row whose every column
+  (the document as ``handlers.model.doc_json`` writes it) equals the row read; such a row
+  keeps its ``updated_at`` (the time it last changed). Any other caller writes every row.
 - Every outbox row is publishable by construction: its encoded size (as the producer
   computes it) is checked at write time against ``MAX_RECORD_BYTES``. A dead letter always
   fits (see below); an output event of Garda's own that would not raises ``OutputTooLarge``
@@ -36,7 +40,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from errors import CaseConflict, GardaError
 from handlers.claims import stall_due
 from handlers.clocks import case_next_due
-from handlers.model import Aggregate, Case, Claim, TimelineEntry, Worker
+from handlers.model import Aggregate, Case, Claim, TimelineEntry, Worker, doc_json, json_bytes
 from handlers.policy import Policy
 from infra.logging import mask_document, mask_json_text
 
@@ -118,6 +122,8 @@ class BatchWrite:
     deadletter_topic: str = "pmi.deadletter.v1"  # full name (prefix included)
     # (expected source, input partition) -> when it last spoke in this batch
     sources_seen: dict[tuple[str, int], datetime] = field(default_factory=dict)
+    # the state rows to write, when made before the write (``batch_state``)
+    state: BatchState | None = None
 
 
 def encode_headers(headers: Iterable[tuple[str, bytes]]) -> list[list[str]]:
@@ -200,31 +206,15 @@ async def processed_digests(
     return {(r["source"], r["id"]): r["digest"] for r in rows}
 
 
-async def load_aggregates(
-    conn: asyncpg.Connection, worker_ids: Iterable[str]
-) -> dict[str, Aggregate]:
-    ids = sorted(set(worker_ids))
-    aggs = {w: Aggregate(worker=Worker(worker_id=w)) for w in ids}
-    if not ids:
-        return aggs
-    for r in await conn.fetch("SELECT worker_id, doc FROM workers WHERE worker_id = ANY($1)", ids):
-        aggs[r["worker_id"]].worker = Worker.from_doc(r["doc"])
-        aggs[r["worker_id"]].exists = True
-    for r in await conn.fetch("SELECT worker_id, doc FROM cases WHERE worker_id = ANY($1)", ids):
-        case = Case.from_doc(r["doc"])
-        aggs[r["worker_id"]].cases[case.case_id] = case
-    for r in await conn.fetch("SELECT worker_id, doc FROM claims WHERE worker_id = ANY($1)", ids):
-        claim = Claim.from_doc(r["doc"])
-        aggs[r["worker_id"]].claims[claim.claim_id] = claim
-    return aggs
-
-
 async def write_batch(conn: asyncpg.Connection, batch: BatchWrite, policy: Policy) -> list[int]:
     """Write one batch (inside the caller's transaction); returns the new outbox seqs.
 
     ``policy`` dates the rows the timers scan (a case's next deadline, a claim's stall).
+    The state rows are ``batch.state`` when the processor made them (only the rows that
+    changed), else every touched aggregate's.
     """
-    await _write_state(conn, batch.aggregates, policy)
+    state = batch.state if batch.state is not None else batch_state(batch.aggregates, policy)
+    await _write_state(conn, state)
     await _write_history(conn, batch)
     rows = list(batch.outbox)
     rows += await _record_dead_letters(conn, batch.deadletters, batch.deadletter_topic)
@@ -290,7 +280,7 @@ def state_rows(
     doc: Callable[[Any], Any],
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """(workers, cases, claims) rows of the touched aggregates, each row's document made by
-    ``doc`` (``to_doc()`` for the live upserts, JSON text for the rebuild's COPY)."""
+    ``doc`` (``doc_json`` for the live upserts and the rebuild's COPY)."""
     workers: list[tuple[Any, ...]] = []
     cases: list[tuple[Any, ...]] = []
     claims: list[tuple[Any, ...]] = []
@@ -326,74 +316,167 @@ def state_rows(
     return workers, cases, claims
 
 
-async def _write_state(
-    conn: asyncpg.Connection, aggregates: Sequence[tuple[Aggregate, int | None]], policy: Policy
-) -> None:
-    """Upsert the workers, cases and claims of the touched aggregates."""
-    workers, cases, claims = state_rows(aggregates, policy, lambda x: x.to_doc())
+Rows = dict[str, tuple[tuple[Any, ...], Any]]  # id -> (row as state_rows makes it, doc as read)
+
+
+@dataclass
+class LoadedRows:
+    """The rows of a batch's workers, cases and claims as ``load_aggregates`` read them: each
+    in the form ``state_rows`` gives a row (its document as ``doc_json`` writes the object
+    read from it), with the document as stored."""
+
+    workers: Rows = field(default_factory=dict)
+    cases: Rows = field(default_factory=dict)
+    claims: Rows = field(default_factory=dict)
+
+    def changed(self, table: Rows, row: tuple[Any, ...]) -> bool:
+        """Whether ``row`` (``state_rows``'s) differs from the stored row of its id.
+
+        Equal document bytes mean the object is as it was read; the stored document is then
+        compared too (as JSON values), in case it does not read back to itself (a document
+        of an older layout, which a write brings up to date, as it always did)."""
+        stored = table.get(row[0])
+        if stored is None or stored[0] != row:
+            return True
+        return bool(orjson.loads(row[-1]) != stored[1])
+
+
+class Aggregates(dict[str, Aggregate]):
+    """``load_aggregates``'s answer: the aggregates by worker id, and the rows they were
+    read from (``loaded``)."""
+
+    loaded: LoadedRows
+
+
+_WORKER_SQL = (
+    "SELECT worker_id, state, country, region, in_crisis, non_procedural, insured_until,"
+    " partition, doc FROM workers WHERE worker_id = ANY($1)"
+)
+_CASE_SQL = f"SELECT {', '.join(CASE_COLUMNS)} FROM cases WHERE worker_id = ANY($1)"
+_CLAIM_SQL = (
+    "SELECT claim_id, worker_id, status, last_change_at, stall_due, partition, doc"
+    " FROM claims WHERE worker_id = ANY($1)"
+)
+
+
+async def load_aggregates(conn: asyncpg.Connection, worker_ids: Iterable[str]) -> Aggregates:
+    """The aggregates of these workers (a new one for a worker never stored), with the rows
+    they were read from (for ``batch_state``: a row the batch leaves as it was is not
+    written again)."""
+    ids = sorted(set(worker_ids))
+    aggs = Aggregates((w, Aggregate(worker=Worker(worker_id=w))) for w in ids)
+    loaded = aggs.loaded = LoadedRows()
+    if not ids:
+        return aggs
+    for r in await conn.fetch(_WORKER_SQL, ids):
+        agg = aggs[r["worker_id"]]
+        agg.worker = Worker.from_doc(r["doc"])
+        agg.exists = True
+        loaded.workers[r[0]] = ((*r[:-1], doc_json(agg.worker)), r[-1])
+    for r in await conn.fetch(_CASE_SQL, ids):
+        case = Case.from_doc(r["doc"])
+        aggs[r["worker_id"]].cases[case.case_id] = case
+        loaded.cases[r[0]] = ((*r[:-1], doc_json(case)), r[-1])
+    for r in await conn.fetch(_CLAIM_SQL, ids):
+        claim = Claim.from_doc(r["doc"])
+        aggs[r["worker_id"]].claims[claim.claim_id] = claim
+        loaded.claims[r[0]] = ((*r[:-1], doc_json(claim)), r[-1])
+    return aggs
+
+
+@dataclass
+class BatchState:
+    """The worker, case and claim rows of a batch (``state_rows``, documents by ``doc_json``)
+    and the ones to write: all of them, or with ``loaded`` those that differ from the row
+    read (a worker touched by events that changed nothing, the cases and claims its events
+    did not change stay as they are). The cross-worker syncs (``infra.employers``,
+    ``infra.agencies``) take the workers and cases written, whose facts alone can have
+    changed."""
+
+    rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+    workers: list[tuple[Any, ...]]
+    cases: list[tuple[Any, ...]]
+    claims: list[tuple[Any, ...]]
+    changed_workers: list[Worker]
+    changed_cases: list[Case]
+    loaded: LoadedRows | None = None
+
+
+def batch_state(
+    aggregates: Sequence[tuple[Aggregate, int | None]],
+    policy: Policy,
+    loaded: LoadedRows | None = None,
+) -> BatchState:
+    """The rows of the touched aggregates and those to write (see ``BatchState``)."""
+    rows = state_rows(aggregates, policy, doc_json)
+    workers, cases, claims = rows
+    if loaded is not None:
+        workers = [r for r in workers if loaded.changed(loaded.workers, r)]
+        cases = [r for r in cases if loaded.changed(loaded.cases, r)]
+        claims = [r for r in claims if loaded.changed(loaded.claims, r)]
+    written_workers = {r[0] for r in workers}
+    written_cases = {r[0] for r in cases}
+    return BatchState(
+        rows,
+        workers,
+        cases,
+        claims,
+        [a.worker for a, _ in aggregates if a.worker.worker_id in written_workers],
+        [c for a, _ in aggregates for c in a.cases.values() if c.case_id in written_cases],
+        loaded,
+    )
+
+
+async def _write_state(conn: asyncpg.Connection, state: BatchState) -> None:
+    """Upsert the workers, cases and claims of the batch that changed (``BatchState``)."""
+    workers, cases, claims = state.workers, state.cases, state.claims
     if workers:
         await conn.execute(
             """INSERT INTO workers (worker_id, state, country, region, in_crisis, non_procedural,
                    insured_until, partition, doc, updated_at)
-               SELECT w, s, c, r, i, n, u, p, d::jsonb, now()
+               SELECT w, s, c, r, i, n, u, p, d, now()
                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[],
-                           $6::bool[], $7::timestamptz[], $8::int[], $9::text[])
+                           $6::bool[], $7::timestamptz[], $8::int[], $9::jsonb[])
                    AS t(w, s, c, r, i, n, u, p, d)
                ON CONFLICT (worker_id) DO UPDATE SET state=EXCLUDED.state,
                    country=EXCLUDED.country, region=EXCLUDED.region,
                    in_crisis=EXCLUDED.in_crisis, non_procedural=EXCLUDED.non_procedural,
                    insured_until=EXCLUDED.insured_until, partition=EXCLUDED.partition,
                    doc=EXCLUDED.doc, updated_at=now()""",
-            *_columns(list({w[0]: w for w in workers}.values()), 9, json_at=(8,)),
+            *_columns(list({w[0]: w for w in workers}.values()), 9),
         )
     if cases:
-        await _check_case_owners(conn, cases)
+        await _check_case_owners(conn, cases, state.loaded)
         # One row per case id, the first (a later row for the same id with another worker
         # would be refused by the guard, as row-by-row upserts refused it).
         first: dict[str, tuple] = {}
         for row in cases:
             first.setdefault(row[0], row)
-        await conn.execute(
-            CASE_UPSERT, *_columns(list(first.values()), len(CASE_COLUMNS), json_at=(14,))
-        )
+        await conn.execute(CASE_UPSERT, *_columns(list(first.values()), len(CASE_COLUMNS)))
     if claims:
         await conn.execute(
             """INSERT INTO claims (claim_id, worker_id, status, last_change_at, stall_due,
                    partition, doc, updated_at)
-               SELECT c, w, s, l, d, p, j::jsonb, now()
+               SELECT c, w, s, l, d, p, j, now()
                FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
-                           $5::timestamptz[], $6::int[], $7::text[]) AS t(c, w, s, l, d, p, j)
+                           $5::timestamptz[], $6::int[], $7::jsonb[]) AS t(c, w, s, l, d, p, j)
                ON CONFLICT (claim_id) DO UPDATE SET status=EXCLUDED.status,
                    last_change_at=EXCLUDED.last_change_at, stall_due=EXCLUDED.stall_due,
                    partition=EXCLUDED.partition, doc=EXCLUDED.doc, updated_at=now()
                WHERE claims.doc IS DISTINCT FROM EXCLUDED.doc""",
             # One row per claim id, the last one, as row-by-row upserts would leave it (one
             # statement may not update a row twice).
-            *_columns(list({c[0]: c for c in claims}.values()), 7, json_at=(6,)),
+            *_columns(list({c[0]: c for c in claims}.values()), 7),
         )
 
 
-def _columns(rows: Sequence[tuple], width: int, json_at: tuple[int, ...] = ()) -> list[list]:
+def _columns(rows: Sequence[tuple], width: int) -> list[list]:
     """Rows as column arrays for one ``unnest`` statement (one round trip and one plan for
-    the whole batch, where ``executemany`` ran the statement once per row); the columns in
-    ``json_at`` become JSON text (orjson), cast to jsonb in the statement."""
-    cols: list[list] = [[] for _ in range(width)]
-    for row in rows:
-        for i, v in enumerate(row):
-            cols[i].append(v)
-    for i in json_at:
-        cols[i] = [_json_text(v) for v in cols[i]]
-    return cols
-
-
-def _json_text(value: Any) -> str:
-    """JSON text of a document for a jsonb column: orjson; what it refuses (an integer
-    beyond 64 bits, a non-string key) the json module writes (PostgreSQL refuses what is
-    not valid JSON text, e.g. a lone surrogate, as before)."""
-    try:
-        return orjson.dumps(value).decode()
-    except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(value)
+    the whole batch, where ``executemany`` ran the statement once per row); documents are
+    JSON bytes already (``doc_json``, ``json_bytes``), passed as ``jsonb[]``."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(col) for col in zip(*rows, strict=True)]
 
 
 async def _write_history(conn: asyncpg.Connection, batch: BatchWrite) -> None:
@@ -402,19 +485,18 @@ async def _write_history(conn: asyncpg.Connection, batch: BatchWrite) -> None:
         await conn.execute(
             """INSERT INTO case_timeline (entry_id, case_id, at, type, actor, detail, source,
                    event_id)
-               SELECT e, c, a, t, r, d::jsonb, s, i
+               SELECT e, c, a, t, r, d, s, i
                FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                           $6::text[], $7::text[], $8::text[])
+                           $6::jsonb[], $7::text[], $8::text[])
                    WITH ORDINALITY AS u(e, c, a, t, r, d, s, i, n)
                ORDER BY n
                ON CONFLICT (entry_id) DO NOTHING""",
             *_columns(
                 [
-                    (e.entry_id, e.case_id, e.at, e.type, e.actor, e.detail, src, eid)
+                    (e.entry_id, e.case_id, e.at, e.type, e.actor, json_bytes(e.detail), src, eid)
                     for e, src, eid in batch.timeline
                 ],
                 8,
-                json_at=(5,),
             ),
         )
     if batch.processed:
@@ -527,10 +609,10 @@ async def _insert_outbox(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) ->
 CASE_UPSERT = """INSERT INTO cases (case_id, worker_id, kind, category, severity, status, post_id,
        escalation_level, ack_due, resolve_due, opened_at, reports, next_due, partition, doc,
        updated_at)
-   SELECT c, w, k, g, s, t, p, e, a, r, o, n, d, q, j::jsonb, now()
+   SELECT c, w, k, g, s, t, p, e, a, r, o, n, d, q, j, now()
    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[],
-               $11::timestamptz[], $12::int[], $13::timestamptz[], $14::int[], $15::text[])
+               $11::timestamptz[], $12::int[], $13::timestamptz[], $14::int[], $15::jsonb[])
        WITH ORDINALITY AS u(c, w, k, g, s, t, p, e, a, r, o, n, d, q, j, i)
    ORDER BY i
    ON CONFLICT (case_id) DO UPDATE SET kind=EXCLUDED.kind, category=EXCLUDED.category,
@@ -543,16 +625,28 @@ CASE_UPSERT = """INSERT INTO cases (case_id, worker_id, kind, category, severity
           OR cases.next_due IS DISTINCT FROM EXCLUDED.next_due)"""
 
 
-async def _check_case_owners(conn: asyncpg.Connection, cases: Sequence[tuple]) -> None:
+async def _check_case_owners(
+    conn: asyncpg.Connection, cases: Sequence[tuple], loaded: LoadedRows | None = None
+) -> None:
     """Refuse (``CaseConflict``) a case row whose id exists with another worker or post.
 
     A case never changes worker or post (escalation raises its level, the post stays). The
     upsert's ``WHERE`` guard keeps such a row from ever being overwritten; this check makes
-    the refusal loud instead of silent.
+    the refusal loud instead of silent. A case read for its own worker in this transaction
+    (``loaded``) with the same worker and post needs no look-up: its row is under that
+    worker's lock, and the guard keeps any other writer from moving it.
     """
+    ids = [
+        c[0]
+        for c in cases
+        if loaded is None
+        or (known := loaded.cases.get(c[0])) is None
+        or (known[0][1], known[0][6]) != (c[1], c[6])
+    ]
+    if not ids:
+        return
     rows = await conn.fetch(
-        "SELECT case_id, worker_id, post_id FROM cases WHERE case_id = ANY($1::text[])",
-        [c[0] for c in cases],
+        "SELECT case_id, worker_id, post_id FROM cases WHERE case_id = ANY($1::text[])", ids
     )
     stored = {r["case_id"]: (r["worker_id"], r["post_id"]) for r in rows}
     for c in cases:

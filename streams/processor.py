@@ -35,8 +35,10 @@ from infra.settings import Settings
 from infra.store import (
     BatchWrite,
     DeadLetter,
+    LoadedRows,
     OutboxRow,
     ProcessedId,
+    batch_state,
     load_aggregates,
     lock_partitions,
     lock_workers,
@@ -208,6 +210,9 @@ RETRY_WAIT: dict[str, Any] = {
 # waits for all of them (~0.1-0.3 s of Python); with it, for at most this many. A smaller
 # transaction instead (a step of 250 claims) cost 20 % more CPU per event.
 YIELD_EVERY = 64
+# Batches between ``load`` and their write at once: one per lane; the rest is left over
+# from failed attempts (``BatchProcessor.load``).
+_LOADED_KEPT = 8
 _EPOCH_MIN = datetime(MIN_YEAR, 1, 1, tzinfo=UTC).timestamp()
 _EPOCH_MAX = datetime(MAX_YEAR, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
@@ -267,6 +272,8 @@ class BatchProcessor:
         # Alerting hooks: deliveries are written in the batch's transaction (None: no hooks,
         # e.g. garda rebuild, which must not notify anyone twice).
         self.hooks: Hooks | None = None
+        # What ``load`` read, per connection, until ``write`` takes it.
+        self._loaded: dict[asyncpg.Connection, LoadedRows] = {}
 
     # -- decoding -----------------------------------------------------------------------
     def _decode(self, rec: RawRecord) -> _Decoded:
@@ -407,8 +414,18 @@ class BatchProcessor:
         await lock_workers(conn, (d.envelope.subject for d in decoded))
 
     async def load(self, conn: asyncpg.Connection, worker_ids: list[str]) -> dict[str, Aggregate]:
-        """The stored aggregates of these workers (a new one for a worker never seen)."""
-        return await load_aggregates(conn, worker_ids)
+        """The stored aggregates of these workers (a new one for a worker never seen). The
+        rows they were read from are kept for ``_sync_cross_worker``, by connection (a batch
+        holds its connection from here to its write; the lanes run batches concurrently). A
+        batch that failed in between leaves its entry: only the latest ``_LOADED_KEPT`` stay
+        (a batch whose entry is gone writes every row, as before rows were compared)."""
+        aggs = await load_aggregates(conn, worker_ids)
+        loaded = getattr(aggs, "loaded", None)
+        if loaded is not None:
+            self._loaded[conn] = loaded
+            while len(self._loaded) > _LOADED_KEPT:
+                del self._loaded[next(iter(self._loaded))]
+        return aggs
 
     async def write(self, conn: asyncpg.Connection, batch: BatchWrite) -> list[int]:
         """Write the batch (inside its transaction); returns the new outbox seqs."""
@@ -575,12 +592,27 @@ class BatchProcessor:
         run.write.aggregates = list(touched.values())
 
     async def _sync_cross_worker(self, conn: asyncpg.Connection, run: _Run) -> None:
-        """Cross-worker state in the same transaction: the employer watchlist
-        (``infra.employers``) and the agency scorecard (``infra.agencies``)."""
-        touched = [a for a, _ in run.write.aggregates]
-        for ev in await employers.sync(conn, touched, self.policy):
+        """The cross-worker state of the batch, in its transaction: the employer watchlist
+        (``infra.employers``) and the agency scorecard (``infra.agencies``).
+
+        With the rows ``load`` read, the batch's state rows are made here
+        (``infra.store.batch_state``: which rows differ from those read), for the syncs and
+        the write: a case or a placement whose row did not change carries no new fact (its
+        employer and agency rows were written with it). Every touched worker still names its
+        employer (the employer's region is the latest a touched worker gives, as it always
+        was). Without them (``garda rebuild``'s own loads): every touched worker and case."""
+        aggregates = run.write.aggregates
+        touched = [a.worker for a, _ in aggregates]
+        loaded = self._loaded.pop(conn, None)
+        if loaded is None:
+            workers = touched
+            cases = [c for a, _ in aggregates for c in a.cases.values()]
+        else:
+            state = run.write.state = batch_state(aggregates, self.policy, loaded)
+            workers, cases = state.changed_workers, state.changed_cases
+        for ev in await employers.sync(conn, touched, cases, self.policy):
             run.write.outbox.append(self.outbox_row(ev, run.now))
-        for ev in await agencies.sync(conn, touched, self.policy, run.now):
+        for ev in await agencies.sync(conn, workers, cases, self.policy, run.now):
             run.write.outbox.append(self.outbox_row(ev, run.now))
 
     def _after_commit(self, run: _Run) -> None:
