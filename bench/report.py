@@ -62,6 +62,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     esc_p99 = _get(r, "escalation", "observed", "p99_ms")
     esc_busy_p99 = _escalation_p99(r.get("escalation_backlog"))
     rss = _get(r, "rebuild", "peak_rss_mb_total")
+    hook_p99 = _get(r, "hooks", "produced_to_received", "p99_ms")
+    hook_rate = _get(r, "hooks", "rate")
     rows = [
         {
             "name": "rebuild throughput",
@@ -126,6 +128,15 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "target": "≤ 1,000 ms",
             "ok": None if esc_busy_p99 is None else esc_busy_p99 <= 1000,
             "ratio": _ratio(esc_busy_p99, rt_p99),
+            "baseline": "÷ raw round trip p99 (c)",
+        },
+        {
+            "name": f"incident → signed webhook received p99, {hook_rate or 0:g}/s",
+            "measured": hook_p99,
+            "unit": "ms",
+            "target": "≤ 500 ms",
+            "ok": None if hook_p99 is None else hook_p99 <= 500,
+            "ratio": _ratio(hook_p99, rt_p99),
             "baseline": "÷ raw round trip p99 (c)",
         },
     ]

@@ -40,6 +40,7 @@ FAKE = {
         "observed": {"n": 2, "p99_ms": 1500.0},
         "samples_s": [0.3, 1.5],
     },
+    "hooks": {"rate": 20.0, "produced_to_received": {"n": 2, "p99_ms": 400.0}},
 }
 
 
@@ -118,10 +119,12 @@ def test_report_files(tmp_path: Path) -> None:
     paths = report.write(FAKE, tmp_path, "20261201T000000Z")
     data = json.loads(paths["json"].read_text())
     assert data["throughput"]["peer"]["events_per_s"] == 4_000
-    assert len(data["targets"]) == 13
+    assert len(data["targets"]) == 14
     md = paths["markdown"].read_text()
     assert "| live worker throughput (backlog) | 5,000 events/s | ≥ 1.0× peer | 1.250 |" in md
     assert "not run" in md  # the backlog latency was not measured
+    hook = "| incident → signed webhook received p99, 20/s | 400 ms | ≤ 500 ms | 8.000 |"
+    assert hook in md
     if "plot" in paths:  # matplotlib installed (the bench extra)
         assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert "![20261201T000000Z](20261201T000000Z.png)" in md
