@@ -6,6 +6,12 @@ first fetch to the last commit, as it prints it) is the throughput; the peak res
 the rebuild's process tree (the parent plus its partition processes, sampled every 0.1 s
 with psutil, summed per sample) is the memory. The ceiling (``bench.baselines.consume``
 with PostgreSQL) reads and COPYs the same topics in the same run.
+
+``BENCH_REBUILD_BEFORE=<checkout>`` also runs that checkout's ``garda rebuild`` (its own
+code, this interpreter) over the same topics, just before this one, into its own empty
+database: a same-invocation before/after (``rebuild.before`` in the JSON). The CPU time of
+each rebuild's process tree (the waited children's getrusage) is reported too, steadier than
+the rates on a shared machine.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -51,7 +58,22 @@ async def prepare(stack: Stack, events: list[Event], scenario: str = "rebuild") 
 
 
 async def run_rebuild(stack: Stack, prefix: str, n: int, **env: str) -> dict[str, Any]:
-    url = await stack.database(f"rebuild{n}")
+    before = os.environ.get("BENCH_REBUILD_BEFORE")
+    out: dict[str, Any] = {}
+    if before:
+        log(f"rebuild: first the checkout {before} over the same topics")
+        out["before"] = await _run_one(stack, prefix, n, before, "b", **env)
+        log(f"rebuild: before {out['before']['events_per_s']}/s")
+    out = {**await _run_one(stack, prefix, n, str(REPO), "", **env), **out}
+    if before:
+        log(f"rebuild: after {out['events_per_s']}/s")
+    return out
+
+
+async def _run_one(
+    stack: Stack, prefix: str, n: int, repo: str, tag: str, **env: str
+) -> dict[str, Any]:
+    url = await stack.database(f"rebuild{tag}{n}")
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("GARDA_")}
     child_env.update(
         GARDA_KAFKA_BOOTSTRAP=stack.bootstrap,
@@ -62,9 +84,11 @@ async def run_rebuild(stack: Stack, prefix: str, n: int, **env: str) -> dict[str
         **env,
     )
     t0 = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0 = usage.ru_utime + usage.ru_stime
     proc = subprocess.Popen(
         [sys.executable, "-m", "garda", "rebuild"],
-        cwd=REPO,
+        cwd=repo,
         env=child_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -81,6 +105,8 @@ async def run_rebuild(stack: Stack, prefix: str, n: int, **env: str) -> dict[str
             last_log = time.perf_counter()
             log(f"rebuild: running, peak RSS {peak_sum / 2**20:.0f} MB so far")
     wall = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime - cpu0
     err_chunks.append(await reader)
     err = b"".join(err_chunks).decode(errors="replace")
     await stack.drop(url)
@@ -94,6 +120,8 @@ async def run_rebuild(stack: Stack, prefix: str, n: int, **env: str) -> dict[str
         "seconds": seconds,
         "events_per_s": round(records / seconds),
         "wall_seconds_with_startup": round(wall, 2),
+        # the process tree's CPU (start-up and imports included) per record
+        "cpu_us_per_record": round(cpu / max(records, 1) * 1e6),
         "peak_rss_mb_total": round(peak_sum / 2**20, 1),
         "peak_rss_mb_largest_process": round(peak_one / 2**20, 1),
     }
