@@ -5,7 +5,9 @@ aggregate through a ``Ctx``. Add one line per type; the module imports stay at t
 
 ``handle``:
 - works on a deep copy (the caller's aggregate is untouched, also when a handler raises);
-  the copy shares only immutable values (strings, numbers, datetimes) with the original;
+  the copy shares only immutable values (strings, numbers, datetimes) with the original:
+  a dataclass field declared with immutable types only is shared as it is, without a look
+  at its value (the rules assign the declared types; see ``_copy``);
 - refuses an unknown type, and an event whose ``data.worker_id`` is not the aggregate's
   worker (``Unacceptable``: the processor sends both to the dead-letter topic);
 - after the handler, when the worker or any case changed: sets ``worker.updated_at`` (the
@@ -216,8 +218,10 @@ def handle(
         employers.tag_new_cases(before, agg)  # a new protection case joins the employer
         agencies.tag_new_cases(before, agg)  # and a new case the journey's placement agency
     events = ctx.effects.events
-    if any(e.topic == topics.WORKER_STATE for e in events):
-        events[:] = [e for e in events if e.topic != topics.WORKER_STATE]
+    for e in events:  # a handler's own snapshot (rare) is replaced by the final one
+        if e.topic == topics.WORKER_STATE:
+            events[:] = [e for e in events if e.topic != topics.WORKER_STATE]
+            break
     if _changed(before, agg):
         w = agg.worker
         w.updated_at = max(w.updated_at or ctx.event_time, ctx.event_time)

@@ -36,6 +36,7 @@ Rules decided where the design is silent:
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime
 from typing import Any
 
@@ -55,6 +56,12 @@ def _missing(value: Any) -> bool:
 
 def _norm_licence(value: str) -> str:
     return value.strip().casefold()
+
+
+@functools.lru_cache(maxsize=8)
+def _revoked(licences: frozenset[str]) -> frozenset[str]:
+    """The policy's revoked licences as compared (once per policy, not per departure)."""
+    return frozenset(_norm_licence(x) for x in licences)
 
 
 def departure_date(departed_at: Any) -> date | None:
@@ -91,8 +98,7 @@ def departure_reasons(data: dict[str, Any], policy: Policy) -> list[str]:
     if data.get("scheme") in np.licensed_schemes and _missing(licence):
         found.add("unlicensed_agency")
     if licence is not None and not _missing(licence):
-        revoked = {_norm_licence(x) for x in np.revoked_licenses}
-        if _norm_licence(licence) in revoked:
+        if _norm_licence(licence) in _revoked(np.revoked_licenses):
             found.add("revoked_agency")
     if _missing(data.get("e_pmi_id")):
         found.add("no_worker_card")
