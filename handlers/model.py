@@ -251,7 +251,9 @@ class Case:
         (``escalated_to``, ``resolve_deadline_missed``, ``clock_started_at``, a dispute's
         ``claim_id``, ``jkm: {claim_id, due, reminded_at}``, ``claim_suggested: {program,
         at}``), each only when set."""
-        out: dict[str, Any] = {k: _to_json(v) for k, v in self.detail.items()}
+        out: dict[str, Any] = {}
+        for k, v in self.detail.items():  # a loop: a comprehension is a call (Python 3.11)
+            out[k] = v if type(v) in _SCALARS else _to_json(v)
         if self.escalated_to is not None:
             out["escalated_to"] = self.escalated_to
         if self.resolve_deadline_missed is not None:
