@@ -13,7 +13,8 @@ handlers ran, :func:`sync` writes what the batch's aggregates say about employer
 3. For the employers whose cases changed, under per-employer advisory locks (7303, taken in
    ascending key order, in one statement, after the partition and worker locks, so
    processors never deadlock): the rule is recomputed from *all* each one's
-   ``employer_cases`` rows (``watchlist_decision``; the rows of all of them read at once);
+   ``employer_cases`` rows that can count (``watchlist_decision``; the rows of all of them
+   read at once);
    when the result differs from the stored one, the row is updated and a
    ``garda.employer.watchlisted``/``delisted`` event joins the batch's outbox.
 
@@ -152,10 +153,14 @@ async def sync(
         )
     }
     by_key: dict[str, list[EmployerCase]] = {k: [] for k in keys}
+    # Only the rows that can count (``handlers.employers.counting``: substantiated, resolved,
+    # a listed category): the others never change the decision, and they grow with the log.
     for r in await conn.fetch(
         "SELECT employer_key, case_id, category, substantiated, opened_at, status"
-        " FROM employer_cases WHERE employer_key = ANY($1::text[])",
+        " FROM employer_cases WHERE employer_key = ANY($1::text[])"
+        " AND substantiated AND status = 'resolved' AND category = ANY($2::text[])",
         keys,
+        sorted(policy.prevention.employers.categories),
     ):
         by_key[r["employer_key"]].append(
             EmployerCase(

@@ -30,7 +30,7 @@ from infra import agencies, employers, metrics
 from infra.db import Database
 from infra.faults import is_retriable
 from infra.hooks.enqueue import Hooks
-from infra.logging import get_logger, safe_error
+from infra.logging import get_logger, safe_error, write_lines
 from infra.settings import Settings
 from infra.store import (
     BatchWrite,
@@ -51,7 +51,8 @@ from schemas.envelope import GARDA_SOURCE, Envelope, decode, encode
 from schemas.fields import MAX_YEAR, MIN_YEAR
 from streams.undecodable import undecodable_reason
 
-log = get_logger("garda.processor")
+_LOGGER = "garda.processor"
+log = get_logger(_LOGGER)
 
 Clock = Callable[[], datetime]
 
@@ -609,9 +610,9 @@ class BatchProcessor:
             run.write.outbox.append(self.outbox_row(ev, run.now))
 
     def _after_commit(self, run: _Run) -> None:
-        """The batch committed: its log lines, the totals and the metrics."""
-        for level, event, fields in run.notes:
-            getattr(log, level)(event, **fields)
+        """The batch committed: its log lines (written together, ``infra.logging.write_lines``),
+        the totals and the metrics."""
+        write_lines(_LOGGER, run.notes)
         self.totals.update(run.report.outcomes)
         run.report.record_metrics(self.clock())
 

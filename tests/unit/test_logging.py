@@ -21,6 +21,7 @@ from infra.logging import (
     safe_error,
     safe_exceptions,
     scrub,
+    write_lines,
 )
 
 
@@ -232,3 +233,36 @@ def test_the_timestamp_is_isoformat_in_utc(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setattr(infra.logging.time, "time_ns", lambda ns=ns: ns)
         when = datetime.fromtimestamp(ns // 1000 / 1e6, UTC).replace(microsecond=ns // 1000 % 10**6)
         assert infra.logging._iso_now() == when.isoformat().replace("+00:00", "Z")
+
+
+def test_lines_written_together_are_the_lines_logged_one_by_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``write_lines`` (a batch's lines, one write) gives the text the logger gives line by
+    line: the same keys in the same order, masking, levels below the configured one left
+    out; once structlog is configured otherwise it logs through structlog."""
+    monkeypatch.setattr(infra.logging, "_iso_now", lambda: "2026-12-01T23:58:56.668407Z")
+    lines: list[tuple[str, str, dict[str, Any]]] = [
+        ("info", "event handled", {"event_id": "E1", "type": "pmi.x", "worker_id": "PMI-1"}),
+        ("debug", "not at info", {"x": 1}),
+        ("warning", "event handled", {"outcome": "rejected", "reason": "é \u2028 😀"}),
+        ("error", "odd", {"nik": "3201010101010001", "data": {"full_name": "Siti"}, "n": None}),
+    ]
+    configure_logging("json", "info")
+    try:
+        log = get_logger("garda.processor")
+        for level, event, fields in lines:
+            getattr(log, level)(event, **fields)
+        one_by_one = capsys.readouterr().err
+        write_lines("garda.processor", lines)
+        together = capsys.readouterr().err
+        structlog.reset_defaults()
+        write_lines("garda.processor", lines[:1])  # structlog's default: printed to stdout
+        after_reset = capsys.readouterr()
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert together == one_by_one
+    assert len(together.splitlines()) == 3 and "3201010101010001" not in together
+    assert "Siti" not in together and "not at info" not in together
+    assert after_reset.err == "" and "event handled" in after_reset.out
