@@ -12,6 +12,7 @@ from handlers.model import Case, iso, parse_dt
 from handlers.policy import Policy
 from infra.metrics import DatabaseSnapshot, SourceStatus
 from infra.store import load_aggregates
+from infra.tokens import ACTIVE_TOKEN_SQL, token_active
 
 CASE_FILTERS = ("post_id", "status", "severity", "worker_id", "kind", "category", "q")
 ORDERS = ("newest", "urgency")
@@ -63,6 +64,28 @@ async def list_cases(
     return [Case.from_doc(r["doc"]).public() for r in await conn.fetch(sql, *args)]
 
 
+async def list_cases_if_active(
+    conn: asyncpg.Connection,
+    token_hash: str,
+    filters: dict[str, str],
+    *,
+    visible: CaseFilter | None = None,
+    limit: int = 100,
+    after: str | None = None,
+    order: str = "newest",
+) -> list[dict[str, Any]] | None:
+    """:func:`list_cases` for a scope taken from ``infra.tokens.ScopeCache``: the same
+    statement also checks that the token of ``token_hash`` is still active (one round trip
+    when the page has cases, a second only for an empty page); None once it is revoked."""
+    sql, args = list_cases_sql(
+        filters, visible=visible, limit=limit, after=after, order=order, active_token=token_hash
+    )
+    rows = await conn.fetch(sql, *args)
+    if not rows and not await token_active(conn, token_hash):
+        return None
+    return [Case.from_doc(r["doc"]).public() for r in rows]
+
+
 def list_cases_sql(
     filters: dict[str, str],
     *,
@@ -70,8 +93,10 @@ def list_cases_sql(
     limit: int = 100,
     after: str | None = None,
     order: str = "newest",
+    active_token: str | None = None,
 ) -> tuple[str, list[Any]]:
-    """The statement and arguments behind :func:`list_cases` (also for ``EXPLAIN``)."""
+    """The statement and arguments behind :func:`list_cases` (also for ``EXPLAIN``); with
+    ``active_token`` (a token hash) it returns no row once that token is revoked."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}")
     where: list[str] = []
@@ -128,10 +153,15 @@ def list_cases_sql(
         sort = "opened_at DESC, case_id DESC"
     args.append(limit)
     lim = f"${len(args)}"
+    outer: list[str] = []  # the outer statement's own conditions
+    if active_token is not None:  # a one-time filter: no row once the token is revoked
+        args.append(active_token)
+        outer.append(ACTIVE_TOKEN_SQL.format(len(args)))
     if not branches:
+        outer = where + outer
         sql = (
             "SELECT doc FROM cases"
-            + (" WHERE " + " AND ".join(where) if where else "")
+            + (" WHERE " + " AND ".join(outer) if outer else "")
             + f" ORDER BY {sort} LIMIT {lim}"
         )
         return sql, args
@@ -150,6 +180,7 @@ def list_cases_sql(
         "SELECT doc FROM cases WHERE case_id IN (SELECT case_id FROM ("
         + " UNION ".join(parts)
         + f") AS slices ORDER BY due ASC NULLS LAST, case_id ASC LIMIT {lim})"
+        + "".join(f" AND {c}" for c in outer)
         + f" ORDER BY {sort} LIMIT {lim}"
     )
     return sql, args

@@ -27,6 +27,7 @@ from infra.logging import get_logger
 from infra.outbox import OutboxRelay
 from infra.retention import PruneReport, prune
 from infra.settings import Settings
+from infra.tokens import ScopeCache
 from streams.lanes import URGENT_TOPICS, UrgentFirst, register_lanes
 from streams.periodic import DeadlinePartitions, register_periodic
 from streams.processor import BatchProcessor
@@ -74,6 +75,7 @@ class Runtime(Service):
             headquarters=policy.headquarters,
         )
         self.limiter = FailureLimiter(settings.failed_requests_per_minute)
+        self.tokens = ScopeCache()  # bearer tokens' scopes (streams.web.common)
 
     def on_init_dependencies(self) -> list[ServiceT]:
         return [self.relay]

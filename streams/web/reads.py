@@ -11,7 +11,7 @@ from handlers.model import CASE_KINDS, CASE_STATUSES, SEVERITIES
 from infra import queries
 from infra.tokens import Scope
 from schemas.types import CATEGORIES, json_schema, list_types
-from streams.web.common import ApiView, token_required
+from streams.web.common import ApiView, revoked, token_required
 
 ENUM_FILTERS = {
     "severity": SEVERITIES,
@@ -31,9 +31,15 @@ class WorkerView(ApiView):
         return self.reply(body)
 
 
+def _checks_token(handler: Any) -> Any:
+    return token_required(handler, checks_token=True)
+
+
 class CaseList(ApiView):
-    @token_required
-    async def get(self, request: Request, scope: Scope) -> Response:
+    @_checks_token
+    async def get(
+        self, request: Request, scope: Scope, active_token: str | None = None
+    ) -> Response:
         q = request.query
         unknown = set(q) - set(queries.CASE_FILTERS) - {"limit", "after", "order"}
         if unknown:
@@ -53,16 +59,31 @@ class CaseList(ApiView):
             limit = 0
         if not 1 <= limit <= 1000:
             return self.fail(400, "limit must be an integer from 1 to 1000")
+        visible = access.case_filter(scope, self.runtime.policy)
         try:
             async with self.runtime.db.pool.acquire() as conn:
-                cases = await queries.list_cases(
-                    conn,
-                    dict(q),
-                    visible=access.case_filter(scope, self.runtime.policy),
-                    limit=limit,
-                    after=q.get("after"),
-                    order=order,
-                )
+                if active_token is None:
+                    cases = await queries.list_cases(
+                        conn,
+                        dict(q),
+                        visible=visible,
+                        limit=limit,
+                        after=q.get("after"),
+                        order=order,
+                    )
+                else:
+                    found = await queries.list_cases_if_active(
+                        conn,
+                        active_token,
+                        dict(q),
+                        visible=visible,
+                        limit=limit,
+                        after=q.get("after"),
+                        order=order,
+                    )
+                    if found is None:
+                        return revoked(self, active_token)
+                    cases = found
         except ValueError as exc:
             return self.fail(400, str(exc))
         body: dict[str, Any] = {"cases": cases, "count": len(cases)}

@@ -351,3 +351,42 @@ async def test_bad_queries_get_clear_client_errors(
         got, body = await get_json(f"{worker.url}{path}", headers=bearer(hq))
         assert got == status, (path, got, body)
         assert got == 200 or body["error"]
+
+
+async def test_revocation_holds_for_cached_scopes(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    """The case list takes a known token's scope from the worker's cache and re-checks the
+    token in its own statement: a revocation holds from the very next request, for a page
+    with cases and for an empty one (the check then runs on its own)."""
+    url = worker.url
+    hq_id, hq = await new_token(settings, hq=True)
+    jb_id, jb_token = await new_token(settings, posts=[JOHOR])
+    jb, _ = await two_cases(settings, url, hq)
+    johor = bearer(jb_token)
+    pages = (f"{url}/api/cases", f"{url}/api/cases?q=NO-SUCH-CASE")
+    for _ in range(2):  # the first request looks the token up, the second uses the cache
+        status, body = await get_json(pages[0], headers=johor)
+        assert status == 200 and [c["case_id"] for c in body["cases"]] == [jb["case_id"]]
+        assert await get_json(pages[1], headers=johor) == (200, {"cases": [], "count": 0})
+
+    await db_fetch(
+        settings.database_url,
+        "UPDATE api_tokens SET revoked_at = now() WHERE token_id = $1 RETURNING token_id",
+        jb_id,
+    )
+    for page in pages + pages:  # refused at once, and again once it left the cache
+        assert await get_json(page, headers=johor) == (401, {"error": "unknown or revoked token"})
+    # A revoked token's empty page is refused too, straight from the cache.
+    hq_pages = (f"{url}/api/cases?q=NO-SUCH-CASE", f"{url}/api/cases")
+    for page in hq_pages:
+        assert (await get_json(page, headers=bearer(hq)))[0] == 200
+    await db_fetch(
+        settings.database_url,
+        "UPDATE api_tokens SET revoked_at = now() WHERE token_id = $1 RETURNING token_id",
+        hq_id,
+    )
+    assert await get_json(hq_pages[0], headers=bearer(hq)) == (
+        401,
+        {"error": "unknown or revoked token"},
+    )
