@@ -131,7 +131,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "baseline": "÷ raw round trip p99 (c)",
         },
         {
-            "name": f"incident → signed webhook received p99, {hook_rate or 0:g}/s",
+            "name": "incident → signed webhook received p99"
+            + (f", {hook_rate:g}/s" if hook_rate else ""),
             "measured": hook_p99,
             "unit": "ms",
             "target": "≤ 500 ms",

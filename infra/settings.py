@@ -50,7 +50,10 @@ class Settings(BaseSettings):
     group_id: str = "garda"
     batch_size: int = 1000
     batch_within: float = 0.01
-    fetch_max_wait_ms: int = 100
+    # Tansu holds an empty fetch for its whole wait even when data arrives: the wait is a
+    # hop's worst added delay (100 ms: incident -> case p50 157, p99 534 ms; 25 ms: 105 and
+    # 228 ms, quick latency run at load 7.6).
+    fetch_max_wait_ms: int = 25
     session_timeout: float = 10.0
     timer_interval: float = 1.0
     failed_requests_per_minute: int = 60  # per client; 0 turns the limit off

@@ -119,7 +119,7 @@ class GardaApp(faust.App):
     urgent_topics: frozenset[str] = frozenset()  # their records are handed out first
     lanes: UrgentFirst
     deadline_partitions: DeadlinePartitions
-    fetch_max_wait_ms: int = 100
+    fetch_max_wait_ms: int = 25
     logger = logging.getLogger("faust.app")  # Faust's records keep Faust's logger name
 
     def _new_transport(self) -> Any:

@@ -34,7 +34,7 @@ class _ConsumerThread(AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = int(getattr(self.app, "fetch_max_wait_ms", 100))
+        consumer._fetch_max_wait_ms = int(getattr(self.app, "fetch_max_wait_ms", 25))
         return consumer
 
     async def on_start(self) -> None:
