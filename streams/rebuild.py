@@ -15,7 +15,7 @@ Rules decided here (the design is silent):
   input topic with its own consumer and database pool. Workers never span two processes, so
   the processes share no state and need no coordination beyond the batch transactions.
   A producer with another partitioner can put one worker's events on two partition numbers:
-  then only ``--processes 1`` keeps the old global time order for that worker.
+  that stops a rebuild of several processes (see below); ``--processes 1`` handles it.
 - **Streaming, in time order.** Within a process the topic-partitions are merged by Kafka
   timestamp (ties: topic, partition, offset; the order the old all-in-memory sort used), so
   a worker's events apply in the order they were first handled. A record is emitted only
@@ -121,9 +121,13 @@ READ_MODEL_TABLES = (
 BATCH_SIZE = 10_000
 # Workers kept in memory per rebuild process between batches (their rows are written when
 # they leave, or at the end). An aggregate of the simulator's mix takes ~4.5 KB
-# (tracemalloc, 45,000 workers): 40,000 of them ~180 MB per process, so two processes stay
-# well under 1 GB however long the log (docs/benchmarks.md).
+# (tracemalloc, 45,000 workers) and grows with its history; the cache also shrinks (by a
+# tenth per batch, to no fewer than CACHE_FLOOR workers) while the process's resident set
+# is above RSS_BUDGET, so two processes and their parent stay under 1 GB however long the
+# log (docs/benchmarks.md).
 CACHE_WORKERS = 40_000
+CACHE_FLOOR = 2_000
+RSS_BUDGET = 440 << 20  # bytes per rebuild process
 BUFFER_LIMIT = 2_000  # records buffered per topic-partition before it is paused
 FETCH_BYTES = 1 << 20  # per partition and fetch
 _NOT_WRITTEN = OutboxRow(event_id="", topic="", key=None, value=b"")
@@ -345,6 +349,9 @@ class RebuildProcessor(BatchProcessor):
     async def _evict(self, conn: asyncpg.Connection, batch: BatchWrite) -> None:
         """Write the rows of the least recently used workers the cache must give up for
         this batch's (in the batch's transaction; they leave the cache once it commits)."""
+        rss = _resident_bytes()
+        if rss is not None and rss > RSS_BUDGET and self.cache_workers > CACHE_FLOOR:
+            self.cache_workers = max(CACHE_FLOOR, self.cache_workers * 9 // 10)
         here = {a.worker.worker_id for a, _ in batch.aggregates} | set(self._pending.loaded)
         over = len(self._cache) + len(here - self._cache.keys()) - self.cache_workers
         if over <= 0:
@@ -433,6 +440,18 @@ class RebuildProcessor(BatchProcessor):
             for e in part:
                 e.dirty, e.stored = False, True
         return len(dirty)
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _resident_bytes() -> int | None:
+    """This process's resident set (Linux ``/proc``; None elsewhere: no shrinking)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _consumer(settings: Settings) -> AIOKafkaConsumer:
