@@ -25,6 +25,7 @@ from infra.hooks.policy import hooks_policy
 from infra.hooks.receivers import load_receivers
 from infra.logging import get_logger
 from infra.outbox import OutboxRelay
+from infra.queries import CaseJson
 from infra.retention import PruneReport, prune
 from infra.settings import Settings
 from infra.tokens import ScopeCache
@@ -76,6 +77,7 @@ class Runtime(Service):
         )
         self.limiter = FailureLimiter(settings.failed_requests_per_minute)
         self.tokens = ScopeCache()  # bearer tokens' scopes (streams.web.common)
+        self.case_json = CaseJson()  # listed cases' API JSON (streams.web.reads)
 
     def on_init_dependencies(self) -> list[ServiceT]:
         return [self.relay]

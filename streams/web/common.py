@@ -16,7 +16,6 @@ looked up (or came from a session cookie): nothing left to check.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, cast
 
@@ -26,6 +25,7 @@ from faust.web import Request, Response, View
 from errors import GardaError, Unauthorized
 from infra import sessions
 from infra.logging import get_logger, safe_error
+from infra.queries import api_json
 from infra.tokens import Scope, audit, hash_token, resolve_hash
 
 log = get_logger("garda.api")
@@ -54,7 +54,7 @@ class ApiView(View):
         self, body: Any, status: int = 200, headers: dict[str, str] | None = None
     ) -> Response:
         return self.bytes(
-            json.dumps(body, ensure_ascii=False, default=str).encode(),
+            api_json(body).encode(),
             content_type="application/json",
             status=status,
             headers=headers,

@@ -59,37 +59,30 @@ class CaseList(ApiView):
             limit = 0
         if not 1 <= limit <= 1000:
             return self.fail(400, "limit must be an integer from 1 to 1000")
-        visible = access.case_filter(scope, self.runtime.policy)
         try:
             async with self.runtime.db.pool.acquire() as conn:
-                if active_token is None:
-                    cases = await queries.list_cases(
-                        conn,
-                        dict(q),
-                        visible=visible,
-                        limit=limit,
-                        after=q.get("after"),
-                        order=order,
-                    )
-                else:
-                    found = await queries.list_cases_if_active(
-                        conn,
-                        active_token,
-                        dict(q),
-                        visible=visible,
-                        limit=limit,
-                        after=q.get("after"),
-                        order=order,
-                    )
-                    if found is None:
-                        return revoked(self, active_token)
-                    cases = found
+                cases = await queries.list_case_json(
+                    conn,
+                    self.runtime.case_json,
+                    dict(q),
+                    token_hash=active_token,
+                    visible=access.case_filter(scope, self.runtime.policy),
+                    limit=limit,
+                    after=q.get("after"),
+                    order=order,
+                )
         except ValueError as exc:
             return self.fail(400, str(exc))
-        body: dict[str, Any] = {"cases": cases, "count": len(cases)}
+        if cases is None:
+            assert active_token is not None  # only a re-checked token can be found revoked
+            return revoked(self, active_token)
+        # {"cases": [...], "count": n, "next": ...}, each case's text from the cache
+        rest: dict[str, Any] = {"count": len(cases)}
         if len(cases) == limit:
-            body["next"] = queries.page_cursor(cases[-1], order)
-        return self.reply(body)
+            rest["next"] = queries.page_cursor(cases[-1][1], order)
+        return self.bytes(
+            queries.case_page_json(cases, rest).encode(), content_type="application/json"
+        )
 
 
 class CaseView(ApiView):
