@@ -57,7 +57,30 @@ def _desk(post: Post) -> str:
     return " (protection desk: no labour attaché posted)" if post.protection_desk else ""
 
 
+# (id(policy), country, region) -> (policy, decision): a decision depends on these alone
+# (the policy is not changed once loaded; a new policy is another object, and the entry
+# keeps its policy alive so that its id is not reused). Bounded: cleared when full.
+_ROUTES: dict[tuple[int, str | None, str | None], tuple[Policy, RouteDecision]] = {}
+_ROUTES_MAX = 4096
+_TEXT = (str, type(None))
+
+
 def route(policy: Policy, country: str | None, region: str | None = None) -> RouteDecision:
+    """The post a case in ``country``/``region`` goes to (remembered per policy and input)."""
+    if type(country) not in _TEXT or type(region) not in _TEXT:
+        return _route(policy, country, region)  # as before, whatever it raises
+    key = (id(policy), country, region)
+    hit = _ROUTES.get(key)
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    decision = _route(policy, country, region)
+    if len(_ROUTES) >= _ROUTES_MAX:
+        _ROUTES.clear()
+    _ROUTES[key] = (policy, decision)
+    return decision
+
+
+def _route(policy: Policy, country: str | None, region: str | None) -> RouteDecision:
     c = normalize_country(country)
     r = normalize_region(c, region)
     hq = policy.headquarters

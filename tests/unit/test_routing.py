@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from errors import Unacceptable
-from handlers.policy import Policy, Post
+from handlers.policy import Policy, Post, load_policy
 from handlers.routing import (
     RouteDecision,
     escalation_target,
@@ -138,3 +138,17 @@ def test_escalation_target(post_id: str, level: int, expected: str) -> None:
 def test_escalation_target_negative_level() -> None:
     with pytest.raises(Unacceptable, match="escalation level"):
         escalation_target(POLICY, "HQ", -1)
+
+
+def test_remembered_routes_are_the_computed_ones() -> None:
+    from handlers import routing
+
+    policy = POLICY
+    inputs = [(None, None), ("", None), ("XX", None), ("XX", "YY-01")]
+    for post in policy.posts.values():
+        for region in (None, *post.regions):
+            inputs += [(post.country, region), ((post.country or "").lower(), region)]
+    for country, region in inputs * 2:  # the second round is answered from memory
+        assert routing.route(policy, country, region) == routing._route(policy, country, region)
+    other = load_policy()  # another object: decided afresh
+    assert routing.route(other, "MY", "MY-01") == routing._route(other, "MY", "MY-01")
