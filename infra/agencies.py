@@ -104,22 +104,26 @@ async def sync(
     )
     # Both upserts in one statement; its snapshot is taken before they run, so the counts it
     # returns for the licences whose rows changed are those before the batch.
-    before: dict[str, Scorecard] = {}
-    for r in await conn.fetch(
-        _UPSERT_SQL, *_columns(placements, 5), *_columns(attributed, 9), since
-    ):
-        before[r["license"]] = Scorecard(
-            license=r["license"], placements=r["placements"], cases=r["cases"]
+    before = {
+        r["license"]: (r["placements"], r["cases"])
+        for r in await conn.fetch(
+            _UPSERT_SQL, *_columns(placements, 5), *_columns(attributed, 9), since
         )
+    }
     alerts: list[OutputEvent] = []
-    crossed = sorted(before)
-    if not crossed:
+    if not before:
         return alerts
-    after = await _counts(conn, crossed, since)
-    for lic in crossed:
-        if crosses(after[lic], policy) and not crosses(before[lic], policy):
-            alerts.append(_alert(after[lic], policy))
+    after = await _counts(conn, sorted(before), since)
+    for lic in sorted(before):
+        card = _card_of(lic, after[lic])
+        if crosses(card, policy) and not crosses(_card_of(lic, before[lic]), policy):
+            alerts.append(_alert(card, policy))
     return alerts
+
+
+def _card_of(license: str, counts: tuple[int, int]) -> Scorecard:
+    """The part of a scorecard the alert rule reads: placements and protection cases."""
+    return Scorecard(license=license, placements=counts[0], cases=counts[1])
 
 
 # Per licence in $1, the placements and protection cases in the window ($2): what the alert
@@ -158,11 +162,11 @@ _UPSERT_SQL = f"""WITH p AS (
 
 async def _counts(
     conn: asyncpg.Connection, licenses: list[str], since: datetime
-) -> dict[str, Scorecard]:
-    """Placements and protection cases per licence in the window (what the alert rule needs),
+) -> dict[str, tuple[int, int]]:
+    """(placements, protection cases) per licence in the window (what the alert rule needs),
     for many licences in one statement."""
     return {
-        r["license"]: Scorecard(license=r["license"], placements=r["placements"], cases=r["cases"])
+        r["license"]: (r["placements"], r["cases"])
         for r in await conn.fetch(
             f"SELECT l.license, {_COUNTS.format(since='$2')} FROM unnest($1::text[]) AS l(license)",
             licenses,
