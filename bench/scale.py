@@ -8,7 +8,8 @@ on it (going through Kafka would take an hour for a million workers):
   Then ``GET /api/cases?order=urgency&status=open,acknowledged,reopened&limit=50`` through
   the worker's HTTP API with a post's bearer token (a busy consulate, a quiet embassy, a
   head of mission with the consulates' escalations, headquarters), ``repeat`` times each
-  after 20 warm-up requests, one keep-alive connection, requests one after the other; and
+  after 20 warm-up requests, one keep-alive connection, requests one after the other, each
+  followed by a ``GET /health`` (the HTTP floor at the same moments); and
   the same statement without HTTP (``infra.queries.list_cases_sql`` on one asyncpg
   connection), with its ``EXPLAIN (ANALYZE, BUFFERS)`` plan.
 - ``rss``: the worker's resident memory (its process tree, psutil) right after it joined,
@@ -50,7 +51,7 @@ from infra import queries
 from infra.bulk import WORKER_COLUMNS
 from infra.db import migrate
 from infra.store import CASE_COLUMNS, case_row
-from infra.tokens import create_token
+from infra.tokens import create_token, hash_token
 from infra.worker_process import WorkerProcess
 from streams.timers import DUE_CASES_SQL, NEXT_DUE_SQL
 
@@ -325,6 +326,7 @@ async def desk_queue(
 ) -> dict[str, Any]:
     """The first page of the desk queue per token: HTTP p50/p99, SQL-only p50/p99, plan."""
     out: dict[str, Any] = {}
+    health_times: list[float] = []
     pool = await asyncpg.create_pool(url, min_size=1, max_size=1, init=_json_codecs)
     assert pool is not None
     try:
@@ -332,13 +334,19 @@ async def desk_queue(
             for label, token in tokens.items():
                 posts, hq = TOKENS[label]
                 scope = Scope("bench", frozenset(posts), hq)
+                # the worker's own statement (a known token re-checked, documents as text)
                 sql, args = queries.list_cases_sql(
-                    FILTERS, visible=case_filter(scope, policy), limit=50, order="urgency"
+                    FILTERS,
+                    visible=case_filter(scope, policy),
+                    limit=50,
+                    order="urgency",
+                    active_token=hash_token(token),
+                    as_text=True,
                 )
                 sql_times = await time_statement(pconn, sql, args, repeat)
                 plan = plan_summary(await explain(pconn, sql, args))
                 headers = {"Authorization": f"Bearer {token}"}
-                times = []
+                times, floor = [], []
                 count = None
                 for i in range(20 + repeat):
                     t = time.perf_counter()
@@ -346,28 +354,30 @@ async def desk_queue(
                         body = await r.read()
                         if r.status != 200:
                             raise RuntimeError(f"{label}: HTTP {r.status} {body[:200]!r}")
+                    t2 = time.perf_counter()
+                    # the HTTP floor at the same moments: /health (no token, one small
+                    # query) right after each page, so both see the same machine load
+                    async with http.get(worker.url + "/health") as r:
+                        await r.read()
                     if i >= 20:
-                        times.append(time.perf_counter() - t)
+                        times.append(t2 - t)
+                        floor.append(time.perf_counter() - t2)
                     count = json.loads(body)["count"]
+                health_times += floor
                 out[label] = {
                     "http": percentiles(times),
+                    "health": percentiles(floor),
                     "sql": sql_times,
                     "page_size": count,
                     **plan,
                 }
                 log(
                     f"  {label}: HTTP p99 {out[label]['http']['p99_ms']} ms, SQL p99"
-                    f" {sql_times['p99_ms']} ms, {plan['rows_removed_by_filter']} rows filtered;"
-                    f" {plan['plan'][:3]}"
+                    f" {sql_times['p99_ms']} ms, /health between them p99"
+                    f" {out[label]['health']['p99_ms']} ms,"
+                    f" {plan['rows_removed_by_filter']} rows filtered; {plan['plan'][:3]}"
                 )
-            times = []
-            for i in range(20 + repeat):  # the HTTP floor of the same worker (no token)
-                t = time.perf_counter()
-                async with http.get(worker.url + "/health") as r:
-                    await r.read()
-                if i >= 20:
-                    times.append(time.perf_counter() - t)
-            out["health"] = {"http": percentiles(times)}
+            out["health"] = {"http": percentiles(health_times)}
             log(f"  GET /health: HTTP p99 {out['health']['http']['p99_ms']} ms")
     finally:
         await pool.close()
