@@ -482,48 +482,38 @@ def _columns(rows: Sequence[tuple], width: int) -> list[list]:
 async def _write_history(conn: asyncpg.Connection, batch: BatchWrite) -> None:
     """Append the timeline rows and the processed ids (the dedup table)."""
     if batch.timeline:
-        await conn.execute(
-            """INSERT INTO case_timeline (entry_id, case_id, at, type, actor, detail, source,
-                   event_id)
-               SELECT e, c, a, t, r, d, s, i
-               FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                           $6::jsonb[], $7::text[], $8::text[])
-                   WITH ORDINALITY AS u(e, c, a, t, r, d, s, i, n)
-               ORDER BY n
-               ON CONFLICT (entry_id) DO NOTHING""",
-            *_columns(
-                [
-                    (e.entry_id, e.case_id, e.at, e.type, e.actor, json_bytes(e.detail), src, eid)
-                    for e, src, eid in batch.timeline
-                ],
-                8,
-            ),
-        )
+        timeline = [
+            {"e": e.entry_id, "c": e.case_id, "a": e.at, "t": e.type, "r": e.actor,
+             "d": e.detail, "s": src, "i": eid}
+            for e, src, eid in batch.timeline
+        ]  # fmt: skip
+        text = _rows_json(timeline, naive=any(e.at.tzinfo is None for e, _, _ in batch.timeline))
+        if text is not None:
+            await conn.execute(_TIMELINE_JSON, text)
+        else:
+            await conn.execute(
+                _TIMELINE_ARRAYS,
+                *_columns(
+                    [
+                        (r["e"], r["c"], r["a"], r["t"], r["r"], json_bytes(r["d"]), r["s"], r["i"])
+                        for r in timeline
+                    ],
+                    8,
+                ),
+            )
     if batch.processed:
-        await conn.execute(
-            """INSERT INTO processed_events (source, id, type, worker_id, topic, partition,
-                   "offset", outcome, digest)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                    $6::int[], $7::bigint[], $8::text[], $9::text[])
-               ON CONFLICT DO NOTHING""",
-            *_columns(
-                [
-                    (
-                        p.source,
-                        p.id,
-                        p.type,
-                        p.worker_id,
-                        p.topic,
-                        p.partition,
-                        p.offset,
-                        p.outcome,
-                        p.digest,
-                    )
-                    for p in batch.processed
-                ],
-                9,
-            ),
-        )
+        processed = [
+            {"s": p.source, "i": p.id, "t": p.type, "w": p.worker_id, "p": p.topic,
+             "n": p.partition, "o": p.offset, "r": p.outcome, "d": p.digest}
+            for p in batch.processed
+        ]  # fmt: skip
+        text = _rows_json(processed)
+        if text is not None:
+            await conn.execute(_PROCESSED_JSON, text)
+        else:
+            await conn.execute(
+                _PROCESSED_ARRAYS, *_columns([tuple(r.values()) for r in processed], 9)
+            )
     if batch.sources_seen:
         seen = sorted(batch.sources_seen.items())
         await conn.execute(
@@ -535,6 +525,57 @@ async def _write_history(conn: asyncpg.Connection, batch: BatchWrite) -> None:
             [k[1] for k, _ in seen],
             [t for _, t in seen],
         )
+
+
+# The timeline rows and the processed ids go as one JSON parameter (``_rows_json``): asyncpg
+# checks every element of an array parameter against ``collections.abc`` ABCs in Python,
+# which cost more than the rest of the statement (about a tenth of the client's CPU for the
+# two statements, and PostgreSQL reads the JSON faster than nine unnested arrays). The
+# arrays remain for what JSON cannot carry exactly.
+_TIMELINE_JSON = """INSERT INTO case_timeline (entry_id, case_id, at, type, actor, detail,
+       source, event_id)
+   SELECT e, c, a, t, r, d, s, i
+   FROM ROWS FROM (json_to_recordset($1::text::json) AS (e text, c text, a timestamptz,
+                   t text, r text, d jsonb, s text, i text))
+       WITH ORDINALITY AS u(e, c, a, t, r, d, s, i, n)
+   ORDER BY n
+   ON CONFLICT (entry_id) DO NOTHING"""
+_TIMELINE_ARRAYS = """INSERT INTO case_timeline (entry_id, case_id, at, type, actor, detail,
+       source, event_id)
+   SELECT e, c, a, t, r, d, s, i
+   FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+               $6::jsonb[], $7::text[], $8::text[])
+       WITH ORDINALITY AS u(e, c, a, t, r, d, s, i, n)
+   ORDER BY n
+   ON CONFLICT (entry_id) DO NOTHING"""
+_PROCESSED_JSON = """INSERT INTO processed_events (source, id, type, worker_id, topic,
+       partition, "offset", outcome, digest)
+   SELECT s, i, t, w, p, n, o, r, d
+   FROM json_to_recordset($1::text::json) AS (s text, i text, t text, w text, p text, n int,
+                                              o bigint, r text, d text)
+   ON CONFLICT DO NOTHING"""
+_PROCESSED_ARRAYS = """INSERT INTO processed_events (source, id, type, worker_id, topic,
+       partition, "offset", outcome, digest)
+   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                        $6::int[], $7::bigint[], $8::text[], $9::text[])
+   ON CONFLICT DO NOTHING"""
+
+
+def _rows_json(rows: list[dict[str, Any]], *, naive: bool = False) -> str | None:
+    """Rows as JSON text for ``json_to_recordset``, or None (the caller sends arrays) when
+    JSON would not carry them as arrays do: a value orjson refuses (a lone surrogate: the
+    arrays fail as before), a NUL character (PostgreSQL refuses ``\\u0000`` with another
+    error than the byte), a naive datetime (asyncpg reads it as the client's local time,
+    PostgreSQL as the server's)."""
+    if naive:
+        return None
+    try:
+        text = orjson.dumps(rows)
+    except TypeError:
+        return None
+    if b"\\u0000" in text:
+        return None
+    return text.decode()
 
 
 async def _record_dead_letters(
