@@ -41,7 +41,7 @@ from mode import Service
 from infra.db import Database
 from infra.logging import get_logger
 from infra.metrics import OUTBOX_PARKED, OUTBOX_PUBLISHED
-from infra.store import OutboxRow, decode_headers, encode_headers, record_size
+from infra.store import OutboxRow, decode_headers, record_size
 
 log = get_logger("garda.outbox")
 
@@ -376,13 +376,14 @@ class OutboxRelay(Service):
 
 
 def _as_record(seq: int, row: OutboxRow) -> dict[str, Any]:
-    """An in-memory outbox row in the shape of the table's (what ``_send`` reads)."""
+    """An in-memory outbox row in the shape of the table's (what ``_send`` reads); its
+    headers as they are (``decoded_headers``): the stored JSON form is never read here."""
     return {
         "seq": seq,
         "topic": row.topic,
         "key": row.key,
         "value": row.value,
-        "headers": encode_headers(row.headers),
+        "headers": None,
         "decoded_headers": row.headers,
     }
 
