@@ -151,6 +151,52 @@ def deadline_sends(workdir: Path) -> dict[tuple[str, int], list[float]]:
     return out
 
 
+def assignment_changes(workdir: Path) -> list[tuple[float, str, str, int]]:
+    """(epoch, worker log, "revoked" or "assigned", generation) of every "partitions
+    revoked" / "released" (a worker stopping) / "assigned" line in the worker logs
+    (``streams.app``), in time order."""
+    out: list[tuple[float, str, str, int]] = []
+    for path in sorted(workdir.glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"partitions ' not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            at = datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp()
+            event = rec.get("event")
+            if event not in ("partitions revoked", "partitions released", "partitions assigned"):
+                continue
+            # a worker that stops (leaves) releases its partitions: in motion from then on
+            kind = "assigned" if event == "partitions assigned" else "revoked"
+            out.append((at, path.stem, kind, int(rec.get("generation") or 0)))
+    return sorted(out)
+
+
+def rebalance_windows(
+    events: list[tuple[float, str, str, int]], changes: list[float]
+) -> list[tuple[float, float, int] | None]:
+    """Per membership change, its rebalance window (start, end, rounds): from the first
+    revocation logged by any worker to the last assignment, across every rebalance round the
+    change caused (the workers joining or leaving one after the other: two or more rounds),
+    up to the next change; None when no worker logged one. A worker leaving stops scanning
+    and processing when it stops ("released"), before the group rebalances: that starts the
+    window too."""
+    out: list[tuple[float, float, int] | None] = []
+    for i, at in enumerate(changes):
+        nxt = changes[i + 1] - 1.0 if i + 1 < len(changes) else float("inf")
+        mine = [e for e in events if at - 1.0 <= e[0] < nxt]
+        revoked = [e[0] for e in mine if e[2] == "revoked"]
+        assigned = [e[0] for e in mine if e[2] == "assigned" and revoked and e[0] >= revoked[0]]
+        if not revoked or not assigned:
+            out.append(None)
+            continue
+        rounds = len({e[3] for e in mine if e[2] == "assigned"})
+        out.append((revoked[0], assigned[-1], rounds))
+    return out
+
+
 def widest_gap(times: list[float], start: float, end: float) -> tuple[float, float] | None:
     """The widest (a, b) between consecutive commit times around [start, end]."""
     before = [t for t in times if t < start][-1:]
@@ -211,6 +257,11 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
             await conn.close()
         workdir = run.workdir
     sends = deadline_sends(workdir)
+    # The rebalance windows, from the workers' own assignment logs (exact, group-wide): the
+    # deadline scan does not run from a revocation to the assignment (by design), so every
+    # deadline due then waits for the end of the window, on every partition.
+    reb = rebalance_windows(assignment_changes(workdir), changes)
+    reb_windows = [(w[0], w[1]) for w in reb if w is not None]
     # The rejoin window of a change: from the change until every partition is processed in
     # time again (the end of its last stall, ``stalls``, that began before AFTER_CHANGE s
     # after the change). A deadline is inside the window when it falls in one of the
@@ -253,6 +304,10 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
     late_all: list[float] = []
     late_calm: list[float] = []
     late_calm_gap: list[float] = []
+    late_calm_reb: list[float] = []
+    scan_calm_reb: list[float] = []
+    trip_calm_reb: list[float] = []
+    after_reb: dict[str, int] = {}  # late (> 1 s) outside: seconds since the last window ended
     scan_calm: list[float] = []  # outside the window: deadline -> first command sent
     trip_calm: list[float] = []  # outside the window: last command sent -> escalated
     since_change: dict[str, int] = {}  # late (> 1 s) escalations by seconds since a change
@@ -266,15 +321,24 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
         if not any(a <= t <= b for a, b in gap_windows.get(r["partition"], [])):
             late_calm_gap.append(late)
         before = [at for at in changes if at <= t]
-        if not any(a <= t <= b for a, b in windows.get(r["partition"], [])):
-            late_calm.append(late)
-            times = sends.get((r["case_id"], r["level"]), [])
-            fired = r["at"].timestamp()
-            before_fired = [x for x in times if x <= fired]
+        times = sends.get((r["case_id"], r["level"]), [])
+        fired = r["at"].timestamp()
+        before_fired = [x for x in times if x <= fired]
+        in_stall = any(a <= t <= b for a, b in windows.get(r["partition"], []))
+        if not any(a <= t <= b for a, b in reb_windows):
+            late_calm_reb.append(late)
             if before_fired:
-                scan_calm.append(before_fired[0] - t)
-                trip_calm.append(fired - before_fired[-1])
+                scan_calm_reb.append(before_fired[0] - t)
+                trip_calm_reb.append(fired - before_fired[-1])
             if late > 1.0:
+                ended = [b for _, b in reb_windows if b < t]
+                key = (
+                    f"{int(t - ended[-1]) // 5 * 5}-{int(t - ended[-1]) // 5 * 5 + 5}s"
+                    if ended
+                    else "before any"
+                )
+                after_reb[key] = after_reb.get(key, 0) + 1
+                rw = reb[len(before) - 1] if before else None
                 worst.append(
                     {
                         "case": r["case_id"],
@@ -282,14 +346,20 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
                         "partition": r["partition"],
                         "late_s": round(late, 2),
                         "due_after_change_s": round(t - before[-1], 2) if before else None,
+                        "rebalance_after_change_s": (
+                            (round(rw[0] - before[-1], 2), round(rw[1] - before[-1], 2))
+                            if rw
+                            else None
+                        ),
                         "sent_after_due_s": [round(x - t, 2) for x in times],
-                        "stalls_after_change_s": [
-                            (round(a + MARGIN - before[-1], 2), round(b - MARGIN - before[-1], 2))
-                            for a, b in windows.get(r["partition"], [])
-                            if before and before[-1] - 1 <= a <= before[-1] + AFTER_CHANGE
-                        ],
+                        "in_a_stall": in_stall,
                     }
                 )
+        if not in_stall:
+            late_calm.append(late)
+            if before_fired:
+                scan_calm.append(before_fired[0] - t)
+                trip_calm.append(fired - before_fired[-1])
         if late > 1.0:
             key = (
                 f"{int(t - before[-1]) // 5 * 5}-{int(t - before[-1]) // 5 * 5 + 5}s"
@@ -308,6 +378,11 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
         "partition_stalled_per_change_s": spread(per_partition_stalled),
         "stalls_per_change": stall_counts,
         "stalls_without_a_change": unexplained,
+        "rebalance_windows_s": [round(w[1] - w[0], 2) if w else None for w in reb],
+        "rebalance_start_after_change_s": [
+            round(w[0] - at, 2) if w else None for w, at in zip(reb, changes, strict=True)
+        ],
+        "rebalance_rounds_per_change": [w[2] if w else 0 for w in reb],
         "escalations": len(rows),
         "expected_escalations": 2 * opened,
         "doubled": sum(1 for n in per_level.values() if n > 1),
@@ -317,6 +392,11 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
         "late_over_1s_outside_rejoin": sum(1 for x in late_calm if x > 1.0),
         "lateness_outside_widest_commit_gap_s": spread(late_calm_gap),
         "late_by_time_since_change": dict(sorted(since_change.items())),
+        "lateness_outside_rebalance_s": spread(late_calm_reb),
+        "late_over_1s_outside_rebalance": sum(1 for x in late_calm_reb if x > 1.0),
+        "late_outside_rebalance_by_time_since_it_ended": dict(sorted(after_reb.items())),
+        "outside_rebalance_scan_delay_s": spread(scan_calm_reb),
+        "outside_rebalance_command_round_trip_s": spread(trip_calm_reb),
         "outside_scan_delay_s": spread(scan_calm),
         "outside_command_round_trip_s": spread(trip_calm),
         "commands_per_escalation": dict(sorted(Counter(len(v) for v in sends.values()).items())),

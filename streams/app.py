@@ -132,8 +132,46 @@ class GardaApp(faust.App):
         await self.runtime.start()
 
     async def on_stop(self) -> None:
+        # A worker that stops (SIGTERM) scans and processes nothing from here on, while its
+        # partitions stay assigned to it until the group notices it left: for an operator
+        # (and the rebalance benchmark) they are in motion from now, not from the revocation.
+        self._log_partitions("partitions released")
         await super().on_stop()
         await self.runtime.stop()
+
+    def _log_partitions(self, event: str) -> None:
+        consumer = self._consumer  # not self.consumer: that would create one while stopping
+        try:
+            held = consumer.assignment() if consumer is not None else set()
+        except Exception:  # noqa: BLE001 - a consumer not started yet
+            held = set()
+        log.info(
+            event,
+            partitions=sorted({tp.partition for tp in held}),
+            generation=self.consumer_generation_id,
+        )
+
+    def on_rebalance_start(self) -> None:
+        # Logged here, the moment the consumer learns of the rebalance (the deadline scan
+        # stops then), not by Faust's on_partitions_revoked signal, which comes only after the
+        # batch in progress ended and the producer flushed. Eager rebalancing: every
+        # partition this worker holds is revoked, whatever the new assignment keeps.
+        super().on_rebalance_start()
+        self._log_partitions("partitions revoked")
+
+
+def _log_assigned(app: GardaApp) -> None:
+    """Log each assignment (an operator sees where the partitions went, the rebalance
+    benchmark dates the rebalances by these lines): partition numbers (the same on every
+    input topic, co-partitioned) and the group generation, nothing else."""
+
+    @app.on_partitions_assigned.connect
+    async def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        log.info(
+            "partitions assigned",
+            partitions=sorted({tp.partition for tp in args[0]}),
+            generation=app.consumer_generation_id,
+        )
 
 
 METADATA_MAX_AGE_MS = 15_000  # see faust_app
@@ -188,6 +226,7 @@ def create_app(settings: Settings, policy: Policy) -> GardaApp:
     app.urgent_topics = frozenset(settings.topic(t) for t in URGENT_TOPICS)
     app.lanes = register_lanes(app, app.runtime)
     app.deadline_partitions = register_periodic(app, app.runtime)
+    _log_assigned(app)
 
     from streams import web
 
