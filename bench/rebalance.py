@@ -174,6 +174,20 @@ def assignment_changes(workdir: Path) -> list[tuple[float, str, str, int]]:
     return sorted(out)
 
 
+def actions_waits(workdir: Path) -> list[float]:
+    """How long each deadline-scan wait for case actions that lasted 0.5 s or more held its
+    partitions ("deadline scan stops waiting for case actions", ``streams.periodic``)."""
+    out: list[float] = []
+    for path in sorted(workdir.glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"deadline scan stops waiting for case actions"' in line:
+                try:
+                    out.append(float(json.loads(line)["waited_s"]))
+                except (ValueError, KeyError):
+                    continue
+    return out
+
+
 def rebalance_windows(
     events: list[tuple[float, str, str, int]], changes: list[float]
 ) -> list[tuple[float, float, int] | None]:
@@ -383,6 +397,7 @@ async def rebalance(args: argparse.Namespace) -> dict[str, Any]:
             round(w[0] - at, 2) if w else None for w, at in zip(reb, changes, strict=True)
         ],
         "rebalance_rounds_per_change": [w[2] if w else 0 for w in reb],
+        "actions_waits_over_half_a_second_s": spread(actions_waits(workdir)),
         "escalations": len(rows),
         "expected_escalations": 2 * opened,
         "doubled": sum(1 for n in per_level.values() if n > 1),

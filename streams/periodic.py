@@ -36,6 +36,7 @@ ACTIONS_WAIT = 5.0  # seconds a partition's deadline scan may be held by unhandl
 # 0.1 s, and a partition that left and rejoined the scanned set each time would count as a
 # change of the partitions (a full scan) at every step of steady action traffic.
 REARM_AFTER = 1.0
+LOG_WAIT_OVER = 0.5  # seconds: a wait that ends is logged when it lasted this long
 
 
 class PendingActions:
@@ -118,6 +119,7 @@ class DeadlinePartitions:
         self.actions_topic = settings.topic(topics.CASE_ACTIONS)
         self.pending = PendingActions()
         self._logged: set[int] = set()
+        self._waiting_since: dict[int, float] = {}  # partition -> when its wait began
 
     def __call__(self) -> set[int]:
         app = self.app
@@ -125,10 +127,25 @@ class DeadlinePartitions:
         progress = {
             p: v for (t, p), v in partition_progress(app).items() if t == self.actions_topic
         }
-        waiting = self.pending.waiting(progress, owned, time.monotonic())
+        now = time.monotonic()
+        waiting = self.pending.waiting(progress, owned, now)
         if waiting and waiting != self._logged:  # once per change
             log.info("deadline scan waits for pending case actions", partitions=sorted(waiting))
         self._logged = waiting
+        ended = [p for p in self._waiting_since if p not in waiting]
+        waited = {p: now - self._waiting_since.pop(p) for p in ended}
+        long = sorted(p for p in ended if p in owned and waited[p] >= LOG_WAIT_OVER)
+        if long:
+            # How long the escalations of a partition just assigned were held (the first
+            # fetch of its actions partition brings the high-water mark): for operators and
+            # bench.rebalance.
+            log.info(
+                "deadline scan stops waiting for case actions",
+                partitions=long,
+                waited_s=round(max(waited[p] for p in long), 2),
+            )
+        for p in waiting:
+            self._waiting_since.setdefault(p, now)
         return owned - waiting
 
 
