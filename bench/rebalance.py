@@ -19,6 +19,11 @@ incident processed on time before it, to ``MARGIN`` s after its end); deadlines 
 stalls, and in stalls no change explains, count as outside. Late escalations outside are
 split into the scan's delay (deadline -> command sent, from the workers' logs) and the
 command's round trip (sent -> applied).
+
+The rebalance window is measured from the workers' own logs ("partitions revoked" /
+"released" / "assigned", ``streams.app``): per change, from the first revocation (or a
+leaving worker's release) to the last assignment, across every round the change caused.
+Lateness outside it is reported next to the traffic-based figure (docs/chaos.md).
 """
 
 from __future__ import annotations
