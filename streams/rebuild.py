@@ -59,6 +59,7 @@ Rules decided here (the design is silent):
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import heapq
 import multiprocessing as mp
@@ -454,6 +455,24 @@ def _resident_bytes() -> int | None:
         return None
 
 
+def _libc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to call
+        return None
+
+
+_TRIM = _libc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Give the memory a batch freed back to the system (glibc's ``malloc_trim``): the
+    batch's short-lived objects otherwise leave the heap at its peak, and a long replay's
+    resident set crept up with it (in-process over 150,000 records: peak 498 -> 428 MB)."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 def _consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -646,6 +665,7 @@ async def _apply(
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE seq = ANY($1)", result.outbox_seqs
             )
+    _release_freed_memory()
     if report is not None:
         report(len(chunk))
 
