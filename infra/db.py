@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from types import TracebackType
 from typing import Any
@@ -17,14 +18,23 @@ log = get_logger("garda.db")
 MIGRATION_LOCK = 0x6172_6461  # advisory lock id: one migrator at a time
 
 
-def _json_loads(text: str | bytes) -> Any:
-    """JSON from PostgreSQL: orjson (what the hot path reads back, several times faster);
-    what it refuses (an integer beyond 64 bits, a number out of float range) the json
-    module reads as before."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+# 19 digits in a row: a number that may lie beyond 64 bits (or a long digit string).
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+_LONG_DIGITS_B = re.compile(rb"[0-9]{19}")
+
+
+def stored_json(text: str | bytes) -> Any:
+    """JSON from PostgreSQL: orjson (what the hot path reads back, several times faster),
+    except where it would not give back what was stored: orjson reads an integer beyond 64
+    bits as a float (2**70 -> 1.18e21), so a text with 19 digits in a row, and what orjson
+    refuses (a number out of float range), is read by the json module, exactly."""
+    long_digits = _LONG_DIGITS_B if type(text) is bytes else _LONG_DIGITS
+    if long_digits.search(text) is None:  # type: ignore[arg-type]
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def _jsonb_encode(value: Any) -> bytes:
@@ -36,9 +46,9 @@ def _jsonb_encode(value: Any) -> bytes:
 
 
 def _jsonb_decode(data: bytes) -> Any:
-    """A jsonb value in binary form: ``_json_loads`` of the text after the version byte
+    """A jsonb value in binary form: ``stored_json`` of the text after the version byte
     (orjson reads the bytes, no str is decoded first)."""
-    return _json_loads(data[1:])
+    return stored_json(data[1:])
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -49,7 +59,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         schema="pg_catalog",
         format="binary",
     )
-    await conn.set_type_codec("json", encoder=json.dumps, decoder=_json_loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=stored_json, schema="pg_catalog")
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:

@@ -13,7 +13,7 @@ from handlers.model import Case, iso, parse_dt
 from handlers.policy import Policy
 
 # the pool's own decoder of jsonb: the cache reads a document exactly as a fetched one
-from infra.db import _json_loads as stored_json
+from infra.db import stored_json
 from infra.metrics import DatabaseSnapshot, SourceStatus
 from infra.store import load_aggregates
 from infra.tokens import ACTIVE_TOKEN_SQL, token_active

@@ -8,7 +8,7 @@ import json
 from bench.desk_cases import synthetic_cases
 from handlers.model import Case
 from handlers.policy import load_policy
-from infra.db import _json_loads
+from infra.db import stored_json
 from infra.queries import CaseJson, api_json, case_page_json, page_cursor
 
 
@@ -22,7 +22,7 @@ def stored_texts(n: int) -> list[str]:
 def test_entries_are_the_public_json_of_the_document() -> None:
     cache = CaseJson(max_size=8)
     for text in stored_texts(20):
-        expected = Case.from_doc(_json_loads(text)).public()  # what a fetched row gives
+        expected = Case.from_doc(stored_json(text)).public()  # what a fetched row gives
         got_text, got = cache.get(text)
         assert got == expected and got_text == api_json(expected)
         assert cache.get(text)[1] is got  # served again from the cache
