@@ -4,7 +4,7 @@ write first with the same stack), in its own process.
     python -m bench.faust_peer BOOTSTRAP TOPIC_PREFIX N
 
 Values arrive as raw bytes and are ``json.loads``-ed one by one in the agent. The group
-settings that Tansu needs are the ones Garda uses (broker-notes: session timeout 10 s,
+settings that Tansu needs are the ones Garda uses (session timeout 10 s,
 heartbeat 1 s) and the same short fetch wait (``streams.transport``). Prints one JSON line:
 seconds and events/s from the first event to the N-th (the group join is excluded).
 """

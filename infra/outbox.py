@@ -104,7 +104,7 @@ class OutboxRelay(Service):
             linger_ms=5,
             max_batch_size=1 << 20,
             max_request_size=MAX_REQUEST_SIZE,
-            enable_idempotence=False,  # Tansu has no idempotent producer (broker-notes §4)
+            enable_idempotence=False,  # Tansu has no idempotent producer (it fails)
         )
         await self._producer.start()
         self._publisher = asyncio.ensure_future(self._publish_queued())

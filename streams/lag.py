@@ -10,7 +10,7 @@ def partition_progress(app: Any) -> dict[tuple[str, int], tuple[int, int | None]
     is unknown).
 
     The fetch high-water mark is used because ListOffsets under-reports on Tansu
-    (broker-notes §3). The next offset to handle is the one after the last record this
+    (it returns the first offset of the last batch + 1 while a producer batches). The next offset to handle is the one after the last record this
     process handled, or the group's committed offset when it has handled none yet (just
     after a start or a rebalance).
     """
