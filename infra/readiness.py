@@ -52,7 +52,7 @@ async def wait_for(
     """Run ``probe`` until it succeeds; returns the number of attempts it took."""
     attempts = 0
 
-    def retry_on(exc: Exception) -> bool:
+    def retry_on(exc: BaseException) -> bool:
         if not is_retriable(exc):
             return False
         log.warning(
