@@ -15,11 +15,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from schemas.fields import iso as _iso
+from schemas.fields import iso as iso
 from schemas.fields import parse_dt as parse_dt
 from schemas.types import SEVERITIES as SEVERITIES
 
@@ -55,22 +55,6 @@ def severity_rank(severity: str) -> int:
 
 def max_severity(a: str, b: str) -> str:
     return a if severity_rank(a) >= severity_rank(b) else b
-
-
-@overload
-def iso(dt: datetime) -> str: ...
-@overload
-def iso(dt: None) -> None: ...
-@overload
-def iso(dt: datetime | None) -> str | None: ...
-def iso(dt: datetime | None) -> str | None:
-    """``schemas.fields.iso``: ``dt`` in UTC as RFC 3339 text with ``Z``. A UTC datetime
-    (what the rules hold) is written directly, without the conversion and the checks."""
-    if dt is None:
-        return None
-    if type(dt) is datetime and dt.tzinfo is UTC:
-        return dt.isoformat()[:-6] + "Z"
-    return _iso(dt)
 
 
 _ID_SEPARATOR = "\x1f"

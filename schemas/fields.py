@@ -253,9 +253,12 @@ def iso(dt: None) -> None: ...
 @overload
 def iso(dt: datetime | None) -> str | None: ...
 def iso(dt: datetime | None) -> str | None:
-    """``dt`` in UTC as RFC 3339 text with ``Z`` (a naive ``dt`` is taken as local time)."""
+    """``dt`` in UTC as RFC 3339 text with ``Z`` (a naive ``dt`` is taken as local time). A
+    UTC datetime (what the rules hold) is written directly, without the conversion."""
     if dt is None:
         return None
+    if type(dt) is datetime and dt.tzinfo is UTC:
+        return dt.isoformat()[:-6] + "Z"
     return format_datetime(dt.astimezone(UTC))
 
 
