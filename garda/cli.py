@@ -126,7 +126,24 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(wait_for_stack(database_url, settings.kafka_bootstrap, timeout=args.wait))
     if args.create_topics:
         asyncio.run(_prepare(settings))
+    asyncio.run(_refuse_a_rebuild_in_progress(database_url))
     return _run_worker(settings)
+
+
+async def _refuse_a_rebuild_in_progress(database_url: str) -> None:
+    """A worker must not start on a read model a rebuild is writing or left half-written:
+    it would take the processed ids as done and never write those workers' rows."""
+    from infra.bulk import rebuild_started_at
+    from infra.db import Database
+
+    async with Database(database_url, max_size=1) as db, db.pool.acquire() as conn:
+        started = await rebuild_started_at(conn)
+    if started is not None:
+        raise GardaError(
+            f"a garda rebuild started {started:%Y-%m-%d %H:%M} UTC is writing this database or"
+            " was interrupted: wait for it to finish, or run garda rebuild --force, before"
+            " starting workers"
+        )
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:

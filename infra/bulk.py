@@ -20,8 +20,8 @@ Rules decided here (the design is silent):
   CONFLICT``), so the result is live's.
 - Documents are serialised once, by orjson straight from the dataclasses
   (``handlers.model.doc_json``, as the live upserts write them), to the JSON ``to_doc``
-  gives; the bulk connection's jsonb codec takes bytes as ready JSON
-  text (``BulkDatabase``) and everything else as before (``json.dumps``).
+  gives; the pool's jsonb codec (``infra.db``) takes bytes as ready JSON text and
+  everything else as before (``json.dumps``).
 - No outbox rows unless asked (``outbox=True``, ``garda rebuild --republish``): the output
   events were published when the log was first processed. Dead letters are recorded as
   live records them.
@@ -29,7 +29,6 @@ Rules decided here (the design is silent):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +38,6 @@ import orjson
 from errors import GardaError
 from handlers.model import Aggregate, Case, Claim, Worker, doc_json
 from handlers.policy import Policy
-from infra.db import Database, _init_connection, _reset_connection
 from infra.store import (
     CASE_COLUMNS,
     BatchWrite,
@@ -90,45 +88,6 @@ PROCESSED_COLUMNS = (
     "outcome",
     "digest",
 )
-
-
-def _jsonb_encode(value: Any) -> bytes:
-    text = value if type(value) is bytes else json.dumps(value).encode()
-    return b"\x01" + text  # jsonb's binary form: a version byte, then the text
-
-
-def _jsonb_decode(data: bytes) -> Any:
-    """As ``infra.db``'s reader: orjson, and the json module for what orjson refuses."""
-    try:
-        return orjson.loads(data[1:])
-    except orjson.JSONDecodeError:
-        return json.loads(data[1:])
-
-
-async def _init_bulk_connection(conn: asyncpg.Connection) -> None:
-    await _init_connection(conn)
-    await conn.set_type_codec(
-        "jsonb",
-        encoder=_jsonb_encode,
-        decoder=_jsonb_decode,
-        schema="pg_catalog",
-        format="binary",
-    )
-
-
-class BulkDatabase(Database):
-    """A pool whose jsonb parameters may also be ready JSON (bytes), for COPY."""
-
-    async def start(self) -> BulkDatabase:
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                min_size=self._min,
-                max_size=self._max,
-                init=_init_bulk_connection,
-                reset=_reset_connection,  # as infra.db's pool: no reset round trip
-            )
-        return self
 
 
 class BulkRefused(GardaError):
@@ -199,7 +158,7 @@ async def write_state(
 async def write_history(
     conn: asyncpg.Connection, batch: BatchWrite, *, outbox: bool = False
 ) -> list[int]:
-    """Write one batch's history (inside the caller's transaction, on a ``BulkDatabase``
+    """Write one batch's history (inside the caller's transaction, on an ``infra.db`` pool
     connection): timeline rows and processed ids by COPY, the sources seen and the dead
     letters as live writes them, and the outbox rows only if ``outbox``; returns the new
     outbox seqs. The workers' own rows are ``write_state``'s."""
@@ -238,3 +197,24 @@ async def write_history(
     if not outbox:
         return []
     return await _insert_outbox(conn, [*batch.outbox, *dead])
+
+
+async def mark_rebuild_started(conn: asyncpg.Connection) -> None:
+    """Record that a rebuild writes this read model (``rebuild_in_progress``, migration 016)."""
+    await conn.execute(
+        "INSERT INTO rebuild_in_progress (singleton) VALUES (true)"
+        " ON CONFLICT (singleton) DO UPDATE SET started_at = now()"
+    )
+
+
+async def mark_rebuild_done(conn: asyncpg.Connection) -> None:
+    """The rebuild finished: the read model is whole again."""
+    await conn.execute("DELETE FROM rebuild_in_progress")
+
+
+async def rebuild_started_at(conn: asyncpg.Connection) -> Any:
+    """When the rebuild that is writing (or was interrupted writing) this read model started;
+    None when there is none (or the database predates migration 016)."""
+    if await conn.fetchval("SELECT to_regclass('rebuild_in_progress')") is None:
+        return None
+    return await conn.fetchval("SELECT started_at FROM rebuild_in_progress")

@@ -37,9 +37,11 @@ Rules decided here (the design is silent):
 - **An interrupted rebuild is started again with ``--force``.** Until a process has flushed,
   the database holds processed ids whose workers' rows are not written yet: a crash (or a
   kill) mid-rebuild leaves a read model that is not one, and the next ``garda rebuild``
-  refuses it as not empty until ``--force`` clears it and starts again (there is no resume;
-  a live worker must not be started on it). The rebuild's result counts only once it says
-  "done".
+  refuses it as not empty until ``--force`` clears it and starts again (there is no resume).
+  The database says so: a rebuild writes ``rebuild_in_progress`` (migration 016) when it
+  starts and deletes it when it is done, and ``garda worker`` refuses to start while the
+  row is there (a worker would take the processed ids as done and never write those
+  workers' rows). The rebuild's result counts only once it says "done".
 - **A case id is checked when the case opens, not when its row is written**: a new case
   whose id a cached worker or a stored row holds for another worker or post takes the live
   path (as live, the record is dead-lettered), so the deferred COPY never meets a conflict.
@@ -82,10 +84,12 @@ from errors import CaseConflict, GardaError
 from handlers.model import Aggregate, OutputEvent, Worker
 from handlers.policy import Policy
 from infra.bulk import (
-    BulkDatabase,
     BulkRefused,
     case_owners,
     load_stored,
+    mark_rebuild_done,
+    mark_rebuild_started,
+    rebuild_started_at,
     write_history,
     write_state,
 )
@@ -597,7 +601,7 @@ async def _replay(
     ``stats`` (if given) receives the processor's counts: batches the bulk write refused,
     workers loaded again after they left the cache, workers written at the end."""
     names = [settings.topic(t) for t in topics.INPUTS]
-    async with BulkDatabase(settings.database_url or "", max_size=2) as db:
+    async with Database(settings.database_url or "", max_size=2) as db:
         consumer = _consumer(settings)
         await consumer.start()
         # A batch the client cannot decode becomes a marker record (a dead letter), as live.
@@ -721,13 +725,21 @@ async def rebuild(
         async with db.pool.acquire() as conn:
             await migrate(conn)
             present = await conn.fetchval("SELECT count(*) FROM processed_events")
-            if present and not force:
+            interrupted = await rebuild_started_at(conn)
+            if (present or interrupted) and not force:
+                what = (
+                    f"an interrupted garda rebuild (started {interrupted:%Y-%m-%d %H:%M} UTC)"
+                    f" left it incomplete"
+                    if interrupted
+                    else f"it is not empty ({present} processed events)"
+                )
                 raise GardaError(
-                    f"the read model is not empty ({present} processed events); "
-                    "rebuild into an empty database, or pass --force to clear it first"
+                    f"the read model cannot be rebuilt as it is: {what}; rebuild into an "
+                    "empty database, or pass --force to clear it first"
                 )
             if present:
                 await conn.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")
+            await mark_rebuild_started(conn)
     numbers = sorted({p for ps in (await _partitions(settings)).values() for p in ps})
     k = max(1, min(processes or os.cpu_count() or 1, len(numbers) or 1))
     groups = [numbers[i::k] for i in range(k)]
@@ -751,6 +763,9 @@ async def rebuild(
             _run_children, settings, policy, groups, batch_size, republish, progress
         )
     elapsed = time.monotonic() - started
+    async with Database(settings.database_url, max_size=1) as db:
+        async with db.pool.acquire() as conn:
+            await mark_rebuild_done(conn)
     if progress:
         rate = records / elapsed if elapsed > 0 else 0
         print(

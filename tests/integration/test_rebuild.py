@@ -10,7 +10,6 @@ import pytest
 
 from errors import GardaError
 from handlers.policy import load_policy
-from infra.bulk import BulkDatabase
 from infra.db import Database, migrate
 from infra.settings import Settings
 from infra.simulate import traffic
@@ -267,7 +266,7 @@ async def test_a_batch_the_bulk_write_refuses_goes_through_the_live_path(
     and replayed by the live path, which dead-letters the record as live does."""
     ev = departure("W-RB-B", "QA", visa_type="visit")  # non-procedural: opens a case
     dep = json.dumps(ev).encode()
-    async with BulkDatabase(database_url, max_size=2) as db:
+    async with Database(database_url, max_size=2) as db:
         async with db.pool.acquire() as conn:
             await migrate(conn)
         processor = RebuildProcessor(db, Settings(database_url=database_url), load_policy())
@@ -294,3 +293,33 @@ async def test_a_batch_the_bulk_write_refuses_goes_through_the_live_path(
             owner = await conn.fetchval("SELECT worker_id FROM cases WHERE case_id=$1", case_id)
         assert error == f"rejected: case {case_id} already exists for another worker; not moved"
         assert owner == "W-RB-A"
+
+
+async def test_a_rebuild_in_progress_keeps_workers_off_the_database(
+    settings: Settings, pg_server
+) -> None:
+    """While a rebuild writes a read model (or after it was interrupted) the database says so
+    (``rebuild_in_progress``): ``garda worker`` refuses to start on it and ``garda rebuild``
+    asks for --force; a finished rebuild clears the mark."""
+    from garda.cli import _refuse_a_rebuild_in_progress
+    from infra.bulk import mark_rebuild_started, rebuild_started_at
+
+    name = "rebuild_mark_" + settings.topic_prefix.strip(".")
+    url = await pg_server.create_database(name)
+    try:
+        async with Database(url, max_size=1) as db, db.pool.acquire() as conn:
+            await migrate(conn)
+            assert await rebuild_started_at(conn) is None
+            await _refuse_a_rebuild_in_progress(url)  # nothing in progress: no refusal
+            await mark_rebuild_started(conn)  # as a rebuild killed half-way leaves it
+        here = settings.replace(database_url=url)
+        with pytest.raises(GardaError, match="starting workers"):
+            await _refuse_a_rebuild_in_progress(url)
+        with pytest.raises(GardaError, match="interrupted garda rebuild"):
+            await rebuild(here, load_policy(), progress=False, processes=1)
+        await rebuild(here, load_policy(), force=True, progress=False, processes=1)
+        await _refuse_a_rebuild_in_progress(url)  # finished: workers may start
+        async with Database(url, max_size=1) as db, db.pool.acquire() as conn:
+            assert await rebuild_started_at(conn) is None
+    finally:
+        await pg_server.drop_database(name)

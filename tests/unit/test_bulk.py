@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from handlers.model import Case, Claim, Worker
-from infra.bulk import _jsonb_decode, _jsonb_encode, doc_json
+from infra.bulk import doc_json
+from infra.db import _jsonb_decode, _jsonb_encode
 
 T = datetime(2026, 12, 1, 22, 23, 13, tzinfo=UTC)
 JAKARTA = timezone(timedelta(hours=7))
@@ -54,4 +55,5 @@ def test_doc_json_is_to_doc(obj: Worker | Case | Claim) -> None:
 def test_jsonb_codec_takes_ready_json_and_values() -> None:
     assert _jsonb_encode(b'{"a": 1}') == b'\x01{"a": 1}'
     assert _jsonb_decode(_jsonb_encode({"a": [1, "x"]})) == {"a": [1, "x"]}
-    assert _jsonb_decode(b"\x01" + str(2**70).encode()) == 2**70  # beyond orjson's integers
+    big = _jsonb_decode(b"\x01" + str(2**70).encode())  # beyond orjson's integers
+    assert big == 2**70 and type(big) is int
