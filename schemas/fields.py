@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from errors import InvalidEvent
 
@@ -76,6 +76,7 @@ _FAST_DATETIME_RE = re.compile(
 # Strict-pattern texts already read (a batch repeats its timestamps): text -> value. Bounded:
 # emptied when full, so a stream of distinct stamps costs one dict insert each.
 _FAST_CACHE_SIZE = 4096
+_V = TypeVar("_V", date, datetime)
 _fast_datetimes: dict[str, datetime] = {}
 _fast_dates: dict[str, date] = {}
 
@@ -150,33 +151,30 @@ def parse_datetime(text: str, field: str | None = None) -> datetime:
 def fast_datetime(text: str) -> datetime | None:
     """``parse_datetime(text)`` when ``text`` is in the fast path's strict form and valid,
     else ``None`` (then ``parse_datetime`` decides, with its message). Never raises."""
-    value = _fast_datetimes.get(text)
-    if value is None:
-        if _FAST_DATETIME_RE.fullmatch(text) is None:
-            return None
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:  # not a calendar day (2026-02-30)
-            return None
-        if len(_fast_datetimes) >= _FAST_CACHE_SIZE:
-            _fast_datetimes.clear()
-        _fast_datetimes[text] = value
-    return value
+    return _fast_parse(text, _fast_datetimes, _FAST_DATETIME_RE, datetime.fromisoformat)
 
 
 def fast_date(text: str) -> date | None:
     """``parse_date(text)`` when ``text`` is a valid date, else ``None``. Never raises."""
-    value = _fast_dates.get(text)
+    return _fast_parse(text, _fast_dates, _DATE_FULL_RE, date.fromisoformat)
+
+
+def _fast_parse(
+    text: str, cache: dict[str, _V], form: re.Pattern[str], parse: Callable[[str], _V]
+) -> _V | None:
+    """``parse(text)`` for a ``text`` in ``form`` that parses (a calendar day: not
+    2026-02-30), remembered in ``cache`` (cleared at ``_FAST_CACHE_SIZE``); else None."""
+    value = cache.get(text)
     if value is None:
-        if _DATE_FULL_RE.fullmatch(text) is None:
+        if form.fullmatch(text) is None:
             return None
         try:
-            value = date.fromisoformat(text)
+            value = parse(text)
         except ValueError:
             return None
-        if len(_fast_dates) >= _FAST_CACHE_SIZE:
-            _fast_dates.clear()
-        _fast_dates[text] = value
+        if len(cache) >= _FAST_CACHE_SIZE:
+            cache.clear()
+        cache[text] = value
     return value
 
 

@@ -198,7 +198,6 @@ class Lane:
         self.body = body
         self.max = max_
         self.within = within
-        self.batches = 0
 
     async def run(self) -> None:
         app = cast(Any, self.app)
@@ -229,7 +228,6 @@ class Lane:
                     consumer.ack(message)
             else:
                 hold_back(messages)
-            self.batches += 1
 
 
 def raw_records(messages: Sequence[Any]) -> list[RawRecord]:
@@ -281,7 +279,6 @@ def register_lanes(app: faust.App, runtime: Any) -> UrgentFirst:
     gate = UrgentFirst()
     limit = max(4096, settings.batch_size * 6)
     buffers: dict[str, LaneBuffer] = {}
-    lanes: list[Lane] = []
 
     async def urgent(messages: list[Any]) -> None:
         gate.urgent_started()
@@ -307,8 +304,7 @@ def register_lanes(app: faust.App, runtime: Any) -> UrgentFirst:
         for t in names:
             buffers[settings.topic(t)] = buffer
         lane = Lane(app, buffer, body, max_=settings.batch_size, within=settings.batch_within)
-        lanes.append(lane)
         app.task(lane.run, traced=False)
+    # also the buffers' strong references: Faust's flow control holds them weakly
     cast(Any, app).lane_buffers = buffers
-    cast(Any, app).lane_loops = lanes
     return gate
