@@ -29,13 +29,16 @@ async def test_an_incident_overtakes_a_claims_backlog_applied_once_in_order(
         filed(others[i % len(others)], f"JKK-LANE-{i:06d}", FILED) for i in range(BACKLOG - 1)
     ]
     await publish_events(settings, topics.CLAIMS, claims)
+    # Published before the worker starts, so the whole backlog is waiting when it arrives.
+    # (Published after the start, the worker had already applied a third of the claims on a
+    # quiet machine before the incident reached the broker: a race with the test, not a lane.)
+    await publish_events(
+        settings, topics.INCIDENTS, [incident(wid, "trafficking", incident_id="INC-LANE-SOS")]
+    )
 
     w = WorkerProcess(settings, tmp_path, "w1")
     await w.start()
     try:
-        await publish_events(
-            settings, topics.INCIDENTS, [incident(wid, "trafficking", incident_id="INC-LANE-SOS")]
-        )
         url = settings.database_url
         await eventually(
             lambda: db_fetch(
