@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from importlib import resources
 from types import TracebackType
 from typing import Any
@@ -18,9 +17,18 @@ log = get_logger("garda.db")
 MIGRATION_LOCK = 0x6172_6461  # advisory lock id: one migrator at a time
 
 
-# 19 digits in a row: a number that may lie beyond 64 bits (or a long digit string).
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
-_LONG_DIGITS_B = re.compile(rb"[0-9]{19}")
+# 19 digits in a row: a number that may lie beyond 64 bits (or a long digit string). Found by
+# mapping every ASCII digit to b"0" and everything else to b"x" (``bytes.translate``) and
+# looking for 19 zeros: ~2 µs for a 3 KB document, where ``re.search(rb"[0-9]{19}")`` took
+# ~21 µs, five times orjson's own read of it (the live worker reads every stored aggregate).
+_DIGIT_MAP = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
+_NINETEEN_DIGITS = b"0" * 19
+
+
+def has_long_digit_run(text: str | bytes) -> bool:
+    """Whether ``text`` holds 19 ASCII digits in a row (what ``[0-9]{19}`` matches)."""
+    raw = text if type(text) is bytes else text.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
+    return _NINETEEN_DIGITS in raw.translate(_DIGIT_MAP)
 
 
 def stored_json(text: str | bytes) -> Any:
@@ -28,8 +36,7 @@ def stored_json(text: str | bytes) -> Any:
     except where it would not give back what was stored: orjson reads an integer beyond 64
     bits as a float (2**70 -> 1.18e21), so a text with 19 digits in a row, and what orjson
     refuses (a number out of float range), is read by the json module, exactly."""
-    long_digits = _LONG_DIGITS_B if type(text) is bytes else _LONG_DIGITS
-    if long_digits.search(text) is None:  # type: ignore[arg-type]
+    if not has_long_digit_run(text):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import orjson
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from handlers.model import Case, Claim, Worker, doc_json, json_bytes
 from infra.db import _jsonb_decode, _jsonb_encode
@@ -140,3 +143,15 @@ def test_stored_json_gives_back_integers_beyond_64_bits_exactly() -> None:
         assert type(back["amount"]) is int and type(back["low"]) is int
     assert stored_json(b'{"a": 1e999}') == {"a": float("inf")}  # orjson refuses: json reads
     assert stored_json(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+
+
+@given(st.text(alphabet=st.sampled_from("0123456789x.-é\u00b2\U0001f600"), max_size=60))
+@example("x" + "1" * 19)
+@example("1" * 18 + "\u00b2")
+def test_the_long_digit_check_is_the_regular_expression(text: str) -> None:
+    # the translate-based check finds exactly what [0-9]{19} finds, in str and in bytes
+    from infra.db import has_long_digit_run
+
+    expected = re.search(r"[0-9]{19}", text) is not None
+    assert has_long_digit_run(text) is expected
+    assert has_long_digit_run(text.encode()) is expected
