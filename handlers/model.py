@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -90,14 +90,12 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 def _to_json(value: Any) -> Any:
     """``value`` as JSON-ready data: datetimes as ``iso`` text, tuples as lists, new
     containers. Exact types take the fast path (one type lookup per leaf, UTC datetimes
-    formatted directly); anything else (subclasses) the ``isinstance`` one."""
+    written by ``iso``, which remembers them); anything else (subclasses) the ``isinstance`` one."""
     t = type(value)
     if t in _SCALARS:
         return value
     if t is datetime:
-        if value.tzinfo is UTC:  # what iso() writes for it, without the conversion
-            return value.isoformat()[:-6] + "Z"
-        return iso(value)
+        return iso(value)  # a UTC one from iso's cache
     if t is dict:
         return {k: v if type(v) in _SCALARS else _to_json(v) for k, v in value.items()}
     if t is list or t is tuple:

@@ -157,5 +157,10 @@ def test_any_seed_clock_and_late_reports_give_the_oracles_results(
     | st.datetimes(timezones=st.just(UTC))
 )
 def test_iso_writes_what_the_utc_conversion_writes(dt: datetime) -> None:
-    # iso's fast path for a UTC datetime against the general conversion it skips
-    assert iso(dt) == format_datetime(dt.astimezone(UTC))
+    # iso's fast path for a UTC datetime against the general conversion it skips, first
+    # written and then from its cache (also for an equal instant held in another zone)
+    expected = format_datetime(dt.astimezone(UTC))
+    assert iso(dt) == expected
+    assert iso(dt.astimezone(UTC)) == expected
+    assert iso(dt.astimezone(UTC)) == expected
+    assert iso(dt) == expected
