@@ -84,21 +84,44 @@ def _key(norm: str | None, country: str | None) -> str | None:
     return stable_id(country, norm, prefix="EMP-")
 
 
+_Employer = tuple[str, str, str, str | None]  # key, normalised name, country, region
+# (name, country, region) as given -> the employer they name (None: none): a function of
+# these texts alone (NFKC, two expressions and a hash, ~4 µs), and the pool of employers is
+# small. Bounded: cleared when full.
+_EMPLOYERS: dict[tuple[str, str | None, str | None], _Employer | None] = {}
+_EMPLOYERS_MAX = 4096
+_TEXT = (str, type(None))
+
+
+def _employer_from(name: object, country: Any, region: Any) -> _Employer | None:
+    norm = normalize_name(name)
+    c = normalize_country(country)
+    key = _key(norm, c)
+    if key is None or norm is None or c is None:
+        return None
+    return key, norm, c, normalize_region(c, region)
+
+
 def _employer_of(data: dict[str, Any], ctx: Ctx) -> dict[str, Any] | None:
     departure = ctx.envelope.type == "pmi.departure.recorded"
     country = data.get("destination_country" if departure else "country")
     region = data.get("destination_region" if departure else "region")
-    norm = normalize_name(data.get("employer_name"))
-    c = normalize_country(country)
-    key = _key(norm, c)
-    if key is None:
+    name = data.get("employer_name")
+    if type(name) is str and type(country) in _TEXT and type(region) in _TEXT:
+        memo = (name, country, region)
+        if memo in _EMPLOYERS:
+            found = _EMPLOYERS[memo]
+        else:
+            found = _employer_from(name, country, region)
+            if len(_EMPLOYERS) >= _EMPLOYERS_MAX:
+                _EMPLOYERS.clear()
+            _EMPLOYERS[memo] = found
+    else:
+        found = _employer_from(name, country, region)  # as before, whatever it raises
+    if found is None:
         return None
-    return {
-        "key": key,
-        "name": norm,
-        "country": c,
-        "region": normalize_region(c, region),
-    }
+    key, norm, c, r = found
+    return {"key": key, "name": norm, "country": c, "region": r}
 
 
 def record_employer(agg: Aggregate, ctx: Ctx) -> None:

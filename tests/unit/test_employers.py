@@ -7,12 +7,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from handlers import employers
+from handlers.context import Ctx
 from handlers.dispatch import handle
 from handlers.employers import EmployerCase, employer_key, normalize_name, watchlist_decision
 from handlers.model import Aggregate, iso
 from handlers.prevention_policy import Employers
+from handlers.routing import normalize_country, normalize_region
 from schemas.types import validate_data
 from tests.unit.factories import POLICY, T0, D, H, aggregate, departure, envelope, incident
 
@@ -227,3 +231,33 @@ def test_resolution_records_substantiated() -> None:
     assert "substantiated" not in reopened.cases[case.case_id].detail
     with pytest.raises(Exception, match="true or false"):
         validate_data("pmi.case.resolved", {"worker_id": "w", **base, "substantiated": "yes"})
+
+
+_TEXTS = st.none() | st.sampled_from(["PT Maju Jaya", " pt. maju  jaya", "", " ", "Ltd", "my"])
+
+
+@given(
+    name=_TEXTS | st.text(max_size=12),
+    country=_TEXTS | st.sampled_from(["MY", " my ", "TW"]),
+    region=_TEXTS | st.sampled_from(["01", "MY-10", " tw-x "]),
+    departure=st.booleans(),
+)
+def test_the_remembered_employer_is_the_one_computed(
+    name: str | None, country: str | None, region: str | None, departure: bool
+) -> None:
+    # _employer_of remembers (name, country, region): the first call and the remembered
+    # one give what the normalisation gives, each a new dict the caller may change
+    type_ = "pmi.departure.recorded" if departure else "pmi.arrival.reported"
+    prefix = "destination_" if departure else ""
+    data = {"employer_name": name, f"{prefix}country": country, f"{prefix}region": region}
+    ctx = Ctx(envelope=envelope(type_, data), policy=POLICY, now=T0)
+    norm, c = normalize_name(name), normalize_country(country)
+    key = employer_key(name, country)
+    expected = None
+    if key is not None:
+        expected = {"key": key, "name": norm, "country": c, "region": normalize_region(c, region)}
+    first = employers._employer_of(data, ctx)
+    assert first == expected
+    if first is not None:
+        first["region"] = "changed"
+    assert employers._employer_of(data, ctx) == expected
