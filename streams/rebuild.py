@@ -516,6 +516,10 @@ async def merged_records(
     paused: set[TopicPartition] = set()
     heads: list[tuple] = []  # (timestamp, topic, partition, offset, tp) of each buffered head
     in_heap: set[TopicPartition] = set()
+    # The active topic-partitions without a head in ``heads``: the merge is exact (a record
+    # may be emitted) only while there is none (a set kept up to date, not a scan of
+    # ``active`` per record).
+    headless = set(parts)
     last_ts: dict[TopicPartition, int] = {}  # the latest record timestamp seen per partition
     idle = 0
 
@@ -527,12 +531,19 @@ async def merged_records(
         m = buffers[tp][0]
         heapq.heappush(heads, (m.timestamp or 0, tp.topic, tp.partition, m.offset, tp))
         in_heap.add(tp)
+        headless.discard(tp)
+
+    def retire(tp: TopicPartition) -> None:
+        active.discard(tp)
+        headless.discard(tp)
 
     while active or heads:
         # Emit while every active topic-partition has a head (the merge is then exact).
-        while heads and all(tp in in_heap for tp in active):
+        while heads and not headless:
             *_, tp = heapq.heappop(heads)
             in_heap.discard(tp)
+            if tp in active:
+                headless.add(tp)
             m = buffers[tp].popleft()
             yield RawRecord(
                 m.topic,
@@ -548,7 +559,7 @@ async def merged_records(
             elif tp in active and await exhausted(tp):
                 # Known at once (not after the next fetch, which waits for data that will
                 # not come): the merge goes on without it.
-                active.discard(tp)
+                retire(tp)
             if tp in paused and len(buffers[tp]) < buffer_limit // 2:
                 consumer.resume(tp)
                 paused.discard(tp)
@@ -574,7 +585,7 @@ async def merged_records(
                 paused.add(tp)
         for tp in list(active):
             if not buffers[tp] and await exhausted(tp):
-                active.discard(tp)
+                retire(tp)
         idle = 0 if got else idle + 1
         if idle >= 20:  # 10 s without a record while partitions seem unfinished
             log.warning(
@@ -582,6 +593,7 @@ async def merged_records(
                 partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in active),
             )
             active.clear()
+            headless.clear()
 
 
 async def _replay(
@@ -745,6 +757,8 @@ async def rebuild(
     groups = [numbers[i::k] for i in range(k)]
     started = time.monotonic()
     if k == 1:
+        # Tuned as in the partition processes (``_child``): this process replays everything.
+        tune_for_throughput()
         done = 0
         last = time.monotonic()
 
