@@ -95,13 +95,32 @@ def to_datetime(value: Any) -> datetime | None:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if type(value) is str:
+        dt = _DATETIMES.get(value)
+        if dt is None:
+            dt = _text_datetime(value)
+            if len(_DATETIMES) >= _DATETIMES_MAX:
+                _DATETIMES.clear()
+            _DATETIMES[value] = dt
+        return dt
     if isinstance(value, str):
-        text = value.strip()
-        if len(text) == 10:
-            d = date.fromisoformat(text)
-            return datetime(d.year, d.month, d.day, tzinfo=UTC)
-        return parse_dt(text)
+        return _text_datetime(value)
     raise Unacceptable(f"not a date or date-time: {value!r}")
+
+
+def _text_datetime(value: str) -> datetime:
+    text = value.strip()
+    if len(text) == 10:
+        d = date.fromisoformat(text)
+        return datetime(d.year, d.month, d.day, tzinfo=UTC)
+    return parse_dt(text)
+
+
+# Texts ``to_datetime`` read -> their value (journeys repeat their dates: contract dates,
+# the departure time read by the journey and its hooks); a text that does not parse raises
+# again. Bounded: cleared when full.
+_DATETIMES: dict[str, datetime] = {}
+_DATETIMES_MAX = 4096
 
 
 def _present(value: Any) -> bool:

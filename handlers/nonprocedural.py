@@ -78,9 +78,32 @@ def departure_date(departed_at: Any) -> date | None:
 def moratorium_for(
     country: str | None, employer_type: str | None, on: date | None, policy: Policy
 ) -> Moratorium | None:
-    """The moratorium in force for this destination and employer type on ``on``, if any."""
+    """The moratorium in force for this destination and employer type on ``on``, if any
+    (remembered per policy and input: departures repeat their destinations and dates)."""
     if not country or not employer_type or on is None:
         return None
+    if type(country) is not str or type(employer_type) is not str or type(on) is not date:
+        return _moratorium_for(country, employer_type, on, policy)  # as before
+    key = (id(policy), country, employer_type, on)
+    hit = _MORATORIA.get(key)
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    found = _moratorium_for(country, employer_type, on, policy)
+    if len(_MORATORIA) >= _MORATORIA_MAX:
+        _MORATORIA.clear()
+    _MORATORIA[key] = (policy, found)
+    return found
+
+
+# (id(policy), country, employer type, date) -> (policy, moratorium): as ``routing._ROUTES``
+# (the entry keeps its policy alive, so that its id is not reused). Bounded: cleared when full.
+_MORATORIA: dict[tuple[int, str, str, date], tuple[Policy, Moratorium | None]] = {}
+_MORATORIA_MAX = 4096
+
+
+def _moratorium_for(
+    country: str, employer_type: str, on: date, policy: Policy
+) -> Moratorium | None:
     country = country.strip().upper()
     for m in policy.non_procedural.moratoria:
         if m.country.upper() != country or employer_type not in m.employer_types:

@@ -283,8 +283,23 @@ def parse_dt(value: str | None) -> datetime | None:
     """A stored or served date-time (``iso`` text) back as an aware datetime (naive: UTC)."""
     if value is None:
         return None
+    if type(value) is str:  # remembered (as iso's texts): an event reads its times again
+        dt = _parsed_texts.get(value)
+        if dt is None:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            if len(_parsed_texts) >= _FAST_CACHE_SIZE:
+                _parsed_texts.clear()
+            _parsed_texts[value] = dt
+        return dt
     dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+# Texts ``parse_dt`` read: text -> value (a text that does not parse is not kept, and
+# raises again). Bounded as the parse caches above.
+_parsed_texts: dict[str, datetime] = {}
 
 
 @dataclass(frozen=True)

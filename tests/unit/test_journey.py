@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from errors import Rejected, Unacceptable
 from handlers import journey
-from handlers.model import Aggregate
+from handlers.journey import to_datetime
+from handlers.model import Aggregate, parse_dt
 from tests.unit.factories import T0, D, H, aggregate, ctx, departure, envelope, iso
 
 DEP = "pmi.departure.recorded"
@@ -394,3 +397,38 @@ def test_hooks_run_at_their_call_sites(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(Rejected):
         run(aggregate(), EXT, {"contract_end": "2030-01-01"})
     assert len(calls) == 7
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
+    )
+    | st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.sampled_from(["", " ", "Z", "date"]),
+)
+def test_remembered_texts_read_as_the_first_time(dt: datetime, form: str) -> None:
+    # to_datetime and parse_dt remember the texts they read: a second read gives the same
+    # value (and tzinfo) as the first, which is what the parse itself gives
+    if form == "date":
+        text = dt.date().isoformat()
+        expected = datetime(dt.year, dt.month, dt.day, tzinfo=UTC)
+    else:
+        text = dt.isoformat()
+        if form == "Z" and dt.utcoffset() == timedelta(0):
+            text = text.removesuffix("+00:00") + "Z"
+        text = " " + text if form == " " else text
+        expected = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    for _ in range(2):
+        got = to_datetime(text)
+        assert got == expected and got is not None and got.utcoffset() == expected.utcoffset()
+        if form != "date" and not text.startswith(" "):
+            parsed = parse_dt(text)
+            assert parsed == expected and parsed.utcoffset() == expected.utcoffset()
+
+
+def test_a_text_that_does_not_parse_raises_each_time() -> None:
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            to_datetime("2026-13-01")
+        with pytest.raises(ValueError):
+            parse_dt("not a time")

@@ -367,3 +367,14 @@ def test_same_journey_sent_again_under_a_new_id_joins_its_case():
     quiet = ctx_for(dep(visa_type="visit"), "dep-1-third")
     check_departure(a, quiet)
     assert quiet.effects.events == [] and len(a.cases) == 1
+
+
+def test_moratorium_is_remembered_per_policy():
+    # the same input under another policy (one without moratoria) is decided by that policy
+    lifted = dataclasses.replace(
+        POLICY, non_procedural=dataclasses.replace(POLICY.non_procedural, moratoria=())
+    )
+    for _ in range(2):
+        assert moratorium_for("AE", "household", date(2026, 3, 1), POLICY) is not None
+        assert moratorium_for("AE", "household", date(2026, 3, 1), lifted) is None
+        assert moratorium_for(" ae ", "household", date(2026, 3, 1), POLICY) is not None
