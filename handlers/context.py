@@ -69,30 +69,23 @@ class Ctx:
         The event's data is the case's public JSON (design §6) plus ``event`` (the detail,
         actor, at) so consumers see the whole case after the step.
         """
-        n = len(self.effects.timeline)
+        effects = self.effects
+        n = str(len(effects.timeline))
         at = at or self.event_time
         detail = dict(detail or {})
-        entry = TimelineEntry(
-            entry_id=self.derive_id("timeline", case.case_id, str(n)),
-            case_id=case.case_id,
-            at=at,
-            type=type_,
-            actor=actor,
-            detail=detail,
-        )
-        self.effects.timeline.append(entry)
+        case_id = case.case_id
+        env = self.envelope
+        # Positional constructor calls (the fields' order): keywords cost ~0.15 µs a call.
+        entry_id = stable_id(env.source, env.id, "timeline", case_id, n)
+        effects.timeline.append(TimelineEntry(entry_id, case_id, at, type_, actor, detail))
         if type_.startswith("garda.case."):
             data = case.public()
             data["event"] = {"actor": actor, "at": iso(at), **detail}
-            self.effects.events.append(
-                OutputEvent(
-                    topic=topics.CASES,
-                    type=type_,
-                    key=case.worker_id,
-                    data=data,
-                    id=self.derive_id("case-event", case.case_id, type_, str(n)),
-                    subject=case.worker_id,
-                )
+            worker_id = case.worker_id
+            event_id = stable_id(env.source, env.id, "case-event", case_id, type_, n)
+            # topic, type, key, data, id, subject
+            effects.events.append(
+                OutputEvent(topics.CASES, type_, worker_id, data, event_id, worker_id)
             )
 
     def alert(
@@ -119,14 +112,16 @@ class Ctx:
 
     def worker_snapshot(self, agg: Aggregate) -> None:
         """Publish the worker's latest state on the compacted pmi.worker-state.v1."""
-        w = agg.worker
+        worker_id = agg.worker.worker_id
+        event_id = self.derive_id("worker-state")
+        # topic, type, key, data, id, subject (positional: see case_event)
         self.effects.events.append(
             OutputEvent(
-                topic=topics.WORKER_STATE,
-                type="garda.worker.state",
-                key=w.worker_id,
-                data=agg.worker_public(),
-                id=self.derive_id("worker-state"),
-                subject=w.worker_id,
+                topics.WORKER_STATE,
+                "garda.worker.state",
+                worker_id,
+                agg.worker_public(),
+                event_id,
+                worker_id,
             )
         )

@@ -44,7 +44,7 @@ from handlers import (
     repolicy,
 )
 from handlers.context import Ctx
-from handlers.model import Aggregate, Result
+from handlers.model import Aggregate, Effects, Result
 from handlers.policy import Policy
 from schemas import topics
 from schemas.envelope import Envelope
@@ -210,9 +210,9 @@ def handle(
         )
     before = agg
     agg = _clone(agg)
-    ctx = Ctx(
-        envelope=envelope, policy=policy, now=now, received_at=received_at, watchlisted=watchlisted
-    )
+    # envelope, policy, now, effects, outcome, received_at, watchlisted (positional: keywords
+    # cost ~0.15 µs a call)
+    ctx = Ctx(envelope, policy, now, Effects(), "ignored", received_at, watchlisted)
     handler(agg, ctx)
     if agg.cases.keys() != before.cases.keys():  # cases never go: some opened
         employers.tag_new_cases(before, agg)  # a new protection case joins the employer
@@ -226,4 +226,4 @@ def handle(
         w = agg.worker
         w.updated_at = max(w.updated_at or ctx.event_time, ctx.event_time)
         ctx.worker_snapshot(agg)
-    return Result(aggregate=agg, effects=ctx.effects, outcome=ctx.outcome)
+    return Result(agg, ctx.effects, ctx.outcome)
