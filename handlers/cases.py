@@ -173,15 +173,25 @@ def case_or_not_found(agg: Aggregate, case_id: object) -> Case:
 def find_attachable_case(
     agg: Aggregate, category: str | None, at: datetime, policy: Policy
 ) -> Case | None:
+    """The open protection case of ``category`` a report at ``at`` joins (see the module
+    notes): the latest last report within the window; of equal ones the lowest case id (and
+    of equal ids the first met, as in a stable sort by id). One pass, no sort."""
     best: Case | None = None
-    for case in sorted(agg.cases.values(), key=lambda c: c.case_id):
+    best_last: datetime | None = None
+    window = policy.dedup_window
+    for case in agg.cases.values():
         if case.kind != PROTECTION or not case.is_open or case.category != category:
             continue
         last = case.last_report_at or case.opened_at
-        if abs(at - last) > policy.dedup_window:
+        if abs(at - last) > window:
             continue
-        if best is None or last > (best.last_report_at or best.opened_at):
-            best = case
+        if (
+            best is None
+            or best_last is None
+            or last > best_last
+            or (last == best_last and case.case_id < best.case_id)
+        ):
+            best, best_last = case, last
     return best
 
 

@@ -185,7 +185,8 @@ def recheck_gaps(agg: Aggregate, ctx: Ctx) -> list[Case]:
     if window is None:
         return []
     closed: list[Case] = []
-    for case in sorted(agg.cases.values(), key=lambda c: c.case_id):
+    gaps = [c for c in agg.cases.values() if c.kind == CASE_KIND and c.is_open]  # few: sort them
+    for case in sorted(gaps, key=lambda c: c.case_id) if gaps else ():
         if case.kind != CASE_KIND or not case.is_open:
             continue
         occurred = parse_dt(case.detail.get("occurred_at"))

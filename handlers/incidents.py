@@ -77,10 +77,16 @@ DUPLICATE = "duplicate-incident"
 
 
 def case_holding(agg: Aggregate, incident_id: str) -> Case | None:
-    for case in sorted(agg.cases.values(), key=lambda c: (c.opened_at, c.case_id)):
-        if incident_id in case.incident_ids:
-            return case
-    return None
+    """The case holding ``incident_id``; of several, the first opened (ties: the lowest case
+    id). One pass, no sort: the first of the holders in (opened_at, case_id) order, and of
+    equal keys the first met, as the first holder of the stably sorted cases was."""
+    found: Case | None = None
+    for case in agg.cases.values():
+        if incident_id in case.incident_ids and (
+            found is None or (case.opened_at, case.case_id) < (found.opened_at, found.case_id)
+        ):
+            found = case
+    return found
 
 
 def incident_reported(agg: Aggregate, ctx: Ctx) -> None:
