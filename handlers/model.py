@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import operator
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -378,6 +379,10 @@ class Worker:
         return _from_json(cls, doc)
 
 
+_OPENED_AT = operator.attrgetter("opened_at")
+_CRISIS = ("critical", "high")  # the severities that put a worker in crisis
+
+
 @dataclass
 class Aggregate:
     """Everything the rules need about one worker."""
@@ -388,24 +393,34 @@ class Aggregate:
     exists: bool = False  # a worker row was stored before this batch
 
     def open_cases(self) -> list[Case]:
-        return sorted((c for c in self.cases.values() if c.is_open), key=lambda c: c.opened_at)
+        """The open cases, first opened first (a stable sort: equal times in dict order)."""
+        found = [c for c in self.cases.values() if c.status in OPEN_STATUSES]
+        if len(found) > 1:
+            found.sort(key=_OPENED_AT)
+        return found
 
     def in_crisis(self) -> bool:
-        return any(c.severity in ("critical", "high") for c in self.open_cases())
+        return any(c.severity in _CRISIS for c in self.open_cases())
 
     def worker_public(self) -> dict[str, Any]:
         """The worker JSON keys of design §6 (``in_crisis`` as :meth:`in_crisis`, from the
         one sorted list of open cases)."""
         w = self.worker
-        open_cases = self.open_cases() if self.cases else []
+        in_crisis = False
+        open_ids: list[str] = []
+        if self.cases:  # one loop (a generator and a comprehension are calls, Python 3.11)
+            for c in self.open_cases():
+                open_ids.append(c.case_id)
+                if c.severity in _CRISIS:
+                    in_crisis = True
         return {
             "worker_id": w.worker_id,
             "state": w.state,
-            "in_crisis": any(c.severity in ("critical", "high") for c in open_cases),
+            "in_crisis": in_crisis,
             "non_procedural": w.non_procedural,
             "non_procedural_reasons": list(w.non_procedural_reasons),
             "insured_until": iso(w.insured_until),
-            "open_cases": [c.case_id for c in open_cases],
+            "open_cases": open_ids,
             "country": w.country,
             "region": w.region,
         }
