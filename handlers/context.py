@@ -30,6 +30,12 @@ class Ctx:
     # Employer keys on the watchlist (cross-worker state the processor loads for the batch;
     # ``handlers.employers``). Empty: none known.
     watchlisted: frozenset[str] = frozenset()
+    # False: a worker-state snapshot that surely fits in a Kafka record is not built, only
+    # counted (``garda rebuild`` without ``--republish`` writes no output event: they were
+    # published when the log was first processed). An alert's id counts the snapshots not
+    # built, so it is the id live derives; everything else is as with True.
+    outputs: bool = True
+    _unbuilt: int = field(default=0, init=False, repr=False, compare=False)
 
     # Derived once (``__post_init__``; the envelope, the policy and the clocks do not change
     # while a handler runs):
@@ -98,7 +104,7 @@ class Ctx:
             payload.setdefault("post_id", case.post_id)
             payload.setdefault("severity", case.severity)
             payload.setdefault("kind", case.kind)
-        n = len(self.effects.events)
+        n = len(self.effects.events) + self._unbuilt
         self.effects.events.append(
             OutputEvent(
                 topic=topics.ALERTS,
@@ -112,6 +118,9 @@ class Ctx:
 
     def worker_snapshot(self, agg: Aggregate) -> None:
         """Publish the worker's latest state on the compacted pmi.worker-state.v1."""
+        if not self.outputs and snapshot_surely_fits(agg):
+            self._unbuilt += 1
+            return
         worker_id = agg.worker.worker_id
         event_id = self.derive_id("worker-state")
         # topic, type, key, data, id, subject (positional: see case_event)
@@ -125,3 +134,26 @@ class Ctx:
                 worker_id,
             )
         )
+
+
+# A snapshot is skipped (``Ctx.outputs`` False) only when its record is certainly smaller than
+# what ``garda rebuild`` checks an output event against before it writes a batch without the
+# live path (``streams.rebuild``: six bytes per character of its JSON at worst, plus 8 KB,
+# under the 1,000,000-byte record limit): so a skipped snapshot never hides one that would
+# have sent a batch through the live path.
+_SNAPSHOT_LIMIT = (1_000_000 - 8192) // 6
+_SNAPSHOT_FIXED = 512  # the keys, punctuation, booleans, nulls and insured_until's time
+
+
+def snapshot_surely_fits(agg: Aggregate) -> bool:
+    """Whether ``worker_public(agg)``'s event is surely under ``_SNAPSHOT_LIMIT`` bytes of
+    JSON (with its id, type and key), counted from its strings, six bytes per character at
+    worst (a control character's escape); every case id counts, open or not."""
+    w = agg.worker
+    chars = 2 * len(w.worker_id) + 40 + 18 + len(w.state or "")
+    chars += len(w.country or "") + len(w.region or "")
+    for r in w.non_procedural_reasons:
+        chars += len(r) + 3
+    for case_id in agg.cases:
+        chars += len(case_id) + 3
+    return 6 * chars + _SNAPSHOT_FIXED < _SNAPSHOT_LIMIT

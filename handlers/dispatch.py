@@ -199,7 +199,11 @@ def handle(
     *,
     received_at: datetime | None = None,
     watchlisted: frozenset[str] = frozenset(),
+    outputs: bool = True,
 ) -> Result:
+    """Apply one event to (a copy of) ``agg``. ``outputs=False``: the case and worker-state
+    output events are not built (``handlers.context.Ctx.outputs``); everything else is the
+    same."""
     handler = HANDLERS.get(envelope.type)
     if handler is None:
         raise Unacceptable(f"unknown event type {envelope.type!r}")
@@ -212,7 +216,7 @@ def handle(
     agg = _clone(agg)
     # envelope, policy, now, effects, outcome, received_at, watchlisted (positional: keywords
     # cost ~0.15 µs a call)
-    ctx = Ctx(envelope, policy, now, Effects(), "ignored", received_at, watchlisted)
+    ctx = Ctx(envelope, policy, now, Effects(), "ignored", received_at, watchlisted, outputs)
     handler(agg, ctx)
     if agg.cases.keys() != before.cases.keys():  # cases never go: some opened
         employers.tag_new_cases(before, agg)  # a new protection case joins the employer

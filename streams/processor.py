@@ -425,6 +425,11 @@ class BatchProcessor:
         """Write the batch (inside its transaction); returns the new outbox seqs."""
         return await write_batch(conn, batch, self.policy)
 
+    def outputs_needed(self) -> bool:
+        """Whether the handlers build the case and worker-state output events (they become
+        outbox rows); always, live."""
+        return True
+
     def logical_topic(self, full: str) -> str:
         """The logical name of an input topic (the full name if it is not one)."""
         return self._logical.get(full, full)
@@ -636,6 +641,7 @@ class BatchProcessor:
                 run.now,
                 received_at=d.received_at,
                 watchlisted=watchlisted,
+                outputs=self.outputs_needed(),
             )
         except Rejected as exc:
             run.write.deadletters.append(self._dead_letter(rec, f"rejected: {exc.reason}", env))

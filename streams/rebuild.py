@@ -54,6 +54,9 @@ Rules decided here (the design is silent):
 - Output events derived during the rebuild are not written to the outbox (they were
   published when the log was first processed; a batch that takes the live writes leaves its
   rows marked published); ``republish=True`` writes them unpublished, so they are sent again.
+  Without it, a bulk attempt does not even build the worker-state snapshots that surely fit
+  in a record (``handlers.context.Ctx.outputs``: one per changed event, ~5 µs of CPU per
+  record); the case events and alerts are still built, for the size check and the report.
 - A topic-partition is known to be exhausted as soon as its buffer empties at the fetch
   high-water mark (not after another fetch, which would wait for data that never comes).
 """
@@ -303,6 +306,12 @@ class RebuildProcessor(BatchProcessor):
         self._pending.loaded = loaded
         self._before = {w: frozenset(a.cases) for w, a in aggs.items()}
         return aggs
+
+    def outputs_needed(self) -> bool:
+        """Not in a bulk attempt without ``republish``: its output events are never written
+        (the handlers only count them, so the alerts keep live's ids); a batch that takes
+        the live writes builds them all."""
+        return not self._lean or self.republish
 
     def outbox_row(self, ev: OutputEvent, now: datetime) -> OutboxRow:
         if not self._lean or self.republish:
