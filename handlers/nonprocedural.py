@@ -132,6 +132,8 @@ def departure_reasons(data: dict[str, Any], policy: Policy) -> list[str]:
     on = departure_date(data.get("departed_at"))
     if moratorium_for(data.get("destination_country"), data.get("employer_type"), on, policy):
         found.add("moratorium_destination")
+    if not found:  # most departures
+        return []
     return [r for r in REASONS if r in found]
 
 

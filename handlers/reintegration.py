@@ -105,7 +105,13 @@ def remember_origin(agg: Aggregate, ctx: Ctx) -> None:
     """After a departure: the worker's origin codes (kept when a departure has none)."""
     origin = ctx.envelope.data.get("origin")
     if isinstance(origin, dict):
-        codes = {k: v for k, v in _codes(origin).items() if v is not None}
+        codes: dict[str, str] = {}  # the non-blank codes of _codes(origin), one loop
+        for k in _CODES:
+            v = origin.get(k)
+            if isinstance(v, str):
+                v = v.strip()
+                if v:
+                    codes[k] = v
         if codes:
             agg.worker.origin = codes
 
