@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -106,19 +105,22 @@ class BatchReport:
             metrics.ALERTS.labels(alert).inc(n)
 
 
+def _received_at(ts: float | None) -> datetime | None:
+    """When Garda received a record: its timestamp (None when absent or out of range)."""
+    if not ts or not _EPOCH_MIN <= ts <= _EPOCH_MAX:
+        return None
+    return datetime.fromtimestamp(ts, UTC)
+
+
 @dataclass
 class _Decoded:
     record: RawRecord
     envelope: Envelope
     digest: str = ""
-
-    @cached_property  # read by the sources' last-seen, the handlers and the deadlines
-    def received_at(self) -> datetime | None:
-        """When Garda received it: the record timestamp (None when absent or out of range)."""
-        ts = self.record.timestamp
-        if not ts or not _EPOCH_MIN <= ts <= _EPOCH_MAX:
-            return None
-        return datetime.fromtimestamp(ts, UTC)
+    # When Garda received it (``_received_at``): read by the sources' last-seen, the handlers
+    # and the deadlines of every decoded record, so computed once, when it is decoded (a
+    # ``cached_property`` took its lock on every first read).
+    received_at: datetime | None = None
 
     def envelope_time(self, now: datetime) -> datetime:
         """When the record was published (its Kafka timestamp, in range), else ``now``."""
@@ -285,10 +287,9 @@ class BatchProcessor:
                 )
             # No CloudEvents ``time``: the record's timestamp stands in, so that a replay
             # (garda rebuild) derives the same deadlines as the first run.
-            decoded = _Decoded(rec, env, digest)
-            decoded.envelope = replace(env, time=decoded.received_at)
-            return decoded
-        return _Decoded(rec, env, digest)
+            received = _received_at(rec.timestamp)
+            return _Decoded(rec, replace(env, time=received), digest, received)
+        return _Decoded(rec, env, digest, _received_at(rec.timestamp))
 
     def _dead_letter(self, rec: RawRecord, error: str, env: Envelope | None = None) -> DeadLetter:
         return DeadLetter(
@@ -511,11 +512,16 @@ class BatchProcessor:
     def _note_sources_seen(self, decoded: Sequence[_Decoded], run: _Run) -> None:
         """When each expected producer (policy ``[[sources]]``) last spoke, per partition."""
         seen = run.write.sources_seen
+        expected, now = self._expected, run.now
         for d in decoded:
-            if d.envelope.source in self._expected:
-                spoke = min(run.now, d.received_at or run.now)
-                key = (d.envelope.source, d.record.partition)
-                if key not in seen or seen[key] < spoke:
+            source = d.envelope.source
+            if source in expected:
+                spoke = d.received_at
+                if spoke is None or spoke > now:
+                    spoke = now  # min(now, received_at or now)
+                key = (source, d.record.partition)
+                last = seen.get(key)
+                if last is None or last < spoke:
                     seen[key] = spoke
 
     async def _first_deliveries(
@@ -523,14 +529,14 @@ class BatchProcessor:
     ) -> list[_Decoded]:
         """The events not processed before (the first of each (source, id) in the batch);
         the others are counted as duplicates, or dead-lettered when their content differs."""
-        keys = list(dict.fromkeys(d.envelope.key for d in decoded))
-        known = await processed_digests(conn, keys)
+        each = [d.envelope.key for d in decoded]  # a tuple made per read: made once here
+        known = await processed_digests(conn, list(dict.fromkeys(each)))
         todo: list[_Decoded] = []
-        for d in decoded:
-            if d.envelope.key not in known:
-                known[d.envelope.key] = d.digest  # first occurrence only
+        for d, key in zip(decoded, each, strict=True):
+            if key not in known:
+                known[key] = d.digest  # first occurrence only
                 todo.append(d)
-            elif known[d.envelope.key] not in (None, d.digest):
+            elif known[key] not in (None, d.digest):
                 self._dead_letter_conflict(d, run)
             else:
                 topic = self.logical_topic(d.record.topic)

@@ -184,6 +184,7 @@ class _Pending:
     touched: list[tuple[Aggregate, int | None]] = field(default_factory=list)
     loaded: dict[str, Aggregate] = field(default_factory=dict)
     evicted: list[str] = field(default_factory=list)
+    new_cases: list[tuple[str, str, str]] = field(default_factory=list)  # (case, worker, post)
     written: bool = False  # the touched rows were written (the live path), not kept dirty
 
 
@@ -235,7 +236,9 @@ class RebuildProcessor(BatchProcessor):
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._owners: dict[str, str] = {}  # case id -> worker, for the cached workers' cases
         self._homes: dict[str, int] = {}
-        self._before: dict[str, frozenset[str]] = {}  # worker -> its case ids before the batch
+        # worker -> its aggregate before the batch (``handle`` never changes the aggregate it
+        # is given, so this holds the cases as they were)
+        self._before: dict[str, Aggregate] = {}
         self._pending = _Pending()
         self._lean = False
         self._oversized = False
@@ -255,12 +258,13 @@ class RebuildProcessor(BatchProcessor):
         worker). Checked on the record keys (a key that is not its event's subject is an
         invalid event, dead-lettered)."""
         if self.bulk and self.owned is not None:
-            for rec in records:
+            for raw in {rec.key for rec in records}:  # each key once
                 try:
-                    key = rec.key.decode() if rec.key is not None else None
+                    key = raw.decode() if raw is not None else None
                 except UnicodeDecodeError:
                     continue
                 if key is not None and self.home(key) not in self.owned:
+                    rec = next(r for r in records if r.key == raw)
                     raise ForeignWorker(
                         f"worker {key!r} has events on {rec.topic} partition {rec.partition},"
                         f" not only on {self.home(key)} where Kafka's default (murmur2)"
@@ -278,10 +282,18 @@ class RebuildProcessor(BatchProcessor):
         processes never work on one worker at once. With co-partitioned topics a process's
         workers all live in its own partitions, so the processes never wait for each other
         (live's 256 buckets made them take turns: a batch of 5,000 events takes nearly every
-        bucket).
+        bucket). A process that owns every worker (``--processes 1``) locks every home
+        partition: the same exclusion, without hashing each new worker id (murmur2 in
+        Python, ~6 µs).
         """
-        await lock_partitions(conn, [(r.topic, r.partition) for r in records])
-        homes = sorted({self.home(s) for s in {d.envelope.subject for d in decoded}})
+        await lock_partitions(conn, {(r.topic, r.partition) for r in records})
+        if not decoded:
+            return
+        if self.owned is None:
+            homes = list(range(self.partitions))
+        else:
+            home = self.home
+            homes = sorted({home(s) for s in {d.envelope.subject for d in decoded}})
         if homes:
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(7305, p) FROM unnest($1::int[]) AS p ORDER BY p",
@@ -304,7 +316,7 @@ class RebuildProcessor(BatchProcessor):
         for w in missing:
             aggs[w] = loaded.get(w) or Aggregate(worker=Worker(worker_id=w))
         self._pending.loaded = loaded
-        self._before = {w: frozenset(a.cases) for w, a in aggs.items()}
+        self._before = aggs.copy()
         return aggs
 
     def outputs_needed(self) -> bool:
@@ -321,13 +333,18 @@ class RebuildProcessor(BatchProcessor):
         return _NOT_WRITTEN
 
     def _new_cases(self, batch: BatchWrite) -> list[tuple[str, str, str]]:
-        """(case id, worker, post) of the cases the batch opened."""
-        return [
-            (c.case_id, a.worker.worker_id, c.post_id)
-            for a, _ in batch.aggregates
-            for c in a.cases.values()
-            if c.case_id not in self._before.get(a.worker.worker_id, ())
-        ]
+        """(case id, worker, post) of the cases the batch opened (a worker whose case ids
+        are those it had before the batch opened none: one comparison, in C)."""
+        before = self._before
+        new: list[tuple[str, str, str]] = []
+        for a, _ in batch.aggregates:
+            w = a.worker.worker_id
+            b = before.get(w)
+            old = b.cases if b is not None else {}
+            if a.cases.keys() == old.keys():
+                continue
+            new.extend((c.case_id, w, c.post_id) for c in a.cases.values() if c.case_id not in old)
+        return new
 
     def _held_elsewhere(self, new: list[tuple[str, str, str]]) -> str | None:
         """A new case id that a cached worker (not yet written, maybe) or another worker of
@@ -346,6 +363,7 @@ class RebuildProcessor(BatchProcessor):
         clash = self._held_elsewhere(new)
         pending = self._pending
         pending.touched = list(batch.aggregates)
+        pending.new_cases = new
         if not self._lean:
             if clash is not None:
                 raise CaseConflict(f"case {clash} already exists for another worker; not moved")
@@ -369,6 +387,11 @@ class RebuildProcessor(BatchProcessor):
         rss = _resident_bytes()
         if rss is not None and rss > RSS_BUDGET and self.cache_workers > CACHE_FLOOR:
             self.cache_workers = max(CACHE_FLOOR, self.cache_workers * 9 // 10)
+        if (
+            len(self._cache) + len(batch.aggregates) + len(self._pending.loaded)
+            <= self.cache_workers
+        ):
+            return  # room for every worker of the batch, even if none is cached yet
         here = {a.worker.worker_id for a, _ in batch.aggregates} | set(self._pending.loaded)
         over = len(self._cache) + len(here - self._cache.keys()) - self.cache_workers
         if over <= 0:
@@ -410,31 +433,44 @@ class RebuildProcessor(BatchProcessor):
     async def _attempt(self, records: Sequence[RawRecord]) -> BatchReport:
         """One attempt; the cache takes the batch's workers only once it has committed."""
         self._pending = _Pending()
-        report = await super()._process_once(records)
-        if self.bulk:
-            self._commit_cache(self._pending)
-        self._pending = _Pending()
+        try:
+            report = await super()._process_once(records)
+            if self.bulk:
+                self._commit_cache(self._pending)
+        finally:
+            # The aggregates as the batch found them are not kept until the next batch.
+            self._pending, self._before = _Pending(), {}
         return report
 
     def _commit_cache(self, p: _Pending) -> None:
+        """The committed batch's workers join the cache (most recently used last), the
+        evicted ones leave it. ``_owners`` holds every case of every cached worker: a worker
+        entering the cache registers all its cases, a cached one only those the batch
+        opened (cases never leave a worker)."""
+        cache, owners = self._cache, self._owners
         for w in p.evicted:
-            entry = self._cache.pop(w)
+            entry = cache.pop(w)
             for cid in entry.agg.cases:
-                self._owners.pop(cid, None)
+                owners.pop(cid, None)
         for w, agg in p.loaded.items():
-            if w not in self._cache:
-                self._cache[w] = _Cached(agg, None, dirty=False, stored=True)
+            if w not in cache:
+                cache[w] = _Cached(agg, None, dirty=False, stored=True)
+                for cid in agg.cases:
+                    owners[cid] = w
+        dirty = not p.written
         for agg, partition in p.touched:
             w = agg.worker.worker_id
-            prev = self._cache.pop(w, None)
-            self._cache[w] = _Cached(
-                agg,
-                partition,
-                dirty=not p.written,
-                stored=p.written or (prev is not None and prev.stored),
-            )
-            for cid in agg.cases:
-                self._owners[cid] = w
+            prev = cache.get(w)
+            if prev is None:
+                cache[w] = _Cached(agg, partition, dirty=dirty, stored=p.written)
+                for cid in agg.cases:
+                    owners[cid] = w
+            else:
+                prev.agg, prev.partition, prev.dirty = agg, partition, dirty
+                prev.stored = prev.stored or p.written
+                cache.move_to_end(w)
+        for cid, w, _ in p.new_cases:
+            owners[cid] = w
 
     async def flush(self, chunk: int = 5_000) -> int:
         """Write the rows of every cached worker not written since it changed (the end of a
