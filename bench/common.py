@@ -131,7 +131,7 @@ class Stack:
     _pg: EmbeddedPostgres | None = None
 
     @classmethod
-    async def start(cls, tmp: Path) -> Stack:
+    async def start(cls, tmp: Path, pg_settings: dict[str, str] | None = None) -> Stack:
         bootstrap = os.environ.get("GARDA_KAFKA_BOOTSTRAP")
         db_url = os.environ.get("GARDA_DATABASE_URL")
         if bootstrap and db_url:
@@ -139,7 +139,12 @@ class Stack:
             return cls(bootstrap, db_url, tmp, embedded=False)
         log("starting the embedded broker (Tansu) and PostgreSQL (durable=False)")
         broker = EmbeddedBroker(tmp / "broker")
-        pg = EmbeddedPostgres(temporary=True, durable=False, log_path=tmp / "postgres.log")
+        pg = EmbeddedPostgres(
+            temporary=True,
+            durable=False,
+            log_path=tmp / "postgres.log",
+            server_settings=pg_settings,
+        )
         await broker.start()
         try:
             await pg.start()

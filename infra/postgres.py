@@ -200,6 +200,7 @@ class EmbeddedPostgres(AsyncLifecycle):
         log_path: Path | str | None = None,
         start_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        server_settings: dict[str, str] | None = None,
     ) -> None:
         if temporary and data_dir is not None:
             raise ValueError("pass either data_dir or temporary=True")
@@ -214,6 +215,8 @@ class EmbeddedPostgres(AsyncLifecycle):
         self._proc: subprocess.Popen | None = None
         self._user: str | None = None
         self.initdb_seconds: float | None = None  # set when start() had to run initdb
+        # more ``-c name=value`` settings of the server (e.g. pg_stat_statements for bench)
+        self.server_settings = dict(server_settings or {})
 
     # -- public ---------------------------------------------------------------
 
@@ -459,6 +462,8 @@ class EmbeddedPostgres(AsyncLifecycle):
         ]
         if not self.durable:
             cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        for name, value in self.server_settings.items():
+            cmd += ["-c", f"{name}={value}"]
         proc = spawn(cmd, self.log_path, user=self._user, cwd="/")
         self._proc = proc
         self.port = port
