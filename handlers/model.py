@@ -58,8 +58,8 @@ def max_severity(a: str, b: str) -> str:
     return a if severity_rank(a) >= severity_rank(b) else b
 
 
-_ID_SEPARATOR = "\x1f"
-_ID_ESCAPE = "\x1e"
+_ID_SEPARATOR = ID_SEPARATOR = "\x1f"
+_ID_ESCAPE = ID_ESCAPE = "\x1e"
 
 
 def _id_part(part: str) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from errors import Rejected, Unacceptable
 from handlers import dispatch
 from handlers.context import Ctx
 from handlers.dispatch import HANDLERS, handle
-from handlers.model import Aggregate, Result
+from handlers.model import Aggregate, Result, stable_id
 from schemas import topics
 from tests.unit.factories import (
     POLICY,
@@ -242,3 +244,18 @@ def test_the_written_out_clone_is_taken_and_copies_as_the_generic_walk() -> None
     again = dispatch._clone(agg)
     assert _state(again) == _state(dispatch._copy(agg)) == _state(agg)
     assert again.worker.non_procedural_reasons is not agg.worker.non_procedural_reasons
+
+
+_ID_TEXT = st.text(alphabet=st.sampled_from("ab-/:\x1e\x1f\u00e9\ud800"), max_size=6)
+
+
+@given(source=_ID_TEXT, id_=_ID_TEXT, labels=st.lists(_ID_TEXT, max_size=4))
+def test_derive_id_is_the_stable_id_of_the_event(source: str, id_: str, labels: list[str]) -> None:
+    # Ctx.derive_id joins the source and id once and hashes the text itself when no part
+    # holds the separator or the escape; any part may (and a surrogate): the same id
+    ctx = Ctx(
+        envelope("pmi.incident.reported", {}, source=source or "s", id=id_ or "i"), POLICY, NOW
+    )
+    env = ctx.envelope
+    for _ in range(2):  # the joined head is remembered after the first call
+        assert ctx.derive_id(*labels) == stable_id(env.source, env.id, *labels)
