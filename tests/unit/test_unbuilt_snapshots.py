@@ -9,7 +9,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from errors import GardaError
@@ -87,6 +87,7 @@ def _aggregate(worker_id: str, region: str, reasons: list[str], cases: int) -> A
 _text = st.text(alphabet=st.sampled_from('a\x01"\\é\U0001f600'), max_size=300)
 
 
+@settings(deadline=None)  # an example builds up to 30,000 cases: no timed limit on a shared machine
 @given(
     worker_id=_text.filter(bool),
     region=_text,
