@@ -27,6 +27,7 @@ the design is silent:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -36,6 +37,8 @@ from errors import InvalidEvent
 from schemas.fields import (
     CONTROL_RE,
     COUNTRY_RE,
+    FAST_DATES,
+    FAST_DATETIMES,
     REGION_RE,
     Boolean,
     Country,
@@ -556,6 +559,22 @@ def fast_data(
     return data, quotes
 
 
+# Country codes and region codes the patterns matched (small sets: the destinations and
+# their regions), one set per pattern. Bounded: cleared when full.
+_countries: set[str] = set()
+_regions: set[str] = set()
+
+
+def _code(value: str, form: re.Pattern[str], known: set[str]) -> str | None:
+    """``value`` when ``form`` matches it all (remembered in ``known``), else None."""
+    if form.fullmatch(value) is None:
+        return None
+    if len(known) >= 4096:
+        known.clear()
+    known.add(value)
+    return value
+
+
 def _fast_object(spec: _FastSpec, data: dict[str, Any], plain: bool, escaped: bool) -> int:
     """The ``"`` of ``data``'s members (see ``fast_data``), or -1 on any doubt."""
     fields = spec.fields
@@ -577,17 +596,21 @@ def _fast_object(spec: _FastSpec, data: dict[str, Any], plain: bool, escaped: bo
         elif kind == _ENUM:
             if cls is not str or value not in arg:
                 return -1
-        elif kind == _DATETIME:
-            if cls is not str or fast_datetime(value) is None:
+        elif kind == _DATETIME:  # a text the cache holds was read (and is valid)
+            if cls is not str or (value not in FAST_DATETIMES and fast_datetime(value) is None):
                 return -1
         elif kind == _DATE:
-            if cls is not str or fast_date(value) is None:
+            if cls is not str or (value not in FAST_DATES and fast_date(value) is None):
                 return -1
         elif kind == _COUNTRY:
-            if cls is not str or COUNTRY_RE.fullmatch(value) is None:
+            if cls is not str or (
+                value not in _countries and _code(value, COUNTRY_RE, _countries) is None
+            ):
                 return -1
         elif kind == _REGION:
-            if cls is not str or REGION_RE.fullmatch(value) is None:
+            if cls is not str or (
+                value not in _regions and _code(value, REGION_RE, _regions) is None
+            ):
                 return -1
         elif kind == _INT:
             if cls is not int or value < arg or (arg2 is not None and value > arg2):

@@ -355,3 +355,22 @@ def test_unchecked_envelope_equals_the_dataclass_one() -> None:
         fast, slow = Envelope.unchecked(*args, **extra), Envelope(*args, **extra)
         assert fast == slow and repr(fast) == repr(slow) and hash(fast.key) == hash(slow.key)
         assert replace(fast, subject="W-2") == replace(slow, subject="W-2")
+
+
+def test_a_value_remembered_for_one_kind_is_checked_again_for_another() -> None:
+    # the fast path remembers valid country codes, region codes, dates and date-times, each
+    # kind apart: a region code, a date or a date-time read before is no country, date-time
+    # or date elsewhere
+    full = FULL["pmi.departure.recorded"]
+    assert_same(dump(_event("pmi.departure.recorded", dict(full))).encode())
+    region, date_text = full.get("destination_region", "MY-01"), full["contract_end"]
+    for name, value in [
+        ("destination_country", region),
+        ("destination_region", full["destination_country"]),
+        ("departed_at", date_text),
+        ("contract_end", full["departed_at"]),
+        ("destination_country", "MY-01"),
+    ]:
+        for _ in range(2):
+            doc = _event("pmi.departure.recorded", {**full, name: value})
+            assert assert_same(dump(doc).encode())[0] == "refused", (name, value)
