@@ -73,7 +73,12 @@ def normalize_name(name: object) -> str | None:
 
 
 def employer_key(name: object, country: str | None) -> str | None:
-    """``EMP-<16 hex>`` from the normalised name and the country (None: no name/country)."""
+    """``EMP-<16 hex>`` from the normalised name and the country (None: no name/country);
+    remembered as ``_employer_of``'s employers (the processor keys every departure and
+    arrival of a batch to load the watchlist)."""
+    if type(name) is str and type(country) in _TEXT:
+        found = _remembered(name, country, None)
+        return None if found is None else found[0]
     return _key(normalize_name(name), normalize_country(country))
 
 
@@ -102,20 +107,25 @@ def _employer_from(name: object, country: Any, region: Any) -> _Employer | None:
     return key, norm, c, normalize_region(c, region)
 
 
+def _remembered(name: str, country: str | None, region: str | None) -> _Employer | None:
+    """``_employer_from`` of these texts, through ``_EMPLOYERS``."""
+    memo = (name, country, region)
+    if memo in _EMPLOYERS:
+        return _EMPLOYERS[memo]
+    found = _employer_from(name, country, region)
+    if len(_EMPLOYERS) >= _EMPLOYERS_MAX:
+        _EMPLOYERS.clear()
+    _EMPLOYERS[memo] = found
+    return found
+
+
 def _employer_of(data: dict[str, Any], ctx: Ctx) -> dict[str, Any] | None:
     departure = ctx.envelope.type == "pmi.departure.recorded"
     country = data.get("destination_country" if departure else "country")
     region = data.get("destination_region" if departure else "region")
     name = data.get("employer_name")
     if type(name) is str and type(country) in _TEXT and type(region) in _TEXT:
-        memo = (name, country, region)
-        if memo in _EMPLOYERS:
-            found = _EMPLOYERS[memo]
-        else:
-            found = _employer_from(name, country, region)
-            if len(_EMPLOYERS) >= _EMPLOYERS_MAX:
-                _EMPLOYERS.clear()
-            _EMPLOYERS[memo] = found
+        found = _remembered(name, country, region)
     else:
         found = _employer_from(name, country, region)  # as before, whatever it raises
     if found is None:

@@ -252,7 +252,9 @@ def test_the_remembered_employer_is_the_one_computed(
     data = {"employer_name": name, f"{prefix}country": country, f"{prefix}region": region}
     ctx = Ctx(envelope=envelope(type_, data), policy=POLICY, now=T0)
     norm, c = normalize_name(name), normalize_country(country)
-    key = employer_key(name, country)
+    key = employers._key(norm, c)
+    assert employer_key(name, country) == key  # remembered too
+    assert employer_key(name, country) == key
     expected = None
     if key is not None:
         expected = {"key": key, "name": norm, "country": c, "region": normalize_region(c, region)}
