@@ -322,18 +322,22 @@ class RebuildProcessor(BatchProcessor):
         Python, ~6 µs).
         """
         await lock_partitions(conn, {(r.topic, r.partition) for r in records})
-        if not decoded:
-            return
+        if decoded:
+            owners = () if self.owned is None else {d.envelope.subject for d in decoded}
+            await self._lock_homes(conn, owners)
+
+    async def _lock_homes(self, conn: asyncpg.Connection, worker_ids: Collection[str]) -> None:
+        """Lock the home partitions of ``worker_ids`` (all of them in a process that owns
+        every worker: no hashing), in ascending order."""
         if self.owned is None:
             homes = list(range(self.partitions))
         else:
             home = self.home
-            homes = sorted({home(s) for s in {d.envelope.subject for d in decoded}})
-        if homes:
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(7305, p) FROM unnest($1::int[]) AS p ORDER BY p",
-                homes,
-            )
+            homes = sorted({home(w) for w in worker_ids})
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(7305, p) FROM unnest($1::int[]) AS p ORDER BY p",
+            homes,
+        )
 
     async def load(self, conn: asyncpg.Connection, worker_ids: list[str]) -> dict[str, Aggregate]:
         if not self.bulk:
@@ -513,12 +517,8 @@ class RebuildProcessor(BatchProcessor):
         dirty = [e for e in self._cache.values() if e.dirty]
         for i in range(0, len(dirty), chunk):
             part = dirty[i : i + chunk]
-            homes = sorted({self.home(e.agg.worker.worker_id) for e in part})
             async with self.db.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(7305, p) FROM unnest($1::int[]) AS p ORDER BY p",
-                    homes,
-                )
+                await self._lock_homes(conn, [e.agg.worker.worker_id for e in part])
                 await write_state(
                     conn,
                     [(e.agg, e.partition) for e in part],
