@@ -44,6 +44,36 @@ async def test_two_urgent_batches_hold_the_bulk_until_both_ended() -> None:
     assert await turn == 1000  # quiet=0: urgent work is over, a whole batch again
 
 
+async def test_the_step_follows_the_time_recent_bulk_transactions_took() -> None:
+    gate = UrgentFirst(step=50, quiet=60, step_seconds=0.05, min_step=10)
+    gate.urgent_seen()
+    assert await gate.bulk_turn(1000) == 50  # nothing timed yet: the fixed step
+    gate.bulk_took(50, 0.0125)  # 250 µs a record: 200 records in 50 ms
+    assert await gate.bulk_turn(1000) == 200
+    assert await gate.bulk_turn(120) == 120  # never more than what is left
+    for _ in range(30):  # the machine got slow: 5 ms a record
+        gate.bulk_took(200, 1.0)
+    assert await gate.bulk_turn(1000) == 10  # the floor
+    gate.bulk_took(0, 1.0)  # an empty step tells nothing
+    assert gate.current_step == 10
+
+
+async def test_the_average_moves_a_third_of_the_way_to_each_new_transaction() -> None:
+    gate = UrgentFirst(step=50, quiet=60, step_seconds=0.1, min_step=1)
+    gate.bulk_took(100, 0.1)  # 1 ms a record: 100 records
+    assert gate.current_step == 100
+    gate.bulk_took(100, 0.4)  # 4 ms: the average becomes 1 + 0.3 * 3 = 1.9 ms
+    assert gate.current_step == int(0.1 / 0.0019)
+    assert await gate.bulk_turn(1000) == 1000  # no urgent work seen: whole batches
+
+
+async def test_step_seconds_zero_keeps_the_fixed_step() -> None:
+    gate = UrgentFirst(step=50, quiet=60, step_seconds=0)
+    gate.urgent_seen()
+    gate.bulk_took(50, 0.0001)
+    assert await gate.bulk_turn(1000) == 50
+
+
 def test_a_scan_waits_for_the_actions_published_before_it_not_for_later_ones() -> None:
     pending = PendingActions(max_wait=5, rearm=1)
     # partition 0: handled up to offset 10 of 12; partition 1: caught up.
