@@ -44,7 +44,7 @@ from handlers import (
     repolicy,
 )
 from handlers.context import Ctx
-from handlers.model import Aggregate, Case, Claim, Effects, Result, Worker
+from handlers.model import Aggregate, Effects, Result
 from handlers.policy import Policy
 from schemas import topics
 from schemas.envelope import Envelope
@@ -155,125 +155,8 @@ def _copy(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _copy_field(v: Any, how: int) -> Any:
-    """A planned field's value as ``_copy`` copies it inside a dataclass."""
-    tv = type(v)
-    if tv in _IMMUTABLE:
-        return v
-    if tv in _CONTAINERS and (how == _SHALLOW or not v):
-        return v.copy()
-    return _copy(v)
-
-
-def _copy_dict(v: dict[Any, Any]) -> dict[Any, Any]:
-    """``_copy`` of a dict (its keys shared, as ``_copy`` does)."""
-    out = v.copy()
-    for k, x in v.items():
-        if type(x) not in _IMMUTABLE:
-            out[k] = _copy(x)
-    return out
-
-
-def _copy_worker(w: Worker) -> Worker:
-    """``_copy(w)`` written out for the plan of ``Worker`` (``_WRITTEN_OUT``): the three
-    lists of strings and ``origin`` shallowly, ``employer`` deeply. ``KeyError`` when a
-    field's attribute is missing (``_clone`` then takes ``_copy``)."""
-    values = w.__dict__.copy()
-    v = values["non_procedural_reasons"]
-    if type(v) is list:
-        values["non_procedural_reasons"] = v.copy()
-    elif v is not None:
-        values["non_procedural_reasons"] = _copy_field(v, _SHALLOW)
-    v = values["anomalies"]
-    if type(v) is list:
-        values["anomalies"] = v.copy()
-    elif v is not None:
-        values["anomalies"] = _copy_field(v, _SHALLOW)
-    v = values["flags"]
-    if type(v) is list:
-        values["flags"] = v.copy()
-    elif v is not None:
-        values["flags"] = _copy_field(v, _SHALLOW)
-    v = values["origin"]
-    if v is not None:
-        values["origin"] = v.copy() if type(v) is dict else _copy_field(v, _SHALLOW)
-    v = values["employer"]
-    if v is not None:
-        values["employer"] = _copy_dict(v) if type(v) is dict else _copy_field(v, _DEEP)
-    obj: Worker = _new(Worker)
-    obj.__dict__ = values
-    return obj
-
-
-def _copy_case(c: Case) -> Case:
-    """``_copy(c)`` written out for the plan of ``Case``: ``incident_ids`` shallowly,
-    ``detail`` deeply (``KeyError`` as ``_copy_worker``)."""
-    values = c.__dict__.copy()
-    v = values["incident_ids"]
-    if type(v) is list:
-        values["incident_ids"] = v.copy()
-    elif v is not None:
-        values["incident_ids"] = _copy_field(v, _SHALLOW)
-    v = values["detail"]
-    if type(v) is dict:
-        values["detail"] = _copy_dict(v) if v else {}
-    elif v is not None:
-        values["detail"] = _copy_field(v, _DEEP)
-    obj: Case = _new(Case)
-    obj.__dict__ = values
-    return obj
-
-
-# The plans ``_copy_worker`` and ``_copy_case`` are written for (with the aggregate's and a
-# claim's, which ``_clone`` handles): while the model's plans are these, ``_clone`` takes the
-# written-out copies; a field added with a container type changes a plan, and then ``_copy``
-# does it all, as before (tests/unit/test_dispatch.py holds ``_WRITTEN_OUT`` true).
-_CLONE_PLANS: dict[type, tuple[tuple[str, int], ...]] = {
-    Aggregate: (("worker", _DEEP), ("cases", _DEEP), ("claims", _DEEP)),
-    Worker: (
-        ("non_procedural_reasons", _SHALLOW),
-        ("anomalies", _SHALLOW),
-        ("origin", _SHALLOW),
-        ("employer", _DEEP),
-        ("flags", _SHALLOW),
-    ),
-    Case: (("incident_ids", _SHALLOW), ("detail", _DEEP)),
-    Claim: (("history", _DEEP),),
-}
-_WRITTEN_OUT = all(_plan(t) == plan for t, plan in _CLONE_PLANS.items())
-
-
 def _clone(agg: Aggregate) -> Aggregate:
-    """An independent copy the handler may change (shares only immutable values): what
-    ``_copy(agg)`` gives, by the written-out copies of the worker and its cases (~0.5 µs
-    less per event than the generic walk); claims (few) go through ``_copy``."""
-    w = agg.worker
-    if _WRITTEN_OUT and type(agg) is Aggregate and type(w) is Worker:
-        try:
-            values = agg.__dict__.copy()
-            values["worker"] = _copy_worker(w)
-            cases = values["cases"]
-            if type(cases) is dict:
-                out = cases.copy()
-                for k, c in cases.items():
-                    if type(c) is Case:
-                        out[k] = _copy_case(c)
-                    elif type(c) not in _IMMUTABLE:
-                        out[k] = _copy(c)
-                values["cases"] = out
-            elif cases is not None:
-                values["cases"] = _copy_field(cases, _DEEP)
-            claims = values["claims"]
-            if type(claims) is dict and not claims:
-                values["claims"] = {}
-            elif claims is not None:
-                values["claims"] = _copy_field(claims, _DEEP)
-        except KeyError:  # an attribute of a field is missing: the generic walk
-            pass
-        else:
-            obj: Aggregate = _new(Aggregate)
-            obj.__dict__ = values
-            return obj
+    """An independent copy the handler may change (shares only immutable values)."""
     clone: Aggregate = _copy(agg)
     return clone
 

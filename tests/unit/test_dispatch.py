@@ -23,7 +23,6 @@ from tests.unit.factories import (
     envelope,
     incident,
 )
-from tests.unit.test_dispatch_oracle import _state
 
 NOW = T0 + H
 MINE = {
@@ -226,24 +225,6 @@ def test_a_raising_handler_leaves_every_nested_part_untouched(
     with pytest.raises(RuntimeError):
         handle(agg, envelope("pmi.incident.updated", incident()), POLICY, NOW)
     assert agg == before
-
-
-def test_the_written_out_clone_is_taken_and_copies_as_the_generic_walk() -> None:
-    assert dispatch._WRITTEN_OUT  # the model's copy plans are those it is written for
-    agg = aggregate(state="placed", state_at=T0, exists=True)
-    agg = handle(agg, envelope("pmi.incident.reported", incident()), POLICY, NOW).aggregate
-    agg.worker.employer = {"key": "EMP-1", "tags": ["a"]}
-    agg.worker.origin = {"province": "35"}
-    agg.worker.flags.append("watchlisted_employer")
-    clone = dispatch._clone(agg)
-    assert _state(clone) == _state(dispatch._copy(agg)) == _state(agg)
-    assert not set(_containers(agg)) & set(_containers(clone))
-    # a field's attribute gone (never in the rules): the generic walk, the same copy
-    del agg.worker.anomalies
-    del next(iter(agg.cases.values())).detail
-    again = dispatch._clone(agg)
-    assert _state(again) == _state(dispatch._copy(agg)) == _state(agg)
-    assert again.worker.non_procedural_reasons is not agg.worker.non_procedural_reasons
 
 
 _ID_TEXT = st.text(alphabet=st.sampled_from("ab-/:\x1e\x1f\u00e9\ud800"), max_size=6)
