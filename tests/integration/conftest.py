@@ -8,6 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from infra.db import Database, migrate
 from infra.settings import Settings
 from infra.tokens import create_token
 from tests.integration.harness import WorkerProcess
@@ -16,6 +17,18 @@ from tests.integration.harness import WorkerProcess
 @pytest.fixture
 def settings(stack_settings: Settings) -> Settings:
     return stack_settings.replace(timer_interval=0.5)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A started pool on a fresh database with every migration applied."""
+    database = await Database(database_url).start()
+    async with database.pool.acquire() as conn:
+        await migrate(conn)
+    try:
+        yield database
+    finally:
+        await database.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -12,7 +11,7 @@ import pytest
 import streams.processor as processor_mod
 from handlers.policy import load_policy
 from infra import store
-from infra.db import Database, migrate
+from infra.db import Database
 from infra.settings import Settings
 from streams.processor import BatchProcessor, RawRecord
 
@@ -38,17 +37,6 @@ def incident(ev_id: str, inc: str, category: str, worker: str = "PMI-1") -> byte
             },
         }
     ).encode()
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = await Database(database_url).start()
-    async with database.pool.acquire() as conn:
-        await migrate(conn)
-    try:
-        yield database
-    finally:
-        await database.stop()
 
 
 def processor(db: Database) -> BatchProcessor:

@@ -4,7 +4,6 @@ exactly takes the arrays."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -13,21 +12,10 @@ import pytest
 
 import infra.store as store
 from handlers.model import TimelineEntry
-from infra.db import Database, migrate
+from infra.db import Database
 from infra.store import BatchWrite, ProcessedId
 
 T = datetime(2026, 12, 1, 22, 23, 13, 123456, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = await Database(database_url).start()
-    async with database.pool.acquire() as conn:
-        await migrate(conn)
-    try:
-        yield database
-    finally:
-        await database.stop()
 
 
 def _batch() -> BatchWrite:
