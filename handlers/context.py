@@ -7,7 +7,6 @@ clock and the effects collected so far. Every id it derives is a function of the
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,15 +19,13 @@ from handlers.model import (
     Effects,
     OutputEvent,
     TimelineEntry,
+    id_digest,
     iso,
     stable_id,
 )
 from handlers.policy import Policy
 from schemas import topics
 from schemas.envelope import Envelope
-
-_SEPARATOR, _ESCAPE = ID_SEPARATOR, ID_ESCAPE
-_sha256 = hashlib.sha256
 
 
 @dataclass
@@ -85,14 +82,14 @@ class Ctx:
         head = self._id_head
         if not head:
             env = self.envelope
-            head = env.source + _SEPARATOR + env.id + _SEPARATOR
-            if _ESCAPE in head or head.count(_SEPARATOR) != 2:
+            head = env.source + ID_SEPARATOR + env.id + ID_SEPARATOR
+            if ID_ESCAPE in head or head.count(ID_SEPARATOR) != 2:
                 head = "-"
             self._id_head = head
         if labels and head != "-":
-            text = head + _SEPARATOR.join(labels)
-            if _ESCAPE not in text and text.count(_SEPARATOR) == len(labels) + 1:
-                return _sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            text = head + ID_SEPARATOR.join(labels)
+            if ID_ESCAPE not in text and text.count(ID_SEPARATOR) == len(labels) + 1:
+                return id_digest(text)
         return stable_id(self.envelope.source, self.envelope.id, *labels)
 
     def case_event(

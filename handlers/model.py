@@ -58,15 +58,15 @@ def max_severity(a: str, b: str) -> str:
     return a if severity_rank(a) >= severity_rank(b) else b
 
 
-_ID_SEPARATOR = ID_SEPARATOR = "\x1f"
-_ID_ESCAPE = ID_ESCAPE = "\x1e"
+ID_SEPARATOR = "\x1f"
+ID_ESCAPE = "\x1e"
 
 
 def _id_part(part: str) -> str:
     """``part`` with the separator and the escape character escaped (unchanged without them)."""
-    if _ID_SEPARATOR not in part and _ID_ESCAPE not in part:
+    if ID_SEPARATOR not in part and ID_ESCAPE not in part:
         return part
-    return part.replace(_ID_ESCAPE, _ID_ESCAPE * 2).replace(_ID_SEPARATOR, _ID_ESCAPE + "s")
+    return part.replace(ID_ESCAPE, ID_ESCAPE * 2).replace(ID_SEPARATOR, ID_ESCAPE + "s")
 
 
 def stable_id(*parts: str, prefix: str = "", length: int = 16) -> str:
@@ -78,11 +78,16 @@ def stable_id(*parts: str, prefix: str = "", length: int = 16) -> str:
     valid); inputs cannot hold control characters anyway (``schemas`` refuses them).
     Surrogates are written with ``surrogatepass`` so that no text can make this raise.
     """
-    text = _ID_SEPARATOR.join(parts)
-    if _ID_ESCAPE in text or text.count(_ID_SEPARATOR) != len(parts) - 1:
-        text = _ID_SEPARATOR.join(_id_part(p) for p in parts)  # a part holds one of them
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
-    return f"{prefix}{digest}"
+    text = ID_SEPARATOR.join(parts)
+    if ID_ESCAPE in text or text.count(ID_SEPARATOR) != len(parts) - 1:
+        text = ID_SEPARATOR.join(_id_part(p) for p in parts)  # a part holds one of them
+    return f"{prefix}{id_digest(text, length)}"
+
+
+def id_digest(text: str, length: int = 16) -> str:
+    """The id of an injectively joined text (``stable_id``'s last step; ``Ctx.derive_id``
+    joins its own)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})

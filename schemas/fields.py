@@ -77,10 +77,9 @@ _FAST_DATETIME_RE = re.compile(
 # emptied when full, so a stream of distinct stamps costs one dict insert each.
 _FAST_CACHE_SIZE = 4096
 _V = TypeVar("_V", date, datetime)
-_fast_datetimes: dict[str, datetime] = {}
-_fast_dates: dict[str, date] = {}
-# The same dicts under public names: ``schemas.types`` looks a text up before it calls.
-FAST_DATETIMES, FAST_DATES = _fast_datetimes, _fast_dates
+# Texts already parsed (``schemas.types`` looks a text up before it calls the parser).
+FAST_DATETIMES: dict[str, datetime] = {}
+FAST_DATES: dict[str, date] = {}
 
 
 # Fields whose values are personal identifiers: never repeated in an error message (errors
@@ -153,12 +152,12 @@ def parse_datetime(text: str, field: str | None = None) -> datetime:
 def fast_datetime(text: str) -> datetime | None:
     """``parse_datetime(text)`` when ``text`` is in the fast path's strict form and valid,
     else ``None`` (then ``parse_datetime`` decides, with its message). Never raises."""
-    return _fast_parse(text, _fast_datetimes, _FAST_DATETIME_RE, datetime.fromisoformat)
+    return _fast_parse(text, FAST_DATETIMES, _FAST_DATETIME_RE, datetime.fromisoformat)
 
 
 def fast_date(text: str) -> date | None:
     """``parse_date(text)`` when ``text`` is a valid date, else ``None``. Never raises."""
-    return _fast_parse(text, _fast_dates, _DATE_FULL_RE, date.fromisoformat)
+    return _fast_parse(text, FAST_DATES, _DATE_FULL_RE, date.fromisoformat)
 
 
 def _fast_parse(
