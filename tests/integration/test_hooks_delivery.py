@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from handlers.policy import load_policy
-from infra.db import Database, migrate
+from infra.db import Database
 from infra.hooks.dispatcher import Dispatcher
 from infra.hooks.enqueue import Hooks
 from infra.hooks.matching import parse_matcher_args
@@ -34,18 +33,6 @@ from tests.integration.hooks_support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url, max_size=6)
-    await database.start()
-    async with database.pool.acquire() as conn:
-        await migrate(conn)
-    try:
-        yield database
-    finally:
-        await database.stop()
 
 
 def make_hooks(tmp_path: Path, entries: list[dict[str, Any]]) -> Hooks:
