@@ -18,7 +18,6 @@ from infra.processes import free_port
 from tests.integration.test_hooks_delivery import (
     alert,
     all_done,
-    db,  # noqa: F401 - the fixture
     dispatcher,
     enqueue,
     make_hooks,
@@ -92,7 +91,7 @@ async def alertmanager(tmp_path: Path):
 
 
 async def test_alerts_reach_a_real_alertmanager_with_routing_labels(
-    db: Database,  # noqa: F811 - the fixture
+    db: Database,
     alertmanager: str,
     tmp_path: Path,
 ) -> None:
